@@ -1,0 +1,612 @@
+//! The HTTPS server: connection handling, routing by host name and path, the challenge
+//! flow, fault injection, statistics and persistence.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, ApiError, Ctx, MAX_BODY, Principal, Reply};
+use crate::certificates::Issuers;
+use crate::entra;
+use crate::faults::{Decision, FaultKind, Faults};
+use crate::identity::{ClientSecret, Identity, SaIssuer, TokenGrant, TokenProblem, TokenStore};
+use crate::stats::{LogEntry, Stats};
+use crate::store::{StateFile, VaultCell, VaultKind};
+
+/// A response body.
+pub type Body = Full<Bytes>;
+
+/// Metadata of one vault.
+#[derive(Debug, Clone)]
+pub struct VaultMeta {
+    /// Vault or Managed HSM.
+    pub kind: VaultKind,
+    /// Canonical base URL, e.g. `https://kv1.vault.localhost:8443`.
+    pub url: String,
+    /// Token resource, e.g. `https://vault.localhost:8443`.
+    pub resource: String,
+    /// Host name.
+    pub host: String,
+}
+
+/// State shared by every connection and the control API.
+#[derive(Debug)]
+pub struct Shared {
+    pub(crate) vaults: BTreeMap<String, VaultCell>,
+    pub(crate) meta: BTreeMap<String, VaultMeta>,
+    pub(crate) default_vault: String,
+    pub(crate) identities: RwLock<Vec<Identity>>,
+    pub(crate) tokens: Mutex<TokenStore>,
+    pub(crate) faults: Mutex<Faults>,
+    pub(crate) stats: Mutex<Stats>,
+    /// `https://localhost:PORT`.
+    pub(crate) authority: String,
+    pub(crate) tenants: Vec<String>,
+    pub(crate) token_ttl: Duration,
+    pub(crate) sa_issuer: SaIssuer,
+    pub(crate) identity_header: ClientSecret,
+    pub(crate) issuers: Issuers,
+    pub(crate) region: String,
+    pub(crate) state_file: Option<PathBuf>,
+    pub(crate) persist_lock: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Host part of the authority URL.
+    pub(crate) fn authority_host(&self) -> String {
+        self.authority
+            .trim_start_matches("https://")
+            .split(':')
+            .next()
+            .unwrap_or("localhost")
+            .to_owned()
+    }
+
+    pub(crate) fn knows_tenant(&self, tenant: &str) -> bool {
+        self.tenants.iter().any(|t| t.eq_ignore_ascii_case(tenant))
+    }
+
+    pub(crate) fn identity_by(&self, f: impl Fn(&Identity) -> bool) -> Option<Identity> {
+        self.identities
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|i| f(i))
+            .cloned()
+    }
+
+    pub(crate) fn issue_token(&self, grant: TokenGrant) -> String {
+        lock(&self.tokens).issue(grant)
+    }
+
+    pub(crate) fn record(&self, entry: LogEntry) {
+        lock(&self.stats).record(entry);
+    }
+
+    pub(crate) fn decide(&self, vault: Option<&str>, op: &str, identity: Option<&str>) -> Decision {
+        lock(&self.faults).decide(vault, op, identity)
+    }
+
+    /// Writes the state file if a vault changed since the last write.
+    pub(crate) fn persist_if_dirty(&self) {
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        let _guard = lock(&self.persist_lock);
+        let dirty = self
+            .vaults
+            .values()
+            .fold(false, |acc, cell| cell.take_dirty() | acc);
+        if !dirty {
+            return;
+        }
+        let snapshot = {
+            let mut vaults = Vec::new();
+            for cell in self.vaults.values() {
+                vaults.push(cell.read(Clone::clone));
+            }
+            StateFile::capture(vaults.iter())
+        };
+        if let Err(e) = snapshot.save(path) {
+            tracing::error!(error = %e, "could not write the state file");
+        }
+    }
+
+    /// Finds the vault a host name addresses: `<name>.vault.localhost`,
+    /// `<name>.managedhsm.localhost`, or the default vault for `localhost` and IP literals.
+    fn vault_for_host(&self, host: &str) -> Option<&str> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok() {
+            return Some(self.default_vault.as_str());
+        }
+        self.meta
+            .iter()
+            .find(|(_, m)| m.host == host)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Runs a vault API request as the control principal (no auth, faults or statistics).
+    pub(crate) fn admin(
+        &self,
+        vault: &str,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        body: Bytes,
+    ) -> Result<Reply, ApiError> {
+        let name = vault.to_ascii_lowercase();
+        let (Some(cell), Some(meta)) = (self.vaults.get(&name), self.meta.get(&name)) else {
+            return Err(ApiError::bad_parameter(format!("No vault named {vault}.")));
+        };
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let principal = Principal::System;
+        let ctx = Ctx {
+            method,
+            segments,
+            query: api::parse_query(query),
+            body: &body,
+            base: &meta.url,
+            vault: &name,
+            principal: &principal,
+            region: &self.region,
+        };
+        let out = dispatch(self, &ctx, cell, meta.kind);
+        self.persist_if_dirty();
+        out
+    }
+}
+
+/// Routes a vault request to its handler.
+fn dispatch(shared: &Shared, ctx: &Ctx<'_>, cell: &VaultCell, kind: VaultKind) -> api::ApiResult {
+    match ctx.segments.first().copied() {
+        Some("keys" | "deletedkeys") => crate::keys::handle(ctx, cell),
+        Some("secrets" | "deletedsecrets") if kind == VaultKind::Vault => {
+            crate::secrets::handle(ctx, cell)
+        }
+        Some("certificates" | "deletedcertificates") if kind == VaultKind::Vault => {
+            crate::certificates::handle(ctx, cell, &shared.issuers)
+        }
+        _ => Err(ApiError::no_route(ctx.method, &ctx.segments.join("/"))),
+    }
+}
+
+/// The operation name used in statistics and fault scopes, e.g. `keys.decrypt`.
+pub fn operation_name(method: &Method, segments: &[&str]) -> String {
+    let family = match segments.first().copied().unwrap_or("") {
+        "keys" | "deletedkeys" => "keys",
+        "secrets" | "deletedsecrets" => "secrets",
+        "certificates" | "deletedcertificates" => "certificates",
+        _ => return "unknown".into(),
+    };
+    let deleted = segments.first().is_some_and(|s| s.starts_with("deleted"));
+    let action = match (method, segments.get(1..).unwrap_or_default()) {
+        (&Method::GET, []) | (&Method::GET, [""]) => "list",
+        _ if deleted => match *method {
+            Method::GET => "getdeleted",
+            Method::DELETE => "purge",
+            _ => "recover",
+        },
+        (&Method::GET, [_, "versions"]) => "listversions",
+        (&Method::GET, [_, "rotationpolicy"]) => "getrotationpolicy",
+        (&Method::PUT, [_, "rotationpolicy"]) => "setrotationpolicy",
+        (&Method::GET, [_, "pending"]) => "getoperation",
+        (&Method::GET, [_, "policy"]) => "getpolicy",
+        (&Method::GET, _) => "get",
+        (&Method::PUT, [_]) => "set",
+        (&Method::DELETE, [_]) => "delete",
+        (&Method::PATCH, _) => "update",
+        (&Method::POST, [_, op]) => op,
+        (&Method::POST, [_, _, op]) => op,
+        _ => "other",
+    };
+    format!("{family}.{}", action.to_ascii_lowercase())
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let bytes = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    let mut resp = Response::new(Full::new(bytes));
+    *resp.status_mut() = status;
+    if !body.is_null() {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    resp
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    let mut resp = json_response(e.status, &e.body());
+    if let Ok(v) = HeaderValue::from_str(&e.code) {
+        resp.headers_mut().insert("x-ms-error-code", v);
+    }
+    if let Some(secs) = e.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+fn add_service_headers(resp: &mut Response<Body>, request_id: &str, region: &str) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-ms-request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(region) {
+        h.insert("x-ms-keyvault-region", v);
+    }
+    h.insert(
+        "x-ms-keyvault-service-version",
+        HeaderValue::from_static("1.9.2.0"),
+    );
+    h.insert(
+        "x-ms-keyvault-network-info",
+        HeaderValue::from_static("conn_type=Ipv4;addr=127.0.0.1;act_addr_fam=InterNetwork;"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
+        h.insert(header::DATE, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000;includeSubDomains"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+/// The request could not be answered: the connection must drop (injected reset or outage).
+#[derive(Debug)]
+pub struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+/// Serves one HTTP request on the vault/Entra port.
+pub async fn serve_request(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DropConnection> {
+    let started = Instant::now();
+    let request_id = crate::identity::uuid_like();
+    let (parts, body) = req.into_parts();
+    let host = parts
+        .uri
+        .host()
+        .map(str::to_owned)
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| {
+                    // Strip a port, including from bracketed IPv6 literals.
+                    if let Some(rest) = h.strip_prefix('[') {
+                        rest.split(']').next().unwrap_or("").to_owned()
+                    } else {
+                        h.split(':').next().unwrap_or("").to_owned()
+                    }
+                })
+        })
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let query = api::parse_query(parts.uri.query());
+    let method = parts.method.clone();
+
+    // Bounded body read: an oversized body is refused, never buffered.
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            let e = ApiError::bad_parameter(format!(
+                "The request body is larger than {MAX_BODY} bytes or could not be read."
+            ));
+            let mut resp = error_response(&e);
+            add_service_headers(&mut resp, &request_id, &shared.region);
+            return Ok(resp);
+        }
+    };
+
+    let mut entry = LogEntry {
+        seq: 0,
+        time_ms: i64::try_from(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(i64::MAX),
+        vault: None,
+        method: method.to_string(),
+        path: path.clone(),
+        operation: String::new(),
+        identity: None,
+        status: 0,
+        request_id: request_id.clone(),
+        latency_ms: 0,
+        faults: Vec::new(),
+    };
+
+    if entra::is_entra_path(&segments) {
+        let op = match segments.as_slice() {
+            [_, "oauth2", ..] => "entra.token",
+            ["msi", ..] | ["metadata", ..] => "entra.managed_identity",
+            _ => "entra.discovery",
+        };
+        entry.operation = op.into();
+        let decision = shared.decide(None, op, None);
+        entry.faults.clone_from(&decision.fired);
+        if !decision.delay.is_zero() {
+            tokio::time::sleep(decision.delay).await;
+        }
+        let resp = match decision.failure {
+            Some(FaultKind::Reset | FaultKind::Outage) => {
+                shared.record(entry);
+                return Err(DropConnection);
+            }
+            Some(FaultKind::Throttle { retry_after_secs }) => {
+                let mut r = json_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &serde_json::json!({"error": "temporarily_unavailable", "error_description": "throttled", "error_codes": [50196]}),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                r
+            }
+            Some(FaultKind::Status { status }) => json_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                &serde_json::json!({"error": "temporarily_unavailable", "error_description": "injected failure", "error_codes": [0]}),
+            ),
+            Some(FaultKind::Latency { .. }) | None => {
+                let out = entra::handle(&shared, &method, &segments, &query, &parts.headers, &body);
+                entry.identity = out.identity;
+                entry.operation = out.operation.into();
+                json_response(out.status, &out.body)
+            }
+        };
+        entry.status = resp.status().as_u16();
+        entry.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        shared.record(entry);
+        return Ok(resp);
+    }
+
+    let op = operation_name(&method, &segments);
+    entry.operation.clone_from(&op);
+    let Some(vault) = shared.vault_for_host(&host).map(str::to_owned) else {
+        let e = ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "VaultNotFound".into(),
+            message: format!(
+                "No vault answers at host {}.",
+                host.chars().take(255).collect::<String>()
+            ),
+            inner: None,
+            retry_after: None,
+        };
+        let mut resp = error_response(&e);
+        add_service_headers(&mut resp, &request_id, &shared.region);
+        entry.status = resp.status().as_u16();
+        shared.record(entry);
+        return Ok(resp);
+    };
+    entry.vault = Some(vault.clone());
+    let (Some(cell), Some(meta)) = (shared.vaults.get(&vault), shared.meta.get(&vault)) else {
+        return Err(DropConnection);
+    };
+
+    // Authenticate: a valid bearer token for this vault's resource and tenant.
+    let tenant = cell.read(|v| v.tenant.clone());
+    let bearer = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let auth: Result<Identity, Option<TokenProblem>> = match bearer {
+        None => Err(None),
+        Some(token) => {
+            let checked = lock(&shared.tokens)
+                .check(token, &meta.resource, &tenant)
+                .map(|g| g.identity.clone());
+            match checked {
+                Ok(name) => shared
+                    .identity_by(|i| i.name == name)
+                    .ok_or(Some(TokenProblem::Unknown)),
+                Err(p) => Err(Some(p)),
+            }
+        }
+    };
+    let identity_name = auth.as_ref().ok().map(|i| i.name.clone());
+    entry.identity.clone_from(&identity_name);
+
+    let decision = shared.decide(Some(&vault), &op, identity_name.as_deref());
+    entry.faults.clone_from(&decision.fired);
+    if !decision.delay.is_zero() {
+        tokio::time::sleep(decision.delay).await;
+    }
+    let result: Result<Reply, ApiError> = match decision.failure {
+        Some(FaultKind::Reset | FaultKind::Outage) => {
+            entry.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            shared.record(entry);
+            return Err(DropConnection);
+        }
+        Some(FaultKind::Throttle { retry_after_secs }) => {
+            Err(ApiError::throttled(retry_after_secs))
+        }
+        Some(FaultKind::Status { status }) => Err(ApiError::server_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        )),
+        Some(FaultKind::Latency { .. }) | None => match auth {
+            Err(problem) => Err(ApiError::unauthorized(match problem {
+                None => "AKV10000: Request is missing a Bearer or PoP token.",
+                Some(TokenProblem::Expired) => "AKV10013: Token is expired.",
+                Some(TokenProblem::WrongAudience) => {
+                    "AKV10022: Invalid audience: the token was issued for another resource."
+                }
+                Some(TokenProblem::WrongTenant) => {
+                    "AKV10032: Invalid issuer: the token was issued by another tenant."
+                }
+                Some(TokenProblem::Unknown) => "AKV10000: The bearer token is not valid.",
+            })),
+            Ok(identity) => {
+                let principal = Principal::Identity(Box::new(identity));
+                let ctx = Ctx {
+                    method: &method,
+                    segments: segments.clone(),
+                    query,
+                    body: &body,
+                    base: &meta.url,
+                    vault: &vault,
+                    principal: &principal,
+                    region: &shared.region,
+                };
+                dispatch(&shared, &ctx, cell, meta.kind)
+            }
+        },
+    };
+
+    let mut resp = match &result {
+        Ok(reply) => {
+            let mut r = json_response(reply.status, &reply.body);
+            if op.starts_with("certificates.") {
+                // The certificate poller sleeps for this long between polls.
+                r.headers_mut()
+                    .insert("retry-after-ms", HeaderValue::from_static("100"));
+            }
+            r
+        }
+        Err(e) => {
+            let mut r = error_response(e);
+            if e.status == StatusCode::UNAUTHORIZED {
+                let challenge = format!(
+                    "Bearer authorization=\"{}/{}\", resource=\"{}\"",
+                    shared.authority, tenant, meta.resource
+                );
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            r
+        }
+    };
+    add_service_headers(&mut resp, &request_id, &shared.region);
+    entry.status = resp.status().as_u16();
+    entry.latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match &result {
+        Ok(_) if method != Method::GET => shared.persist_if_dirty(),
+        _ => {}
+    }
+    shared.record(entry);
+    Ok(resp)
+}
+
+/// Accepts TLS connections until `shutdown` flips, serving each with hyper (HTTP/1.1 and
+/// HTTP/2).
+pub async fn run_https(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let shared = Arc::clone(&shared);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service =
+                hyper::service::service_fn(move |req| serve_request(Arc::clone(&shared), req));
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = watcher.watch(conn.into_owned()).await;
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+/// Accepts plain HTTP/1.1 connections for the control API.
+pub async fn run_control(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    info: Arc<crate::Info>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer): (_, SocketAddr) = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if !peer.ip().is_loopback() {
+            continue;
+        }
+        let shared = Arc::clone(&shared);
+        let info = Arc::clone(&info);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                let info = Arc::clone(&info);
+                async move { Ok::<_, Infallible>(crate::control::handle(&shared, &info, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}

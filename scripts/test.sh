@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The project's test command (README "Run the tests"; .ci/run calls exactly this).
+# Installs what it needs itself: a Python virtual environment for the SDK interop check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> cargo test (workspace, all features)"
+cargo test --workspace --all-features --locked
+
+echo "==> official Python SDKs against mock-vault"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import azure.keyvault.keys, azure.identity' 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r mock-vault/tests/python/requirements.txt
+fi
+cargo build --quiet --locked -p mock-vault
+.venv/bin/python mock-vault/tests/python/check_sdks.py target/debug/mock-vault
