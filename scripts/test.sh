@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 echo "==> cargo test (workspace, all features)"
 cargo test --workspace --all-features --locked
 
+echo "==> the main job: akv-bridge dev, self-checked"
+cargo run --quiet --locked --features dev -- dev --check-only --vault-port 0 --dir target/dev-check
+
 echo "==> official Python SDKs against mock-vault"
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import azure.keyvault.keys, azure.identity' 2>/dev/null; then
   python3 -m venv .venv

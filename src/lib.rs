@@ -1,4 +1,36 @@
 //! akv-bridge: a Kubernetes KMS v2 plugin and Secrets Store CSI provider backed by Azure
 //! Key Vault.
+//!
+//! # Layout
+//!
+//! Pure code (no I/O) is kept apart from code that talks to the network:
+//!
+//! - [`kms::envelope`] (pure): key ids, annotations, ciphertext and request validation.
+//! - [`azure::azure_json`], [`azure::cloud`] (pure): `azure.json` and cloud environments.
+//! - [`azure::credential`]: Entra credentials (secret, certificate, managed and workload
+//!   identity) built on `azure_identity`.
+//! - [`azure::keyvault`]: the Key Vault client: deadlines, retries, concurrency limit,
+//!   error classification.
+//! - [`kms::keyring`]: the current key version, rotation polling and health.
+//! - [`kms::cache`]: the bounded decrypt cache with request coalescing.
+//! - [`kms::service`]: the gRPC services (v2, v1beta1) and the error-to-status mapping.
+//! - [`kms`]: `serve(listener, config, shutdown)`.
+//! - [`socket`]: Unix-socket binding (stale sockets, permissions, abstract names).
+//! - [`observability`]: metrics, health endpoints, logging.
+//! - [`probe`]: `akv-bridge probe`, a client that behaves like kube-apiserver.
+//! - [`cli`]: the command-line flags; [`dev`] (feature `dev`): `akv-bridge dev`.
 
 #![forbid(unsafe_code)]
+
+pub mod azure;
+pub mod cli;
+#[cfg(feature = "dev")]
+pub mod dev;
+pub mod kms;
+pub mod observability;
+pub mod probe;
+pub mod proto;
+pub mod socket;
+
+/// Version and commit, as `--version` prints them.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,567 @@
+//! The Key Vault client the servers use: the official `azure_security_keyvault_keys`
+//! `KeyClient` behind a deadline per call, the SDK's jittered retries (which honour
+//! `Retry-After`), a concurrency limit per vault, and one classification of failures.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::headers::HeaderName;
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
+use azure_security_keyvault_keys::models::{
+    EncryptionAlgorithm, Key, KeyAttributes, KeyClientEncryptOptions, KeyClientGetKeyOptions,
+    KeyOperationParameters, KeyType,
+};
+use azure_security_keyvault_keys::{KeyClient, KeyClientOptions, ResourceExt};
+use futures::TryStreamExt as _;
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use crate::kms::envelope::{KeyRef, KeyVersion, ResponseInfo};
+
+/// How to reach a vault.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// PEM bundle of CAs to trust instead of the system roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// Connect the vault's host name to this address instead of resolving it (private
+    /// endpoints with custom DNS, the local mock).
+    pub connect_addr: Option<SocketAddr>,
+    /// Host name `connect_addr` applies to.
+    pub pinned_host: Option<String>,
+}
+
+/// How calls behave.
+#[derive(Debug, Clone)]
+pub struct CallPolicy {
+    /// Deadline of one operation, retries included.
+    pub deadline: Duration,
+    /// Retries after the first attempt (429, 5xx, connection errors).
+    pub max_retries: u32,
+    /// Concurrent requests to the vault.
+    pub max_concurrency: usize,
+    /// Verify that the challenge's resource matches the vault's domain (on by default).
+    pub verify_challenge_resource: bool,
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_millis(2500),
+            max_retries: 3,
+            max_concurrency: 32,
+            verify_challenge_resource: true,
+        }
+    }
+}
+
+/// Errors building the client.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The CA bundle could not be read or parsed.
+    #[error("CA bundle {path}: {reason}")]
+    CaBundle {
+        /// Path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Http(String),
+    /// The SDK refused the vault URL.
+    #[error("vault URL {url}: {reason}")]
+    VaultUrl {
+        /// URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A failed Key Vault operation, classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The key or key version does not exist (404).
+    #[error("key {0} was not found in the vault")]
+    NotFound(String),
+    /// The identity lacks a permission (403 access denied).
+    #[error("the identity lacks the keys/{0} permission on the vault")]
+    PermissionDenied(&'static str),
+    /// The key version is disabled, expired or not yet valid (403).
+    #[error("key version {version} is {reason}")]
+    KeyUnusable {
+        /// The version.
+        version: String,
+        /// Disabled, expired, not yet valid.
+        reason: &'static str,
+    },
+    /// The vault refused the input (400), e.g. a ciphertext that does not decrypt.
+    #[error("Key Vault refused the request: {0}")]
+    Rejected(String),
+    /// Authentication to Entra or the vault failed.
+    #[error("authentication failed: {0}")]
+    Unauthenticated(String),
+    /// Throttled (429) past the retries.
+    #[error("Key Vault is throttling requests")]
+    Throttled,
+    /// The vault could not be reached or failed (5xx, connection errors).
+    #[error("Key Vault is unavailable: {0}")]
+    Unavailable(String),
+    /// The deadline passed.
+    #[error("Key Vault did not answer within {0:?}")]
+    DeadlineExceeded(Duration),
+}
+
+impl KvError {
+    /// Whether this failure says the vault (or our access to it) is unhealthy, as opposed to
+    /// a problem with one request's input.
+    pub fn is_health_failure(&self) -> bool {
+        !matches!(
+            self,
+            Self::Rejected(_) | Self::NotFound(_) | Self::KeyUnusable { .. }
+        )
+    }
+
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::PermissionDenied(_) => "forbidden",
+            Self::KeyUnusable { .. } => "key_unusable",
+            Self::Rejected(_) => "rejected",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Throttled => "throttled",
+            Self::Unavailable(_) => "unavailable",
+            Self::DeadlineExceeded(_) => "deadline_exceeded",
+        }
+    }
+}
+
+/// What the servers need to know about a key version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// Version.
+    pub version: KeyVersion,
+    /// Enabled flag.
+    pub enabled: bool,
+    /// Not valid before (Unix seconds).
+    pub not_before: Option<i64>,
+    /// Expiry (Unix seconds).
+    pub expires: Option<i64>,
+    /// Creation time (Unix seconds).
+    pub created: Option<i64>,
+    /// `kty` (`RSA`, `RSA-HSM`, ...).
+    pub kty: Option<String>,
+    /// Allowed operations (empty when the service did not say).
+    pub key_ops: Vec<String>,
+}
+
+impl KeyInfo {
+    /// Why the version cannot be used now, if it cannot.
+    pub fn unusable_reason(&self, now: i64) -> Option<&'static str> {
+        if !self.enabled {
+            Some("disabled")
+        } else if self.expires.is_some_and(|e| now >= e) {
+            Some("expired")
+        } else if self.not_before.is_some_and(|n| now < n) {
+            Some("not yet valid")
+        } else {
+            None
+        }
+    }
+
+    /// Whether the key can wrap with RSA (type RSA and, if listed, encrypt/decrypt allowed).
+    pub fn rsa_wrap_problem(&self) -> Option<String> {
+        match self.kty.as_deref() {
+            Some("RSA" | "RSA-HSM") | None => {}
+            Some(other) => {
+                return Some(format!(
+                    "key type {other} cannot wrap with RSA-OAEP-256; use an RSA or RSA-HSM key"
+                ));
+            }
+        }
+        for op in ["encrypt", "decrypt"] {
+            if !self.key_ops.is_empty() && !self.key_ops.iter().any(|o| o.eq_ignore_ascii_case(op))
+            {
+                return Some(format!("the key's key_ops do not allow {op}"));
+            }
+        }
+        None
+    }
+}
+
+/// The current Unix time in seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Builds the reqwest client every Azure call goes through (vault and Entra).
+pub fn http_client(config: &TransportConfig) -> Result<reqwest::Client, SetupError> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(true);
+    if let Some(path) = &config.ca_bundle {
+        let certs = load_ca_bundle(path)?;
+        b = b.tls_certs_only(certs);
+    }
+    if let (Some(addr), Some(host)) = (config.connect_addr, &config.pinned_host) {
+        b = b.resolve(host, addr);
+    }
+    b.build().map_err(|e| SetupError::Http(e.to_string()))
+}
+
+fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, SetupError> {
+    let err = |reason: String| SetupError::CaBundle {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no CERTIFICATE block".into()));
+    }
+    Ok(certs)
+}
+
+/// `ClientOptions` with our transport and a retry policy bounded by the deadline.
+pub fn client_options(http: reqwest::Client, policy: &CallPolicy) -> ClientOptions {
+    let deadline_ms = i64::try_from(policy.deadline.as_millis()).unwrap_or(i64::MAX);
+    ClientOptions {
+        transport: Some(Transport::new(Arc::new(http))),
+        retry: RetryOptions::exponential(ExponentialRetryOptions {
+            initial_delay: azure_core::time::Duration::milliseconds(50),
+            max_retries: policy.max_retries,
+            max_total_elapsed: azure_core::time::Duration::milliseconds(deadline_ms),
+            max_delay: azure_core::time::Duration::seconds(1),
+        }),
+        ..ClientOptions::default()
+    }
+}
+
+/// A key in one vault, reached through the official SDK.
+#[derive(Clone)]
+pub struct KeyVault {
+    client: Arc<KeyClient>,
+    key: KeyRef,
+    limit: Arc<Semaphore>,
+    deadline: Duration,
+}
+
+impl std::fmt::Debug for KeyVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyVault")
+            .field("key", &self.key)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+fn header(headers: &azure_core::http::headers::Headers, name: &'static str) -> Option<String> {
+    headers.get_optional_string(&HeaderName::from_static(name))
+}
+
+impl KeyVault {
+    /// A client for `key`.
+    pub fn new(
+        key: KeyRef,
+        credential: Arc<dyn TokenCredential>,
+        options: ClientOptions,
+        policy: &CallPolicy,
+    ) -> Result<Self, SetupError> {
+        let client = KeyClient::new(
+            key.vault_url(),
+            credential,
+            Some(KeyClientOptions {
+                client_options: options,
+                verify_challenge_resource: Some(policy.verify_challenge_resource),
+                ..KeyClientOptions::default()
+            }),
+        )
+        .map_err(|e| SetupError::VaultUrl {
+            url: key.vault_url().to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            client: Arc::new(client),
+            key,
+            limit: Arc::new(Semaphore::new(policy.max_concurrency.max(1))),
+            deadline: policy.deadline,
+        })
+    }
+
+    /// The key this client addresses.
+    pub fn key(&self) -> &KeyRef {
+        &self.key
+    }
+
+    /// Runs `f` under the concurrency limit and the deadline (queueing counts against it).
+    async fn call<T, F>(&self, permission: &'static str, what: &str, f: F) -> Result<T, KvError>
+    where
+        F: std::future::Future<Output = azure_core::Result<T>>,
+    {
+        let work = async {
+            let _permit = self
+                .limit
+                .acquire()
+                .await
+                .map_err(|_| KvError::Unavailable("client is shutting down".into()))?;
+            f.await.map_err(|e| classify(&e, permission, what))
+        };
+        match tokio::time::timeout(self.deadline, work).await {
+            Ok(r) => r,
+            Err(_) => Err(KvError::DeadlineExceeded(self.deadline)),
+        }
+    }
+
+    /// Reads a key version's metadata (`None` = the latest version).
+    pub async fn get(&self, version: Option<&KeyVersion>) -> Result<KeyInfo, KvError> {
+        let what = describe(&self.key, version);
+        let options = KeyClientGetKeyOptions {
+            key_version: version.map(|v| v.as_str().to_owned()),
+            ..Default::default()
+        };
+        let key: Key = self
+            .call("get", &what, async {
+                self.client
+                    .get_key(self.key.name(), Some(options))
+                    .await?
+                    .into_model()
+            })
+            .await?;
+        key_info(&key).ok_or_else(|| {
+            KvError::Unavailable("Key Vault returned a key without a versioned kid".into())
+        })
+    }
+
+    /// Lists every version's metadata.
+    pub async fn list_versions(&self) -> Result<Vec<KeyInfo>, KvError> {
+        let what = describe(&self.key, None);
+        self.call("list", &what, async {
+            let pager = self
+                .client
+                .list_key_properties_versions(self.key.name(), None)?;
+            let items: Vec<_> = pager.try_collect().await?;
+            Ok(items
+                .iter()
+                .filter_map(|p| version_info(p, p.attributes.as_ref()))
+                .collect())
+        })
+        .await
+    }
+
+    /// Encrypts (wraps) `plaintext` with `version`. Returns Key Vault's raw result and the
+    /// response facts the Go plugin records as annotations.
+    pub async fn encrypt(
+        &self,
+        version: &KeyVersion,
+        algorithm: &str,
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, ResponseInfo), KvError> {
+        let what = describe(&self.key, Some(version));
+        let params = KeyOperationParameters {
+            algorithm: Some(algorithm_of(algorithm)),
+            value: Some(plaintext.to_vec()),
+            ..Default::default()
+        };
+        let options = KeyClientEncryptOptions {
+            key_version: Some(version.as_str().to_owned()),
+            ..Default::default()
+        };
+        self.call("encrypt", &what, async {
+            let response = self
+                .client
+                .encrypt(self.key.name(), params.try_into()?, Some(options))
+                .await?;
+            let headers = response.headers();
+            let info = ResponseInfo {
+                date: header(headers, "date"),
+                request_id: header(headers, "x-ms-request-id"),
+                region: header(headers, "x-ms-keyvault-region"),
+            };
+            let result = response.into_model()?.result.unwrap_or_default();
+            Ok((result, info))
+        })
+        .await
+    }
+
+    /// Decrypts (unwraps) `ciphertext` with `version`.
+    pub async fn decrypt(
+        &self,
+        version: &KeyVersion,
+        algorithm: &str,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KvError> {
+        let what = describe(&self.key, Some(version));
+        let params = KeyOperationParameters {
+            algorithm: Some(algorithm_of(algorithm)),
+            value: Some(ciphertext.to_vec()),
+            ..Default::default()
+        };
+        self.call("decrypt", &what, async {
+            let result = self
+                .client
+                .decrypt(self.key.name(), version.as_str(), params.try_into()?, None)
+                .await?
+                .into_model()?;
+            Ok(Zeroizing::new(result.result.unwrap_or_default()))
+        })
+        .await
+    }
+}
+
+fn describe(key: &KeyRef, version: Option<&KeyVersion>) -> String {
+    match version {
+        Some(v) => format!("{}/{}", key.name(), v),
+        None => key.name().to_owned(),
+    }
+}
+
+fn algorithm_of(name: &str) -> EncryptionAlgorithm {
+    match name {
+        "RSA-OAEP-256" => EncryptionAlgorithm::RsaOaep256,
+        "RSA-OAEP" => EncryptionAlgorithm::RsaOaep,
+        "RSA1_5" => EncryptionAlgorithm::Rsa1_5,
+        other => EncryptionAlgorithm::UnknownValue(other.to_owned()),
+    }
+}
+
+/// Version and attributes of a key or a key listing entry.
+fn version_info(resource: &impl ResourceExt, attrs: Option<&KeyAttributes>) -> Option<KeyInfo> {
+    let version = resource
+        .resource_id()
+        .ok()?
+        .version
+        .and_then(|v| KeyVersion::parse(&v))?;
+    Some(KeyInfo {
+        version,
+        enabled: attrs.and_then(|a| a.enabled).unwrap_or(true),
+        not_before: attrs.and_then(|a| a.not_before).map(|t| t.unix_timestamp()),
+        expires: attrs.and_then(|a| a.expires).map(|t| t.unix_timestamp()),
+        created: attrs.and_then(|a| a.created).map(|t| t.unix_timestamp()),
+        kty: None,
+        key_ops: Vec::new(),
+    })
+}
+
+fn key_info(key: &Key) -> Option<KeyInfo> {
+    let jwk = key.key.as_ref();
+    Some(KeyInfo {
+        kty: jwk.and_then(|j| j.kty.as_ref()).map(|k| match k {
+            KeyType::Rsa => "RSA".to_owned(),
+            KeyType::RsaHsm => "RSA-HSM".to_owned(),
+            KeyType::Ec => "EC".to_owned(),
+            KeyType::EcHsm => "EC-HSM".to_owned(),
+            KeyType::Oct => "oct".to_owned(),
+            KeyType::OctHsm => "oct-HSM".to_owned(),
+            other => format!("{other:?}"),
+        }),
+        key_ops: jwk.and_then(|j| j.key_ops.clone()).unwrap_or_default(),
+        ..version_info(key, key.attributes.as_ref())?
+    })
+}
+
+/// Maps an SDK error to our classification. `permission` is the data action the call
+/// needed, so a 403 can name it; upstream messages are summarised, not forwarded.
+fn classify(e: &azure_core::Error, permission: &'static str, what: &str) -> KvError {
+    use azure_core::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => {
+            let code = u16::from(*status);
+            let text = e.to_string();
+            match code {
+                404 => KvError::NotFound(what.to_owned()),
+                403 => {
+                    let lower = text.to_ascii_lowercase();
+                    let reason = if lower.contains("disabled") {
+                        Some("disabled")
+                    } else if lower.contains("expired") {
+                        Some("expired")
+                    } else if lower.contains("not yet valid") || lower.contains("notyetvalid") {
+                        Some("not yet valid")
+                    } else {
+                        None
+                    };
+                    match reason {
+                        Some(reason) => KvError::KeyUnusable {
+                            version: what.to_owned(),
+                            reason,
+                        },
+                        None => KvError::PermissionDenied(permission),
+                    }
+                }
+                401 => KvError::Unauthenticated(format!(
+                    "Key Vault answered 401 ({})",
+                    error_code.as_deref().unwrap_or("Unauthorized")
+                )),
+                429 => KvError::Throttled,
+                400 => KvError::Rejected(
+                    error_code
+                        .as_deref()
+                        .unwrap_or("BadParameter")
+                        .chars()
+                        .take(64)
+                        .collect(),
+                ),
+                _ => KvError::Unavailable(format!("HTTP {code}")),
+            }
+        }
+        ErrorKind::Credential => KvError::Unauthenticated(
+            "could not get a token from Microsoft Entra (check the identity configuration)".into(),
+        ),
+        ErrorKind::Io | ErrorKind::Connection => KvError::Unavailable("connection failed".into()),
+        _ => KvError::Unavailable("unexpected client error".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_reasons() {
+        let base = KeyInfo {
+            version: KeyVersion::parse("v1").unwrap(),
+            enabled: true,
+            not_before: None,
+            expires: None,
+            created: None,
+            kty: Some("RSA".into()),
+            key_ops: vec!["encrypt".into(), "decrypt".into()],
+        };
+        assert_eq!(base.unusable_reason(100), None);
+        assert_eq!(base.rsa_wrap_problem(), None);
+        let disabled = KeyInfo {
+            enabled: false,
+            ..base.clone()
+        };
+        assert_eq!(disabled.unusable_reason(100), Some("disabled"));
+        let expired = KeyInfo {
+            expires: Some(50),
+            ..base.clone()
+        };
+        assert_eq!(expired.unusable_reason(100), Some("expired"));
+        let ec = KeyInfo {
+            kty: Some("EC".into()),
+            ..base.clone()
+        };
+        assert!(ec.rsa_wrap_problem().is_some());
+        let sign_only = KeyInfo {
+            key_ops: vec!["sign".into()],
+            ..base
+        };
+        assert!(sign_only.rsa_wrap_problem().unwrap().contains("encrypt"));
+        assert!(KvError::Throttled.is_health_failure());
+        assert!(!KvError::Rejected("x".into()).is_health_failure());
+    }
+}

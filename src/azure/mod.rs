@@ -1,0 +1,6 @@
+//! Azure: cloud environments, `azure.json`, credentials and the Key Vault client.
+
+pub mod azure_json;
+pub mod cloud;
+pub mod credential;
+pub mod keyvault;

@@ -1,0 +1,268 @@
+//! Command-line flags. The KMS flags keep Azure/kubernetes-kms's names and defaults, so a
+//! manifest that runs it runs akv-bridge with only the image changed; every flag can also
+//! come from an `AKV_BRIDGE_…` environment variable (the `AZURE_…` workload-identity and
+//! authority variables keep their usual names).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The `akv-bridge` command line.
+#[derive(Debug, Parser)]
+#[command(name = "akv-bridge", version = crate::VERSION, about = "Kubernetes KMS v2 plugin and CSI provider backed by Azure Key Vault")]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The KMS v2 plugin kube-apiserver calls.
+    // A repeated flag overrides the earlier one, as Go's flag package does.
+    #[command(args_override_self = true)]
+    Kms(Box<KmsArgs>),
+    /// Talk to a running server the way its client would, and report.
+    #[command(subcommand)]
+    Probe(ProbeCommand),
+    /// Everything on one machine: mock Key Vault, KMS plugin (needs the `dev` feature).
+    #[cfg(feature = "dev")]
+    Dev(crate::dev::DevArgs),
+}
+
+/// `akv-bridge probe …`.
+#[derive(Debug, Subcommand)]
+pub enum ProbeCommand {
+    /// Status, Encrypt, Decrypt as kube-apiserver does, checking every limit it checks.
+    Kms(ProbeKmsArgs),
+}
+
+/// Flags of `akv-bridge probe kms`.
+#[derive(Debug, Args)]
+pub struct ProbeKmsArgs {
+    /// The plugin's socket: a path, `unix:///path` or `unix:///@abstract`.
+    #[arg(long, default_value = "unix:///opt/azurekms.socket")]
+    pub socket: String,
+    /// Also run the API server's envelope (HKDF seed expansion + AES-256-GCM) on a sample
+    /// Secret and show the `k8s:enc:kms:v2:<name>:` value.
+    #[arg(long)]
+    pub envelope: bool,
+    /// Provider name used in the envelope prefix.
+    #[arg(long, default_value = "azurekmsprovider")]
+    pub provider_name: String,
+    /// Timeout of each call (the API server uses 3 s).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `akv-bridge kms`.
+#[derive(Debug, Clone, Args)]
+pub struct KmsArgs {
+    /// gRPC listen address: `unix:///path` or `unix:///@abstract-name`.
+    #[arg(
+        long,
+        env = "AKV_BRIDGE_LISTEN_ADDR",
+        default_value = "unix:///opt/azurekms.socket"
+    )]
+    pub listen_addr: String,
+    /// Permissions of the socket file (octal).
+    #[arg(long, env = "AKV_BRIDGE_SOCKET_MODE", default_value = "0600", value_parser = parse_mode)]
+    pub socket_mode: u32,
+    /// Key Vault (or Managed HSM) name.
+    #[arg(long, env = "AKV_BRIDGE_KEYVAULT_NAME", default_value = "")]
+    pub keyvault_name: String,
+    /// Name of the key that wraps the API server's seeds.
+    #[arg(long, env = "AKV_BRIDGE_KEY_NAME", default_value = "")]
+    pub key_name: String,
+    /// Pin this key version (as Azure/kubernetes-kms does). Empty: follow the newest
+    /// enabled version (automatic rotation).
+    #[arg(long, env = "AKV_BRIDGE_KEY_VERSION", default_value = "")]
+    pub key_version: String,
+    /// The vault is a Managed HSM.
+    #[arg(long, env = "AKV_BRIDGE_MANAGED_HSM", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub managed_hsm: bool,
+    /// Vault URL, instead of the one derived from `--keyvault-name` and the cloud (custom
+    /// clouds, private endpoints under another name, the local mock).
+    #[arg(long, env = "AKV_BRIDGE_VAULT_URL")]
+    pub vault_url: Option<String>,
+    /// Connect to this address for the vault's host name instead of resolving it (like
+    /// `curl --resolve`).
+    #[arg(long, env = "AKV_BRIDGE_VAULT_CONNECT_ADDR")]
+    pub vault_connect_addr: Option<SocketAddr>,
+    /// PEM bundle of CAs to trust for Key Vault and Entra instead of the system roots.
+    #[arg(long, env = "AKV_BRIDGE_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Entra authority host (default: the cloud's).
+    #[arg(long, env = "AZURE_AUTHORITY_HOST")]
+    pub authority_host: Option<String>,
+    /// Do not require the Key Vault challenge's resource to match the vault's domain.
+    /// Needed only when `--vault-url` names a host outside the resource's domain (a loopback
+    /// mock, a private endpoint with another name). TLS stays verified.
+    #[arg(
+        long,
+        env = "AKV_BRIDGE_INSECURE_SKIP_CHALLENGE_RESOURCE_VERIFICATION",
+        default_value_t = false
+    )]
+    pub insecure_skip_challenge_resource_verification: bool,
+    /// The cloud provider configuration (azure.json) with the identity to use.
+    #[arg(
+        long,
+        env = "AKV_BRIDGE_CONFIG_FILE_PATH",
+        default_value = "/etc/kubernetes/azure.json"
+    )]
+    pub config_file_path: PathBuf,
+    /// Workload identity: client id (`AZURE_CLIENT_ID`).
+    #[arg(long, env = "AZURE_CLIENT_ID", hide = true)]
+    pub azure_client_id: Option<String>,
+    /// Workload identity: tenant id (`AZURE_TENANT_ID`).
+    #[arg(long, env = "AZURE_TENANT_ID", hide = true)]
+    pub azure_tenant_id: Option<String>,
+    /// Workload identity: projected token file (`AZURE_FEDERATED_TOKEN_FILE`).
+    #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE", hide = true)]
+    pub azure_federated_token_file: Option<PathBuf>,
+    /// Port of the health endpoints.
+    #[arg(long, env = "AKV_BRIDGE_HEALTHZ_PORT", default_value_t = 8787)]
+    pub healthz_port: u16,
+    /// Liveness path (never calls Key Vault).
+    #[arg(long, env = "AKV_BRIDGE_HEALTHZ_PATH", default_value = "/healthz")]
+    pub healthz_path: String,
+    /// Readiness path (a key version is resolved and Key Vault is healthy).
+    #[arg(long, env = "AKV_BRIDGE_READYZ_PATH", default_value = "/readyz")]
+    pub readyz_path: String,
+    /// Address the health endpoints bind.
+    #[arg(
+        long,
+        env = "AKV_BRIDGE_HEALTHZ_BIND_ADDRESS",
+        default_value = "127.0.0.1"
+    )]
+    pub healthz_bind_address: std::net::IpAddr,
+    /// Timeout of the liveness self-check over the socket.
+    #[arg(long, env = "AKV_BRIDGE_HEALTHZ_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub healthz_timeout: Duration,
+    /// Metrics backend (only `prometheus`).
+    #[arg(long, env = "AKV_BRIDGE_METRICS_BACKEND", default_value = "prometheus", value_parser = ["prometheus"])]
+    pub metrics_backend: String,
+    /// Metrics address: a port (all interfaces, as Azure/kubernetes-kms) or `host:port`.
+    #[arg(long, env = "AKV_BRIDGE_METRICS_ADDR", default_value = "8095", value_parser = parse_listen)]
+    pub metrics_addr: SocketAddr,
+    /// Log JSON lines.
+    #[arg(long, env = "AKV_BRIDGE_LOG_FORMAT_JSON", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub log_format_json: bool,
+    /// Log verbosity (klog style: 0-1 info, 2-4 debug, 5+ trace).
+    #[arg(short = 'v', long = "v", env = "AKV_BRIDGE_V", default_value_t = 0)]
+    pub verbosity: u8,
+    /// How often to read the key's metadata: picks up rotation, refreshes health.
+    #[arg(long, env = "AKV_BRIDGE_KEY_POLL_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub key_poll_interval: Duration,
+    /// Deadline of one Key Vault operation, retries included (inside the API server's 3 s).
+    #[arg(long, env = "AKV_BRIDGE_KEYVAULT_TIMEOUT", default_value = "2500ms", value_parser = parse_duration)]
+    pub keyvault_timeout: Duration,
+    /// Retries of a Key Vault operation (429, 5xx, connection errors), within the deadline.
+    #[arg(long, env = "AKV_BRIDGE_KEYVAULT_MAX_RETRIES", default_value_t = 3)]
+    pub keyvault_max_retries: u32,
+    /// Concurrent Key Vault requests.
+    #[arg(long, env = "AKV_BRIDGE_KEYVAULT_CONCURRENCY", default_value_t = 32)]
+    pub keyvault_concurrency: usize,
+    /// Plaintext seeds kept by the decrypt cache.
+    #[arg(long, env = "AKV_BRIDGE_DECRYPT_CACHE_SIZE", default_value_t = 10_000)]
+    pub decrypt_cache_size: usize,
+    /// How long a decrypted seed stays cached (the API server keeps its own for 24 h).
+    #[arg(long, env = "AKV_BRIDGE_DECRYPT_CACHE_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub decrypt_cache_ttl: Duration,
+    /// Time allowed to drain in-flight calls on SIGTERM.
+    #[arg(long, env = "AKV_BRIDGE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Parses `90s`, `5m`, `2500ms`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 90s or 5m: {e}"))
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("{s:?} is not an octal mode like 0600"))?;
+    if mode > 0o777 {
+        return Err(format!("{s:?} has bits beyond 0777"));
+    }
+    if mode & 0o007 != 0 {
+        return Err(format!("{s:?} would let any local user reach the socket"));
+    }
+    Ok(mode)
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim().strip_prefix(':').unwrap_or(s.trim());
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?} is neither a port nor host:port"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kms(args: &[&str]) -> Result<KmsArgs, clap::Error> {
+        let mut argv = vec!["akv-bridge", "kms"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| match c.command {
+            Command::Kms(k) => *k,
+            _ => panic!("not kms"),
+        })
+    }
+
+    #[test]
+    fn go_plugin_flags_parse_with_their_defaults() {
+        let a = kms(&[
+            "--keyvault-name=kv-prod",
+            "--key-name=kek",
+            "--key-version=0123456789abcdef0123456789abcdef",
+            "--managed-hsm=false",
+            "--log-format-json",
+            "-v=2",
+            "--healthz-timeout=20s",
+            "--metrics-backend=prometheus",
+            "--metrics-addr=8095",
+        ])
+        .unwrap();
+        assert_eq!(a.listen_addr, "unix:///opt/azurekms.socket");
+        assert_eq!(
+            a.config_file_path,
+            PathBuf::from("/etc/kubernetes/azure.json")
+        );
+        assert_eq!(a.healthz_port, 8787);
+        assert_eq!(a.healthz_path, "/healthz");
+        assert!(a.log_format_json);
+        assert!(!a.managed_hsm);
+        assert_eq!(a.verbosity, 2);
+        assert_eq!(a.metrics_addr, "0.0.0.0:8095".parse().unwrap());
+        assert_eq!(a.socket_mode, 0o600);
+        assert_eq!(a.key_poll_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        let e = kms(&["--socket-mode=0666"]).unwrap_err().to_string();
+        assert!(e.contains("any local user"), "{e}");
+        let e = kms(&["--key-poll-interval=soon"]).unwrap_err().to_string();
+        assert!(e.contains("duration"), "{e}");
+        assert!(kms(&["--metrics-backend=statsd"]).is_err());
+        assert_eq!(
+            parse_listen(":9090").unwrap(),
+            "0.0.0.0:9090".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("127.0.0.1:1").unwrap(),
+            "127.0.0.1:1".parse().unwrap()
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! `akv-bridge dev`: everything on one machine. Starts mock-vault in-process with a fresh
+//! RSA key, the KMS plugin on a socket in a local directory, prints the
+//! EncryptionConfiguration to use, runs a self-check round trip, and serves until Ctrl-C.
+//!
+//! Built only with the `dev` feature: the production binary and image carry no mock vault.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser as _};
+use serde_json::json;
+
+use crate::cli::{Cli, Command};
+use crate::probe::{ProbeOptions, SocketSpec};
+
+/// Flags of `akv-bridge dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Directory for the sockets, azure.json and the mock's CA (created, mode 0700).
+    #[arg(long, default_value = ".dev")]
+    pub dir: PathBuf,
+    /// HTTPS port of the mock vault (0 picks a free one).
+    #[arg(long, default_value_t = 8443)]
+    pub vault_port: u16,
+    /// Log JSON lines.
+    #[arg(long)]
+    pub log_format_json: bool,
+    /// Stop after the self-check instead of serving (for scripts and CI).
+    #[arg(long)]
+    pub check_only: bool,
+}
+
+const FIXTURE: &str = r#"
+vaults:
+  - name: akv-bridge-dev
+    keys: [{name: kms-kek, kty: RSA, size: 3072}]
+    secrets:
+      - {name: db-password, value: "correct horse battery staple", content_type: text/plain}
+identities:
+  - name: kms-plugin
+    client_id: 6f3c9a2e-0b8d-4a51-9f6e-kms000000001
+    client_secret: dev-only-kms-secret
+    permissions: {akv-bridge-dev: {keys: [get, list, encrypt, decrypt]}}
+  - name: developer
+    client_id: 6f3c9a2e-0b8d-4a51-9f6e-dev000000001
+    client_secret: dev-only-admin-secret
+"#;
+
+fn fail(what: &str, e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("akv-bridge dev: {what}: {e}");
+    ExitCode::FAILURE
+}
+
+/// Runs the development environment.
+pub async fn main(args: DevArgs) -> ExitCode {
+    crate::observability::logging::init(args.log_format_json, 0);
+    let dir = match prepare_dir(&args.dir) {
+        Ok(d) => d,
+        Err(e) => return fail("cannot prepare the directory", e),
+    };
+    let fixture = match mock_vault::Fixture::parse(FIXTURE) {
+        Ok(f) => f,
+        Err(e) => return fail("embedded fixture", e),
+    };
+    let mock = match mock_vault::start(mock_vault::Config {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], args.vault_port)),
+        fixture,
+        ca_out: Some(dir.join("mock-vault-ca.pem")),
+        ..mock_vault::Config::default()
+    })
+    .await
+    {
+        Ok(m) => m,
+        Err(e) => return fail("mock vault", e),
+    };
+    let info = mock.info().clone();
+    let Some(vault) = info.vaults.get("akv-bridge-dev") else {
+        return fail("mock vault", "the dev vault is missing");
+    };
+    let azure_json = dir.join("azure.json");
+    let body = json!({
+        "cloud": "AzurePublicCloud",
+        "tenantId": info.tenant_id,
+        "aadClientId": "6f3c9a2e-0b8d-4a51-9f6e-kms000000001",
+        "aadClientSecret": "dev-only-kms-secret",
+    });
+    if let Err(e) = write_private(&azure_json, body.to_string().as_bytes()) {
+        return fail("cannot write azure.json", e);
+    }
+    let socket = dir.join("kms.sock");
+    let argv = vec![
+        "akv-bridge".to_owned(),
+        "kms".to_owned(),
+        format!("--listen-addr=unix://{}", socket.display()),
+        format!("--vault-url={}", vault.url),
+        format!("--vault-connect-addr={}", info.address),
+        format!("--ca-bundle={}", info.ca_pem_path.display()),
+        format!("--authority-host={}", info.authority_host),
+        format!("--config-file-path={}", azure_json.display()),
+        "--key-name=kms-kek".to_owned(),
+        "--healthz-port=0".to_owned(),
+        "--metrics-addr=127.0.0.1:0".to_owned(),
+    ];
+    let kms_args = match Cli::try_parse_from(argv).map(|c| c.command) {
+        Ok(Command::Kms(a)) => *a,
+        Ok(_) => return fail("internal", "unexpected command"),
+        Err(e) => return fail("plugin flags", e),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut plugin = tokio::spawn(crate::kms::run(kms_args, async {
+        let _ = stop_rx.await;
+    }));
+
+    // Wait for the socket, then check it the way kube-apiserver would.
+    let spec = SocketSpec::Path(socket.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::UnixStream::connect(&socket).await.is_err() {
+        if plugin.is_finished() {
+            return match (&mut plugin).await {
+                Ok(Err(e)) => fail("KMS plugin", e),
+                _ => fail("KMS plugin", "stopped"),
+            };
+        }
+        if tokio::time::Instant::now() > deadline {
+            return fail("KMS plugin", "did not start within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = crate::probe::probe_socket(
+        &spec,
+        &ProbeOptions {
+            envelope: true,
+            ..ProbeOptions::default()
+        },
+    )
+    .await;
+
+    println!("akv-bridge dev: mock Key Vault and KMS plugin are running\n");
+    println!("  vault          {}", vault.url);
+    println!(
+        "  vault address  {} (CA {})",
+        info.address,
+        info.ca_pem_path.display()
+    );
+    println!("  Entra          {}", info.authority_host);
+    println!("  KMS socket     unix://{}", socket.display());
+    println!("  mock control   {}", info.control_url);
+    println!("\nEncryptionConfiguration for kube-apiserver (--encryption-provider-config):\n");
+    println!("{}", encryption_configuration(&socket));
+    println!("Self-check (as kube-apiserver):\n{}", report.to_table());
+    let ok = report.ok();
+    if !ok {
+        eprintln!("akv-bridge dev: the self-check failed");
+    }
+    if !args.check_only && ok {
+        println!(
+            "Serving until Ctrl-C. Try: akv-bridge probe kms --socket unix://{} --envelope",
+            socket.display()
+        );
+        crate::socket::shutdown_signal().await;
+    }
+    let _ = stop_tx.send(());
+    let stopped = plugin.await;
+    mock.shutdown().await;
+    match stopped {
+        Ok(Ok(())) if ok => ExitCode::SUCCESS,
+        Ok(Err(e)) => fail("KMS plugin", e),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// The EncryptionConfiguration that points kube-apiserver at the socket.
+pub fn encryption_configuration(socket: &Path) -> String {
+    format!(
+        "apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources: [secrets]
+    providers:
+      - kms:
+          apiVersion: v2
+          name: azurekmsprovider
+          endpoint: unix://{}
+          timeout: 3s
+      - identity: {{}}
+",
+        socket.display()
+    )
+}
+
+fn prepare_dir(dir: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::canonicalize(dir)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}

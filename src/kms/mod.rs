@@ -1,0 +1,297 @@
+//! The KMS v2 plugin: `prepare` resolves configuration and checks the key at start,
+//! `serve` answers kube-apiserver on a Unix socket, `run` is the whole process.
+
+pub mod cache;
+pub mod envelope;
+pub mod keyring;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::azure::azure_json::{AzureJson, WorkloadIdentityEnv};
+use crate::azure::cloud::Cloud;
+use crate::azure::credential;
+use crate::azure::keyvault::{self, CallPolicy, KeyVault, TransportConfig};
+use crate::cli::KmsArgs;
+use crate::kms::cache::DecryptCache;
+use crate::kms::envelope::{KeyRef, KeyVersion};
+use crate::kms::keyring::{KeyRing, StartupError};
+use crate::kms::service::{Kms, V1, V2};
+use crate::observability::http as health_http;
+use crate::observability::metrics::{KeyMetrics, ServerMetrics};
+use crate::proto::{kms_v1beta1, kms_v2};
+use crate::socket::{self, SocketAddress};
+
+/// Largest gRPC message accepted: KMS requests are at most a few KiB (1 KiB ciphertext,
+/// 32 KiB of annotations); anything larger is refused before it is buffered further.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Why the plugin did not start or stopped. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsStartError {
+    /// A flag is missing or wrong.
+    #[error("{0}")]
+    Config(String),
+    /// azure.json or credential set-up failed.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// The Key Vault client could not be built.
+    #[error(transparent)]
+    Setup(#[from] keyvault::SetupError),
+    /// The start-up checks of the key failed.
+    #[error(transparent)]
+    Key(#[from] StartupError),
+    /// The socket could not be bound.
+    #[error(transparent)]
+    Socket(#[from] socket::SocketError),
+    /// The health or metrics listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A prepared plugin: the key ring (with its poller not yet started) and the services.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The key ring.
+    pub ring: Arc<KeyRing>,
+    /// The services' shared state.
+    pub kms: Arc<Kms>,
+}
+
+/// Resolves configuration, builds the Key Vault client and runs the start-up checks
+/// (key exists, is enabled and can wrap, the identity may encrypt and decrypt).
+pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared, KmsStartError> {
+    if args.key_name.is_empty() {
+        return Err(KmsStartError::Config("--key-name is required".into()));
+    }
+    let pinned = match args.key_version.as_str() {
+        "" => None,
+        v => Some(KeyVersion::parse(v).ok_or_else(|| {
+            KmsStartError::Config(format!(
+                "--key-version {v:?} is not a Key Vault key version"
+            ))
+        })?),
+    };
+    let azure_json = AzureJson::load(&args.config_file_path)
+        .map_err(|e| KmsStartError::Identity(e.to_string()))?;
+    let cloud =
+        Cloud::parse(&azure_json.cloud).map_err(|e| KmsStartError::Config(e.to_string()))?;
+    let vault_url = match &args.vault_url {
+        Some(url) => normalise_vault_url(url)?,
+        None if args.keyvault_name.is_empty() => {
+            return Err(KmsStartError::Config(
+                "--keyvault-name (or --vault-url) is required".into(),
+            ));
+        }
+        None => cloud
+            .vault_url(&args.keyvault_name, args.managed_hsm)
+            .map_err(|e| KmsStartError::Config(e.to_string()))?,
+    };
+    let workload = args
+        .azure_federated_token_file
+        .as_ref()
+        .map(|file| WorkloadIdentityEnv {
+            client_id: args.azure_client_id.clone(),
+            tenant_id: args.azure_tenant_id.clone(),
+            token_file: file.clone(),
+        });
+    let source = azure_json
+        .credential_source(workload)
+        .map_err(|e| KmsStartError::Identity(e.to_string()))?;
+    let pinned_host = url_host(&vault_url);
+    let http = keyvault::http_client(&TransportConfig {
+        ca_bundle: args.ca_bundle.clone(),
+        connect_addr: args.vault_connect_addr,
+        pinned_host,
+    })?;
+    let policy = CallPolicy {
+        deadline: args.keyvault_timeout,
+        max_retries: args.keyvault_max_retries,
+        max_concurrency: args.keyvault_concurrency,
+        verify_challenge_resource: !args.insecure_skip_challenge_resource_verification,
+    };
+    let authority = args
+        .authority_host
+        .clone()
+        .unwrap_or_else(|| cloud.authority_host().to_owned());
+    // Token requests get their own, longer deadline: Entra can be slower than Key Vault.
+    let credential_policy = CallPolicy {
+        deadline: Duration::from_secs(30),
+        ..policy.clone()
+    };
+    let credential = credential::build(
+        &source,
+        &authority,
+        keyvault::client_options(http.clone(), &credential_policy),
+    )
+    .map_err(|e| KmsStartError::Identity(e.to_string()))?;
+    let key = KeyRef::new(&vault_url, &args.key_name);
+    let kv = KeyVault::new(
+        key,
+        credential,
+        keyvault::client_options(http, &policy),
+        &policy,
+    )?;
+
+    let kms_registry = registry.sub_registry_with_prefix("akv_bridge_kms");
+    let key_metrics = KeyMetrics::register(kms_registry);
+    let server_metrics = ServerMetrics::register(kms_registry);
+    let ring = Arc::new(KeyRing::new(kv, pinned, key_metrics));
+    tracing::info!(
+        vault = %vault_url,
+        key = %args.key_name,
+        pinned = args.key_version.as_str(),
+        identity = %source.describe(),
+        "checking the key"
+    );
+    ring.initialize().await?;
+    let cache = Arc::new(DecryptCache::new(
+        args.decrypt_cache_size,
+        args.decrypt_cache_ttl,
+    ));
+    let kms = Arc::new(Kms::new(Arc::clone(&ring), cache, server_metrics));
+    Ok(Prepared { ring, kms })
+}
+
+fn normalise_vault_url(url: &str) -> Result<String, KmsStartError> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| KmsStartError::Config(format!("--vault-url {url:?}: {e}")))?;
+    if parsed.scheme() != "https" {
+        return Err(KmsStartError::Config(format!(
+            "--vault-url {url:?} must use https"
+        )));
+    }
+    if parsed.path() != "/" || parsed.query().is_some() {
+        return Err(KmsStartError::Config(format!(
+            "--vault-url {url:?} must have no path or query"
+        )));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+fn url_host(url: &str) -> Option<String> {
+    url::Url::parse(url).ok()?.host_str().map(str::to_owned)
+}
+
+/// Serves both API versions on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    listener: UnixListener,
+    kms: Arc<Kms>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let v2 = kms_v2::key_management_service_server::KeyManagementServiceServer::new(V2(
+        Arc::clone(&kms),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE);
+    let v1 = kms_v1beta1::key_management_service_server::KeyManagementServiceServer::new(V1(kms))
+        .max_decoding_message_size(MAX_MESSAGE);
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .add_service(v2)
+        .add_service(v1)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+}
+
+struct KmsHealth {
+    ring: Arc<KeyRing>,
+}
+
+impl health_http::Health for KmsHealth {
+    fn live(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.ring.health()
+    }
+}
+
+/// The whole plugin process: prepare, bind, serve until `shutdown`, drain, clean up.
+pub async fn run(
+    args: KmsArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), KmsStartError> {
+    let address = SocketAddress::parse(&args.listen_addr)?;
+    let mut registry = Registry::default();
+    let prepared = prepare(&args, &mut registry).await?;
+    let registry = Arc::new(registry);
+    let bound = socket::bind(&address, args.socket_mode)?;
+    let (listener, socket_guard) = bound.into_parts();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let poller = prepared
+        .ring
+        .spawn_poller(args.key_poll_interval, stop_rx.clone());
+    let health: Arc<dyn health_http::Health> = Arc::new(KmsHealth {
+        ring: Arc::clone(&prepared.ring),
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let healthz_addr = SocketAddr::new(args.healthz_bind_address, args.healthz_port);
+    let router = health_http::router(
+        Arc::clone(&health),
+        &args.healthz_path,
+        &args.readyz_path,
+        None,
+    );
+    let (_, health_task) = health_http::serve(healthz_addr, router, stopped(stop_rx.clone()))
+        .await
+        .map_err(|source| KmsStartError::Listen {
+            addr: healthz_addr,
+            source,
+        })?;
+    let metrics_router = health_http::metrics_router(health, Arc::clone(&registry));
+    let (_, metrics_task) = health_http::serve(args.metrics_addr, metrics_router, stopped(stop_rx))
+        .await
+        .map_err(|source| KmsStartError::Listen {
+            addr: args.metrics_addr,
+            source,
+        })?;
+    tracing::info!(socket = %address, key_id = %prepared.ring.current().map(|c| c.key_id).unwrap_or_default(), "KMS plugin serving");
+
+    let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight calls");
+        let _ = signal_tx.send(true);
+    });
+    let served = serve(
+        listener,
+        Arc::clone(&prepared.kms),
+        stopped(signal_rx.clone()),
+    );
+    tokio::pin!(served);
+    let grace = args.shutdown_grace;
+    // Drain for at most the grace period after the signal.
+    let result = tokio::select! {
+        r = &mut served => r.map_err(KmsStartError::from),
+        () = async {
+            stopped(signal_rx).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "drain timed out; stopping with calls in flight");
+            Ok(())
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(poller, health_task, metrics_task);
+    drop(socket_guard);
+    result
+}

@@ -1,0 +1,25 @@
+//! `tracing` set-up: text or JSON lines on stderr, verbosity from `-v` (klog style) or
+//! `RUST_LOG`.
+
+/// Installs the global subscriber. `verbosity` follows klog: 0-1 info, 2-4 debug, 5+ trace.
+pub fn init(json: bool, verbosity: u8) {
+    let level = match verbosity {
+        0 | 1 => "info",
+        2..=4 => "debug",
+        _ => "trace",
+    };
+    // Dependencies stay at warn unless RUST_LOG says otherwise.
+    let default = format!("warn,akv_bridge={level},audit={level}");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+    // A subscriber already installed (tests, dev) is fine.
+    let _ = result;
+}

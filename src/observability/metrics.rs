@@ -1,0 +1,232 @@
+//! Prometheus metrics. One registry per process, passed down; names are prefixed by
+//! component (`akv_bridge_kms_…`, `akv_bridge_csi_…`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of an RPC.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// gRPC method, e.g. `v2.Decrypt`.
+    pub method: String,
+    /// gRPC status code name, e.g. `OK`, `INVALID_ARGUMENT`.
+    pub code: String,
+}
+
+/// Labels naming a method or operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// Method or operation name.
+    pub operation: String,
+}
+
+/// Labels of a Key Vault call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyVaultLabels {
+    /// `encrypt`, `decrypt`, `get`, `list`, `get_secret`, ...
+    pub operation: String,
+    /// `ok` or the failure class.
+    pub outcome: String,
+}
+
+/// Labels of a cache lookup.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `hit`, `miss` or `coalesced`.
+    pub result: String,
+}
+
+/// Labels of the current key.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    /// Key Vault key version.
+    pub key_version: String,
+    /// KMS key id.
+    pub key_id: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Metrics shared by both servers: RPCs, Key Vault calls and cache lookups.
+#[derive(Debug, Clone)]
+pub struct ServerMetrics {
+    rpc_total: Family<RpcLabels, Counter>,
+    rpc_seconds: Family<OperationLabels, Histogram>,
+    keyvault_total: Family<KeyVaultLabels, Counter>,
+    keyvault_seconds: Family<OperationLabels, Histogram>,
+    cache_total: Family<CacheLabels, Counter>,
+    /// Entries in the cache.
+    pub cache_entries: Gauge,
+    /// 1 when healthy, 0 otherwise.
+    pub healthy: Gauge,
+}
+
+impl ServerMetrics {
+    /// Registers the families under `registry` (already prefixed by the caller).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            rpc_total: Family::default(),
+            rpc_seconds: Family::new_with_constructor(latency_histogram),
+            keyvault_total: Family::default(),
+            keyvault_seconds: Family::new_with_constructor(latency_histogram),
+            cache_total: Family::default(),
+            cache_entries: Gauge::default(),
+            healthy: Gauge::default(),
+        };
+        registry.register(
+            "rpc_requests",
+            "gRPC requests by method and status code",
+            m.rpc_total.clone(),
+        );
+        registry.register(
+            "rpc_duration_seconds",
+            "gRPC request latency by method",
+            m.rpc_seconds.clone(),
+        );
+        registry.register(
+            "keyvault_requests",
+            "Key Vault operations by operation and outcome",
+            m.keyvault_total.clone(),
+        );
+        registry.register(
+            "keyvault_duration_seconds",
+            "Key Vault operation latency (retries included)",
+            m.keyvault_seconds.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Cache lookups: hit, miss, coalesced",
+            m.cache_total.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Entries in the cache",
+            m.cache_entries.clone(),
+        );
+        registry.register(
+            "healthy",
+            "1 when the server reports healthy",
+            m.healthy.clone(),
+        );
+        m
+    }
+
+    /// Records one RPC.
+    pub fn rpc(&self, method: &str, code: tonic::Code, elapsed: Duration) {
+        self.rpc_total
+            .get_or_create(&RpcLabels {
+                method: method.to_owned(),
+                code: code_name(code).to_owned(),
+            })
+            .inc();
+        self.rpc_seconds
+            .get_or_create(&OperationLabels {
+                operation: method.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one Key Vault operation.
+    pub fn keyvault(&self, operation: &str, outcome: &str, elapsed: Duration) {
+        self.keyvault_total
+            .get_or_create(&KeyVaultLabels {
+                operation: operation.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.keyvault_seconds
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one cache lookup.
+    pub fn cache(&self, result: &str) {
+        self.cache_total
+            .get_or_create(&CacheLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// KMS-only metrics: the current key and rotations seen.
+#[derive(Debug, Clone, Default)]
+pub struct KeyMetrics {
+    key_info: Family<KeyLabels, Gauge>,
+    /// Key rotations observed.
+    pub rotations: Counter,
+}
+
+impl KeyMetrics {
+    /// Registers the families.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "key_info",
+            "The current key version (value 1) and its key id",
+            m.key_info.clone(),
+        );
+        registry.register(
+            "key_rotations",
+            "Key rotations observed",
+            m.rotations.clone(),
+        );
+        m
+    }
+
+    /// Marks `version` as current.
+    pub fn set_current(&self, key_version: &str, key_id: &str) {
+        self.key_info.clear();
+        self.key_info
+            .get_or_create(&KeyLabels {
+                key_version: key_version.to_owned(),
+                key_id: key_id.to_owned(),
+            })
+            .set(1);
+    }
+}
+
+/// The gRPC code's canonical upper-case name.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Encodes a registry in the Prometheus text format.
+pub fn encode(registry: &Arc<Registry>) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}

@@ -1,0 +1,1968 @@
+//! `akv-bridge probe kms`: a KMS v2 client that talks to a plugin exactly as kube-apiserver
+//! does, and checks every limit kube-apiserver checks.
+//!
+//! The probe:
+//!
+//! 1. **Status**: `healthz == "ok"`, `version` is `v2` or `v2beta1`, `key_id` non-empty and
+//!    at most 1024 bytes.
+//! 2. **Encrypt** a fresh random 32-byte seed (as kube-apiserver ≥ 1.29 does): ciphertext
+//!    non-empty and at most 1024 bytes, `key_id` valid and equal to Status's, every annotation
+//!    key a fully-qualified domain name (RFC 1123), annotation keys + values ≤ 32 KiB.
+//! 3. **Decrypt** it back with the ciphertext, key id and annotations; the plaintext must
+//!    equal the seed (compared, never printed).
+//! 4. Optionally (`ProbeOptions::envelope`) the **envelope** kube-apiserver writes to etcd for
+//!    a sample Secret, and reads it back through the plugin.
+//!
+//! Every RPC runs under [`ProbeOptions::timeout`] (3 s by default, kube-apiserver's default):
+//! a timeout is a failed step, never a hang.
+//!
+//! # Sources (checked against the Kubernetes sources, `kubernetes/kubernetes` master)
+//!
+//! - `staging/src/k8s.io/apiserver/pkg/storage/value/encrypt/envelope/kmsv2/envelope.go`:
+//!   `annotationsMaxSize = 32 * 1024`, `KeyIDMaxSize = 1024`,
+//!   `encryptedDEKSourceMaxSize = 1024`; `ValidateEncryptedObject` (known source type,
+//!   non-empty `encryptedData`, DEK source 1..=1024 bytes, key id, annotations);
+//!   `validateAnnotations` uses `validation.IsFullyQualifiedDomainName` and sums
+//!   `len(key) + len(value)`.
+//! - `staging/src/k8s.io/apiserver/pkg/server/options/encryptionconfig/config.go`:
+//!   Status checks (`healthz == "ok"`, version `v2`/`v2beta1`, `ValidateKeyID`), the Encrypt
+//!   key id must equal the Status key id (`rotateDEKOnKeyIDChange`), and the etcd prefix is
+//!   `"k8s:enc:kms:v2:" + name + ":"`.
+//! - `staging/src/k8s.io/apiserver/pkg/storage/value/encrypt/aes/aes_extended_nonce.go` and
+//!   `aes.go`: the KDF mode. The derived key is **HKDF-Expand only**
+//!   (`hkdf.Expand(sha256.New, seed, info)`, no Extract step and hence no salt) with 32 random
+//!   info bytes, 32 bytes of output; AES-256-GCM with a random 12-byte nonce; stored data is
+//!   `info(32) || nonce(12) || ciphertext || tag(16)`; the GCM additional data is the etcd
+//!   key (`value.Context.AuthenticatedData()`, `authenticatedDataString` in
+//!   `storage/etcd3/store.go`).
+//! - `staging/src/k8s.io/apiserver/pkg/storage/value/encrypt/envelope/kmsv2/v2/api.proto`:
+//!   `EncryptedObject` (see [`EncryptedObject`]) and `EncryptedDEKSourceType`
+//!   (`AES_GCM_KEY = 0`, `HKDF_SHA256_XNONCE_AES_GCM_SEED = 1`).
+//! - `staging/src/k8s.io/apiserver/pkg/storage/value/encrypt/envelope/kmsv2/grpc_service.go`
+//!   and `staging/src/k8s.io/kms/pkg/util/util.go`: `unix` is the only scheme, `/@name` is
+//!   an abstract socket, `:authority` is `localhost`, every call has its own timeout.
+
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use hkdf::Hkdf;
+use rand::RngCore;
+use serde::{Serialize, Serializer};
+use sha2::Sha256;
+use tonic::transport::{Channel, Endpoint};
+use zeroize::Zeroizing;
+
+use crate::proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
+use crate::proto::kms_v2::{DecryptRequest, EncryptRequest, EncryptResponse, StatusRequest};
+
+/// kube-apiserver's default KMS call timeout (`timeout` in the EncryptionConfiguration).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The provider name of Azure/kubernetes-kms's documented EncryptionConfiguration.
+pub const DEFAULT_PROVIDER_NAME: &str = "azurekmsprovider";
+/// The etcd key the sample Secret is sealed under (the AES-GCM additional data).
+pub const DEFAULT_STORAGE_KEY: &str = "/registry/secrets/default/akv-bridge-probe";
+/// The prefix of every KMS v2 value in etcd; the provider name and `:` follow.
+pub const KMS_V2_PREFIX: &str = "k8s:enc:kms:v2:";
+/// Largest key id kube-apiserver accepts (`KeyIDMaxSize`).
+pub const KEY_ID_MAX_SIZE: usize = 1024;
+/// Largest Encrypt ciphertext kube-apiserver accepts (`encryptedDEKSourceMaxSize`).
+pub const CIPHERTEXT_MAX_SIZE: usize = 1024;
+/// Largest total size of annotation keys plus values (`annotationsMaxSize`).
+pub const ANNOTATIONS_MAX_SIZE: usize = 32 * 1024;
+/// Size of the seed kube-apiserver wraps (`MinSeedSizeExtendedNonceGCM`).
+pub const SEED_SIZE: usize = 32;
+/// Size of the random HKDF info prefixed to every sealed value.
+pub const INFO_SIZE: usize = 32;
+/// AES-GCM nonce size.
+pub const NONCE_SIZE: usize = 12;
+/// AES-GCM tag size.
+pub const TAG_SIZE: usize = 16;
+
+/// Longest socket path or abstract name a `sockaddr_un` holds (108 bytes with the NUL).
+const SUN_PATH_MAX: usize = 107;
+/// Longest DNS-1123 subdomain.
+const DNS1123_SUBDOMAIN_MAX: usize = 253;
+/// Longest DNS-1123 label.
+const DNS1123_LABEL_MAX: usize = 63;
+/// Annotation values longer than this, or not printable ASCII, are shown as a length.
+const ANNOTATION_VALUE_SHOW_MAX: usize = 128;
+/// Longest plugin error message the report repeats.
+const MESSAGE_SHOW_MAX: usize = 512;
+/// How many leading bytes of the etcd value's protobuf the report shows in hex.
+const HEX_PREVIEW: usize = 24;
+/// The sample object sealed by the envelope check (kube-apiserver itself stores Secrets as
+/// protobuf with the `k8s\0` magic; the envelope does not care what the bytes are).
+const SAMPLE_SECRET: &[u8] = br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"akv-bridge-probe","namespace":"default"},"type":"Opaque","data":{"probe":"YWt2LWJyaWRnZQ=="}}"#;
+
+/// Errors of the probe set-up and of the pure envelope functions. Failed checks are not
+/// errors: they are failed steps of the [`ProbeReport`].
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The socket argument is not a usable Unix socket address.
+    #[error("invalid KMS socket {input:?}: {reason}")]
+    InvalidSocket {
+        /// The argument as given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The socket URL has a scheme other than `unix`, which kube-apiserver refuses.
+    #[error(
+        "unsupported scheme {scheme:?} in {input:?}: kube-apiserver only dials KMS plugins on \
+         unix sockets (unix:///path/to/socket or unix:///@abstract-name)"
+    )]
+    UnsupportedScheme {
+        /// The argument as given.
+        input: String,
+        /// The scheme found.
+        scheme: String,
+    },
+    /// A Linux abstract socket was asked for on a platform without them.
+    #[error("abstract socket @{name} requested, but abstract sockets exist only on Linux")]
+    AbstractUnsupported {
+        /// The abstract name.
+        name: String,
+    },
+    /// No connection to the socket could be made within the timeout.
+    #[error("could not connect to {socket} within {}", humantime::format_duration(*timeout))]
+    ConnectTimeout {
+        /// The socket, as `unix://` URL.
+        socket: String,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// Connecting to the socket failed.
+    #[error("could not connect to {socket}: {reason}")]
+    Connect {
+        /// The socket, as `unix://` URL.
+        socket: String,
+        /// The cause, with its source chain.
+        reason: String,
+    },
+    /// The probe options are invalid (provider name, timeout, storage key).
+    #[error("invalid probe options: {0}")]
+    InvalidOptions(String),
+    /// Sealing, opening, encoding or decoding an envelope failed (no secret bytes included).
+    #[error("envelope: {0}")]
+    Envelope(String),
+}
+
+// ---------------------------------------------------------------------------------------
+// Socket addresses and connection
+// ---------------------------------------------------------------------------------------
+
+/// Where the plugin listens: a socket file or a Linux abstract socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketSpec {
+    /// A socket file (`unix:///opt/azurekms.socket` or a bare path).
+    Path(PathBuf),
+    /// A Linux abstract socket name, without the leading `@` (`unix:///@name` or `@name`).
+    Abstract(String),
+}
+
+impl SocketSpec {
+    /// Parses `unix:///path`, `unix:///@name`, `unix:/path`, a bare path, or `@name`, the
+    /// way kube-apiserver parses the `endpoint` of a KMS provider (URL path, percent-decoded;
+    /// `/@name` is abstract). Other schemes (`tcp://`, `http://`, …) are refused, and so is a
+    /// `unix://host/path` form, which kube-apiserver would silently turn into `/path`.
+    pub fn parse(input: &str) -> Result<Self, ProbeError> {
+        let invalid = |reason: String| ProbeError::InvalidSocket {
+            input: input.to_owned(),
+            reason,
+        };
+        if input.is_empty() {
+            return Err(invalid(
+                "empty; give unix:///path/to/socket, unix:///@name or a path".to_owned(),
+            ));
+        }
+        if let Some((scheme, rest)) = input.split_once("://")
+            && is_url_scheme(scheme)
+        {
+            if !scheme.eq_ignore_ascii_case("unix") {
+                return Err(ProbeError::UnsupportedScheme {
+                    input: input.to_owned(),
+                    scheme: scheme.to_owned(),
+                });
+            }
+            let (authority, path) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            if !authority.is_empty() {
+                return Err(invalid(format!(
+                    "{authority:?} is read as a host name and ignored by kube-apiserver, which \
+                     would dial {path:?}; write unix:///{authority}{path}"
+                )));
+            }
+            return Self::from_url_path(input, path);
+        }
+        if let Some(scheme) = input.get(..5)
+            && scheme.eq_ignore_ascii_case("unix:")
+        {
+            let rest = input.get(5..).unwrap_or_default();
+            if !rest.starts_with('/') {
+                return Err(invalid(format!(
+                    "after \"unix:\" an absolute path is expected; write unix:///{rest}"
+                )));
+            }
+            return Self::from_url_path(input, rest);
+        }
+        if let Some(name) = input.strip_prefix('@') {
+            return Self::abstract_name(input, name);
+        }
+        Self::file_path(input, input)
+    }
+
+    /// The path part of a `unix:` URL: percent-decoded, `/@name` is abstract.
+    fn from_url_path(input: &str, path: &str) -> Result<Self, ProbeError> {
+        let invalid = |reason: String| ProbeError::InvalidSocket {
+            input: input.to_owned(),
+            reason,
+        };
+        if path.contains(['?', '#']) {
+            return Err(invalid(
+                "contains '?' or '#', which kube-apiserver's URL parser cuts off; escape them \
+                 as %3F / %23"
+                    .to_owned(),
+            ));
+        }
+        let decoded = percent_decode(path).map_err(invalid)?;
+        if let Some(name) = decoded.strip_prefix("/@") {
+            return Self::abstract_name(input, name);
+        }
+        if decoded.is_empty() || decoded == "/" {
+            return Err(invalid("no socket path".to_owned()));
+        }
+        Self::file_path(input, &decoded)
+    }
+
+    fn abstract_name(input: &str, name: &str) -> Result<Self, ProbeError> {
+        if name.is_empty() {
+            return Err(ProbeError::InvalidSocket {
+                input: input.to_owned(),
+                reason: "empty abstract socket name".to_owned(),
+            });
+        }
+        if name.len() > SUN_PATH_MAX {
+            return Err(ProbeError::InvalidSocket {
+                input: input.to_owned(),
+                reason: format!(
+                    "abstract name is {} bytes; a Unix socket address holds at most {SUN_PATH_MAX}",
+                    name.len()
+                ),
+            });
+        }
+        Ok(Self::Abstract(name.to_owned()))
+    }
+
+    fn file_path(input: &str, path: &str) -> Result<Self, ProbeError> {
+        if path.len() > SUN_PATH_MAX {
+            return Err(ProbeError::InvalidSocket {
+                input: input.to_owned(),
+                reason: format!(
+                    "path is {} bytes; a Unix socket path holds at most {SUN_PATH_MAX}",
+                    path.len()
+                ),
+            });
+        }
+        Ok(Self::Path(PathBuf::from(path)))
+    }
+}
+
+impl fmt::Display for SocketSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Path(p) if p.is_absolute() => write!(f, "unix://{}", p.display()),
+            Self::Path(p) => write!(f, "{}", p.display()),
+            Self::Abstract(name) => write!(f, "unix:///@{}", name.escape_debug()),
+        }
+    }
+}
+
+/// A URL scheme: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_url_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// Decodes `%XX` escapes as Go's `url.Parse` does for the path; the result must be UTF-8.
+fn percent_decode(s: &str) -> Result<String, String> {
+    fn hex(b: Option<&u8>) -> Option<u8> {
+        b.and_then(|b| (*b as char).to_digit(16))
+            .and_then(|d| u8::try_from(d).ok())
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.as_bytes().iter();
+    while let Some(&b) = bytes.next() {
+        if b == b'%' {
+            match (hex(bytes.next()), hex(bytes.next())) {
+                (Some(hi), Some(lo)) => out.push((hi << 4) | lo),
+                _ => return Err("invalid %-escape in the path".to_owned()),
+            }
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).map_err(|_| "the decoded path is not UTF-8".to_owned())
+}
+
+/// Opens a gRPC channel to the plugin over its Unix socket, as kube-apiserver does
+/// (plaintext HTTP/2, `:authority` `localhost`). Fails if no connection is made within
+/// `timeout`.
+pub async fn connect(socket: &SocketSpec, timeout: Duration) -> Result<Channel, ProbeError> {
+    let connect_error = |reason: String| ProbeError::Connect {
+        socket: socket.to_string(),
+        reason,
+    };
+    let endpoint = Endpoint::try_from("http://localhost")
+        .map_err(|e| connect_error(error_chain(&e)))?
+        .connect_timeout(timeout);
+    let spec = socket.clone();
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let spec = spec.clone();
+        async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(dial(&spec).await?)) }
+    });
+    match tokio::time::timeout(timeout, endpoint.connect_with_connector(connector)).await {
+        Err(_) => Err(ProbeError::ConnectTimeout {
+            socket: socket.to_string(),
+            timeout,
+        }),
+        Ok(Err(e)) => Err(connect_error(error_chain(&e))),
+        Ok(Ok(channel)) => Ok(channel),
+    }
+}
+
+/// Connects one stream to the socket.
+async fn dial(spec: &SocketSpec) -> std::io::Result<tokio::net::UnixStream> {
+    match spec {
+        SocketSpec::Path(path) => tokio::net::UnixStream::connect(path).await,
+        SocketSpec::Abstract(name) => dial_abstract(name.clone()).await,
+    }
+}
+
+#[cfg(target_os = "linux")]
+async fn dial_abstract(name: String) -> std::io::Result<tokio::net::UnixStream> {
+    // std's connect blocks (a full backlog makes a Unix connect wait): keep it off the
+    // runtime's worker threads.
+    let stream = tokio::task::spawn_blocking(move || {
+        use std::os::linux::net::SocketAddrExt as _;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        std::os::unix::net::UnixStream::connect_addr(&addr)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    stream.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(stream)
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn dial_abstract(name: String) -> std::io::Result<tokio::net::UnixStream> {
+    Err(std::io::Error::other(
+        ProbeError::AbstractUnsupported { name }.to_string(),
+    ))
+}
+
+/// An error and its sources, `a: b: c`, without repeating identical messages.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let msg = s.to_string();
+        if parts.last().is_none_or(|last| !last.contains(&msg)) {
+            parts.push(msg);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+// ---------------------------------------------------------------------------------------
+// Options and report
+// ---------------------------------------------------------------------------------------
+
+/// What the probe does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOptions {
+    /// Timeout of every RPC (kube-apiserver's `timeout`, 3 s by default).
+    pub timeout: Duration,
+    /// Also write and read a sample Secret through kube-apiserver's KMS v2 envelope.
+    pub envelope: bool,
+    /// The KMS provider `name` of the EncryptionConfiguration (no `:`), as in the etcd
+    /// prefix `k8s:enc:kms:v2:<name>:`.
+    pub provider_name: String,
+    /// The etcd key of the sample Secret: kube-apiserver uses the etcd key as AES-GCM
+    /// additional data, so a value only opens under the key it was written to.
+    pub storage_key: String,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_TIMEOUT,
+            envelope: false,
+            provider_name: DEFAULT_PROVIDER_NAME.to_owned(),
+            storage_key: DEFAULT_STORAGE_KEY.to_owned(),
+        }
+    }
+}
+
+impl ProbeOptions {
+    /// Checks the options as kube-apiserver checks its EncryptionConfiguration: a provider
+    /// name that is non-empty and has no `:`, and a positive timeout.
+    pub fn validate(&self) -> Result<(), ProbeError> {
+        if self.provider_name.is_empty() {
+            return Err(ProbeError::InvalidOptions(
+                "the provider name must not be empty".to_owned(),
+            ));
+        }
+        if self.provider_name.contains(':') {
+            return Err(ProbeError::InvalidOptions(format!(
+                "the provider name {:?} must not contain ':'",
+                self.provider_name
+            )));
+        }
+        if self.timeout.is_zero() {
+            return Err(ProbeError::InvalidOptions(
+                "the timeout must be positive".to_owned(),
+            ));
+        }
+        if self.storage_key.is_empty() {
+            return Err(ProbeError::InvalidOptions(
+                "the storage key must not be empty".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One step of the probe.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeStep {
+    /// `connect`, `status`, `encrypt`, `decrypt`, `envelope-write`, `envelope-read`
+    /// (or `options` when the options are invalid).
+    pub name: String,
+    /// Whether the step passed every check.
+    pub ok: bool,
+    /// Whether the step was not run because an earlier one failed.
+    pub skipped: bool,
+    /// Wall time of the step in milliseconds (the RPC for RPC steps).
+    pub latency_ms: f64,
+    /// What was seen, one fact per line; never secret bytes.
+    pub detail: String,
+    /// The checks that failed, one sentence each.
+    pub problems: Vec<String>,
+}
+
+impl ProbeStep {
+    fn new(name: &str, latency_ms: f64, detail: String, problems: Vec<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            ok: problems.is_empty(),
+            skipped: false,
+            latency_ms,
+            detail,
+            problems,
+        }
+    }
+
+    fn skipped(name: &str, reason: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            ok: false,
+            skipped: true,
+            latency_ms: 0.0,
+            detail: format!("skipped: {reason}"),
+            problems: Vec::new(),
+        }
+    }
+}
+
+/// The outcome of a probe: a table for the terminal ([`ProbeReport::to_table`]) or JSON
+/// (serde, with a top-level `ok`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeReport {
+    /// The socket probed, when known.
+    pub socket: Option<String>,
+    /// The provider name used for the etcd prefix.
+    pub provider_name: String,
+    /// The per-call timeout.
+    pub timeout: Duration,
+    /// The API version from Status, if Status answered.
+    pub version: Option<String>,
+    /// The key id from Status, if Status answered.
+    pub key_id: Option<String>,
+    /// The steps, in order.
+    pub steps: Vec<ProbeStep>,
+}
+
+impl ProbeReport {
+    fn new(socket: Option<String>, options: &ProbeOptions) -> Self {
+        Self {
+            socket,
+            provider_name: options.provider_name.clone(),
+            timeout: options.timeout,
+            version: None,
+            key_id: None,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Whether every step ran and passed.
+    pub fn ok(&self) -> bool {
+        !self.steps.is_empty() && self.steps.iter().all(|s| s.ok)
+    }
+
+    /// A human-readable table for the terminal.
+    pub fn to_table(&self) -> String {
+        const NAME_W: usize = 15;
+        const RESULT_W: usize = 6;
+        const LATENCY_W: usize = 11;
+        let indent = " ".repeat(NAME_W + RESULT_W + LATENCY_W + 3);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "KMS v2 probe of {} (provider {}, call timeout {})",
+            self.socket.as_deref().unwrap_or("<channel>"),
+            self.provider_name,
+            humantime::format_duration(self.timeout)
+        );
+        let _ = writeln!(
+            out,
+            "{:<NAME_W$} {:<RESULT_W$} {:>LATENCY_W$} DETAIL",
+            "STEP", "RESULT", "LATENCY"
+        );
+        for step in &self.steps {
+            let result = if step.skipped {
+                "skip"
+            } else if step.ok {
+                "ok"
+            } else {
+                "FAIL"
+            };
+            let latency = if step.skipped {
+                "-".to_owned()
+            } else {
+                format!("{:.1} ms", step.latency_ms)
+            };
+            let mut lines = step
+                .detail
+                .lines()
+                .map(str::to_owned)
+                .chain(step.problems.iter().map(|p| format!("error: {p}")));
+            let first = lines.next().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{:<NAME_W$} {:<RESULT_W$} {:>LATENCY_W$} {first}",
+                step.name, result, latency
+            );
+            for line in lines {
+                let _ = writeln!(out, "{indent}{line}");
+            }
+        }
+        let failed = self.steps.iter().filter(|s| !s.ok).count();
+        if self.ok() {
+            let _ = writeln!(out, "result: OK ({} steps passed)", self.steps.len());
+        } else {
+            let _ = writeln!(
+                out,
+                "result: FAILED ({failed} of {} steps did not pass)",
+                self.steps.len()
+            );
+        }
+        out
+    }
+
+    fn push(&mut self, step: ProbeStep) {
+        self.steps.push(step);
+    }
+}
+
+impl Serialize for ProbeReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            ok: bool,
+            socket: Option<&'a str>,
+            provider_name: &'a str,
+            timeout_ms: u64,
+            version: Option<&'a str>,
+            key_id: Option<&'a str>,
+            steps: &'a [ProbeStep],
+        }
+        View {
+            ok: self.ok(),
+            socket: self.socket.as_deref(),
+            provider_name: &self.provider_name,
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            version: self.version.as_deref(),
+            key_id: self.key_id.as_deref(),
+            steps: &self.steps,
+        }
+        .serialize(serializer)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The probe
+// ---------------------------------------------------------------------------------------
+
+/// Connects to `socket` and probes it: [`connect`] as a `connect` step, then
+/// [`probe_kms`]. Never fails: a failed connection is a failed step.
+pub async fn probe_socket(socket: &SocketSpec, options: &ProbeOptions) -> ProbeReport {
+    let start = Instant::now();
+    match connect(socket, options.timeout).await {
+        Ok(channel) => {
+            let connected = ProbeStep::new(
+                "connect",
+                millis(start.elapsed()),
+                format!("connected to {socket}"),
+                Vec::new(),
+            );
+            let mut report = probe_kms(channel, options).await;
+            report.socket = Some(socket.to_string());
+            report.steps.insert(0, connected);
+            report
+        }
+        Err(e) => {
+            let mut report = ProbeReport::new(Some(socket.to_string()), options);
+            report.push(ProbeStep::new(
+                "connect",
+                millis(start.elapsed()),
+                String::new(),
+                vec![e.to_string()],
+            ));
+            report
+        }
+    }
+}
+
+/// Probes a KMS v2 plugin over `channel` exactly as kube-apiserver uses it (see the module
+/// documentation): Status, Encrypt of a fresh seed, Decrypt, and with `options.envelope`
+/// the etcd envelope of a sample Secret. Never fails and never hangs: every RPC is bounded
+/// by `options.timeout`, and failures are failed steps.
+pub async fn probe_kms(channel: Channel, options: &ProbeOptions) -> ProbeReport {
+    let mut report = ProbeReport::new(None, options);
+    if let Err(e) = options.validate() {
+        report.push(ProbeStep::new(
+            "options",
+            0.0,
+            String::new(),
+            vec![e.to_string()],
+        ));
+        return report;
+    }
+    let mut client = KeyManagementServiceClient::new(channel);
+
+    let status_key_id = status_step(&mut client, options, &mut report).await;
+
+    let mut seed = Zeroizing::new([0u8; SEED_SIZE]);
+    rand::rng().fill_bytes(seed.as_mut_slice());
+    let (step, encrypted) =
+        encrypt_step(&mut client, options, &seed, status_key_id.as_deref()).await;
+    report.push(step);
+
+    let Some(encrypted) = encrypted else {
+        report.push(ProbeStep::skipped("decrypt", "Encrypt gave no ciphertext"));
+        if options.envelope {
+            report.push(ProbeStep::skipped("envelope-write", "no wrapped seed"));
+            report.push(ProbeStep::skipped("envelope-read", "no wrapped seed"));
+        }
+        return report;
+    };
+
+    report.push(decrypt_step(&mut client, options, &seed, &encrypted).await);
+
+    if options.envelope {
+        let (step, value) = envelope_write_step(options, &seed, &encrypted);
+        report.push(step);
+        match value {
+            Some(value) => {
+                let step =
+                    envelope_read_step(&mut client, options, &value, status_key_id.as_deref())
+                        .await;
+                report.push(step);
+            }
+            None => report.push(ProbeStep::skipped(
+                "envelope-read",
+                "no etcd value was written",
+            )),
+        }
+    }
+    report
+}
+
+type Client = KeyManagementServiceClient<Channel>;
+
+/// Runs one RPC under the timeout; returns its latency and the message or a description of
+/// the failure.
+async fn call<T>(
+    timeout: Duration,
+    rpc: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> (f64, Result<T, String>) {
+    let start = Instant::now();
+    let result = tokio::time::timeout(timeout, rpc).await;
+    let latency = millis(start.elapsed());
+    let result = match result {
+        Err(_) => Err(format!(
+            "no answer within {} (the call timeout; kube-apiserver gives up here too)",
+            humantime::format_duration(timeout)
+        )),
+        Ok(Err(status)) => Err(describe_status(&status, timeout)),
+        Ok(Ok(response)) => Ok(response.into_inner()),
+    };
+    (latency, result)
+}
+
+/// A request carrying the timeout as `grpc-timeout`, as a Go client with a deadline sends.
+fn request<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+fn describe_status(status: &tonic::Status, timeout: Duration) -> String {
+    let mut out = format!(
+        "gRPC {:?}: {}",
+        status.code(),
+        printable(status.message(), MESSAGE_SHOW_MAX)
+    );
+    if let Some(source) = std::error::Error::source(status) {
+        let _ = write!(
+            out,
+            " ({})",
+            printable(&error_chain(source), MESSAGE_SHOW_MAX)
+        );
+    }
+    if matches!(
+        status.code(),
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    ) {
+        let _ = write!(
+            out,
+            " [call timeout {}]",
+            humantime::format_duration(timeout)
+        );
+    }
+    out
+}
+
+async fn status_step(
+    client: &mut Client,
+    options: &ProbeOptions,
+    report: &mut ProbeReport,
+) -> Option<String> {
+    let (latency, result) = call(
+        options.timeout,
+        client.status(request(StatusRequest {}, options.timeout)),
+    )
+    .await;
+    let status = match result {
+        Ok(status) => status,
+        Err(e) => {
+            report.push(ProbeStep::new("status", latency, String::new(), vec![e]));
+            return None;
+        }
+    };
+    let problems = check_status(&status.healthz, &status.version, &status.key_id);
+    let detail = format!(
+        "version={} healthz={} key_id={}",
+        printable(&status.version, 64),
+        printable(&status.healthz, 256),
+        printable(&status.key_id, KEY_ID_MAX_SIZE)
+    );
+    report.version = Some(status.version);
+    report.key_id = Some(status.key_id.clone());
+    report.push(ProbeStep::new("status", latency, detail, problems));
+    validate_key_id(&status.key_id).ok().map(|()| status.key_id)
+}
+
+/// The checks kube-apiserver applies to a Status response.
+fn check_status(healthz: &str, version: &str, key_id: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    if healthz != "ok" {
+        problems.push(format!(
+            "healthz is {:?}, not \"ok\": kube-apiserver marks the plugin unhealthy",
+            printable(healthz, 256)
+        ));
+    }
+    if version != "v2" && version != "v2beta1" {
+        problems.push(format!(
+            "version is {:?}; kube-apiserver expects \"v2\" (or \"v2beta1\")",
+            printable(version, 64)
+        ));
+    }
+    if let Err(e) = validate_key_id(key_id) {
+        problems.push(format!("Status key_id {e}"));
+    }
+    problems
+}
+
+async fn encrypt_step(
+    client: &mut Client,
+    options: &ProbeOptions,
+    seed: &Zeroizing<[u8; SEED_SIZE]>,
+    status_key_id: Option<&str>,
+) -> (ProbeStep, Option<EncryptResponse>) {
+    let message = EncryptRequest {
+        plaintext: seed.to_vec(),
+        uid: new_uid(),
+    };
+    let (latency, result) = call(
+        options.timeout,
+        client.encrypt(request(message, options.timeout)),
+    )
+    .await;
+    let response = match result {
+        Ok(response) => response,
+        Err(e) => {
+            return (
+                ProbeStep::new("encrypt", latency, String::new(), vec![e]),
+                None,
+            );
+        }
+    };
+    let problems = check_encrypt_response(&response, status_key_id);
+    let mut detail = format!(
+        "wrapped a {SEED_SIZE}-byte seed: ciphertext {} bytes, key_id={}",
+        response.ciphertext.len(),
+        printable(&response.key_id, KEY_ID_MAX_SIZE)
+    );
+    match status_key_id {
+        Some(id) if id == response.key_id => detail.push_str(" (matches Status)"),
+        Some(_) => {}
+        None => detail.push_str(" (not compared: no valid Status key_id)"),
+    }
+    let _ = write!(
+        detail,
+        "\nannotations: {} ({} bytes of keys+values)",
+        response.annotations.len(),
+        annotations_size(&response.annotations)
+    );
+    let mut keys: Vec<&String> = response.annotations.keys().collect();
+    keys.sort();
+    for key in keys {
+        let value = response
+            .annotations
+            .get(key)
+            .map(|v| show_annotation_value(v))
+            .unwrap_or_default();
+        let _ = write!(detail, "\n  {} = {value}", printable(key, 256));
+    }
+    let step = ProbeStep::new("encrypt", latency, detail, problems);
+    let response = (!response.ciphertext.is_empty()).then_some(response);
+    (step, response)
+}
+
+/// The checks kube-apiserver applies to an Encrypt response (and to the `EncryptedObject`
+/// it builds from it).
+fn check_encrypt_response(response: &EncryptResponse, status_key_id: Option<&str>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = validate_ciphertext(&response.ciphertext) {
+        problems.push(e);
+    }
+    match validate_key_id(&response.key_id) {
+        Err(e) => problems.push(format!("Encrypt key_id {e}")),
+        Ok(()) => {
+            if let Some(status_id) = status_key_id
+                && status_id != response.key_id
+            {
+                problems.push(format!(
+                    "key_id mismatch: Encrypt returned {:?} but Status said {:?}; \
+                     kube-apiserver throws the new seed away and marks the plugin unhealthy",
+                    printable(&response.key_id, KEY_ID_MAX_SIZE),
+                    printable(status_id, KEY_ID_MAX_SIZE)
+                ));
+            }
+        }
+    }
+    problems.extend(validate_annotations(&response.annotations));
+    problems
+}
+
+async fn decrypt_step(
+    client: &mut Client,
+    options: &ProbeOptions,
+    seed: &Zeroizing<[u8; SEED_SIZE]>,
+    encrypted: &EncryptResponse,
+) -> ProbeStep {
+    let message = DecryptRequest {
+        ciphertext: encrypted.ciphertext.clone(),
+        uid: new_uid(),
+        key_id: encrypted.key_id.clone(),
+        annotations: encrypted.annotations.clone(),
+    };
+    let (latency, result) = call(
+        options.timeout,
+        client.decrypt(request(message, options.timeout)),
+    )
+    .await;
+    match result {
+        Err(e) => ProbeStep::new("decrypt", latency, String::new(), vec![e]),
+        Ok(response) => {
+            let plaintext = Zeroizing::new(response.plaintext);
+            if constant_time_eq(&plaintext, seed.as_slice()) {
+                ProbeStep::new(
+                    "decrypt",
+                    latency,
+                    format!("unwrapped {SEED_SIZE} bytes, equal to the seed"),
+                    Vec::new(),
+                )
+            } else {
+                ProbeStep::new(
+                    "decrypt",
+                    latency,
+                    format!("unwrapped {} bytes", plaintext.len()),
+                    vec!["the plaintext differs from the seed that was encrypted".to_owned()],
+                )
+            }
+        }
+    }
+}
+
+fn envelope_write_step(
+    options: &ProbeOptions,
+    seed: &Zeroizing<[u8; SEED_SIZE]>,
+    encrypted: &EncryptResponse,
+) -> (ProbeStep, Option<Vec<u8>>) {
+    let start = Instant::now();
+    let sealed = match seal_kdf(
+        seed.as_slice(),
+        SAMPLE_SECRET,
+        options.storage_key.as_bytes(),
+    ) {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            let step = ProbeStep::new(
+                "envelope-write",
+                millis(start.elapsed()),
+                String::new(),
+                vec![e.to_string()],
+            );
+            return (step, None);
+        }
+    };
+    let sealed_len = sealed.len();
+    let object = EncryptedObject {
+        encrypted_data: sealed,
+        key_id: encrypted.key_id.clone(),
+        encrypted_dek_source: encrypted.ciphertext.clone(),
+        annotations: encrypted.annotations.clone(),
+        encrypted_dek_source_type: EncryptedDekSourceType::HkdfSha256XnonceAesGcmSeed as i32,
+    };
+    let problems = validate_encrypted_object(&object);
+    let value = encode_etcd_value(&options.provider_name, &object);
+    let proto_len = value
+        .len()
+        .saturating_sub(prefix(&options.provider_name).len());
+    let preview: Vec<u8> = value
+        .iter()
+        .skip(prefix(&options.provider_name).len())
+        .take(HEX_PREVIEW)
+        .copied()
+        .collect();
+    let detail = format!(
+        "etcd value: {} + {proto_len}-byte EncryptedObject (protobuf {}…)\n\
+         encryptedData {sealed_len} bytes = info {INFO_SIZE} + nonce {NONCE_SIZE} + sealed {} + tag {TAG_SIZE}\n\
+         encryptedDEKSourceType=HKDF_SHA256_XNONCE_AES_GCM_SEED, sample {} bytes, AAD {:?}",
+        prefix(&options.provider_name),
+        hex::encode(preview),
+        SAMPLE_SECRET.len(),
+        SAMPLE_SECRET.len(),
+        options.storage_key
+    );
+    let problems: Vec<String> = problems
+        .into_iter()
+        .map(|p| format!("kube-apiserver would refuse to write: {p}"))
+        .collect();
+    let ok = problems.is_empty();
+    let step = ProbeStep::new("envelope-write", millis(start.elapsed()), detail, problems);
+    (step, ok.then_some(value))
+}
+
+async fn envelope_read_step(
+    client: &mut Client,
+    options: &ProbeOptions,
+    value: &[u8],
+    status_key_id: Option<&str>,
+) -> ProbeStep {
+    let start = Instant::now();
+    let fail = |detail: String, problem: String| {
+        ProbeStep::new(
+            "envelope-read",
+            millis(start.elapsed()),
+            detail,
+            vec![problem],
+        )
+    };
+    let object = match decode_etcd_value(&options.provider_name, value) {
+        Ok(object) => object,
+        Err(e) => return fail(String::new(), e.to_string()),
+    };
+    let problems = validate_encrypted_object(&object);
+    if !problems.is_empty() {
+        return fail(String::new(), problems.join("; "));
+    }
+    let message = DecryptRequest {
+        ciphertext: object.encrypted_dek_source.clone(),
+        uid: new_uid(),
+        key_id: object.key_id.clone(),
+        annotations: object.annotations.clone(),
+    };
+    let (rpc_latency, result) = call(
+        options.timeout,
+        client.decrypt(request(message, options.timeout)),
+    )
+    .await;
+    let seed = match result {
+        Ok(response) => Zeroizing::new(response.plaintext),
+        Err(e) => return fail(String::new(), format!("Decrypt of the stored seed: {e}")),
+    };
+    let mut detail =
+        format!("decoded the etcd value; Decrypt of the stored seed took {rpc_latency:.1} ms");
+    if status_key_id != Some(object.key_id.as_str()) {
+        detail.push_str("\nkey_id differs from Status: kube-apiserver would count it stale");
+    }
+    match open_kdf(
+        &seed,
+        &object.encrypted_data,
+        options.storage_key.as_bytes(),
+    ) {
+        Err(e) => fail(detail, e.to_string()),
+        Ok(plaintext) if plaintext.as_slice() == SAMPLE_SECRET => {
+            let _ = write!(
+                detail,
+                "\nopened {} bytes: equal to the sample Secret",
+                plaintext.len()
+            );
+            ProbeStep::new("envelope-read", millis(start.elapsed()), detail, Vec::new())
+        }
+        Ok(plaintext) => fail(
+            detail,
+            format!(
+                "opened {} bytes that differ from the sample Secret",
+                plaintext.len()
+            ),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// kube-apiserver's limits (pure)
+// ---------------------------------------------------------------------------------------
+
+/// `ValidateKeyID`: non-empty and at most [`KEY_ID_MAX_SIZE`] bytes.
+pub fn validate_key_id(key_id: &str) -> Result<(), String> {
+    if key_id.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if key_id.len() > KEY_ID_MAX_SIZE {
+        return Err(format!(
+            "is {} bytes, more than the {KEY_ID_MAX_SIZE} kube-apiserver accepts",
+            key_id.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `validateEncryptedDEKSource`: the Encrypt ciphertext is non-empty and at most
+/// [`CIPHERTEXT_MAX_SIZE`] bytes.
+pub fn validate_ciphertext(ciphertext: &[u8]) -> Result<(), String> {
+    if ciphertext.is_empty() {
+        return Err("the ciphertext is empty".to_owned());
+    }
+    if ciphertext.len() > CIPHERTEXT_MAX_SIZE {
+        return Err(format!(
+            "the ciphertext is {} bytes, more than the {CIPHERTEXT_MAX_SIZE} kube-apiserver accepts",
+            ciphertext.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `validation.IsFullyQualifiedDomainName` (k8s.io/apimachinery), which kube-apiserver
+/// applies to every annotation key: an optional trailing `.` is dropped, then the name is a
+/// DNS-1123 subdomain of at most 253 characters with at least two labels, each label 1 to 63
+/// lowercase alphanumerics or `-`, not starting or ending with `-`.
+pub fn validate_annotation_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    let name = key.strip_suffix('.').unwrap_or(key);
+    if name.len() > DNS1123_SUBDOMAIN_MAX {
+        return Err(format!(
+            "is {} characters, more than {DNS1123_SUBDOMAIN_MAX}",
+            name.len()
+        ));
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    for label in &labels {
+        let bytes = label.as_bytes();
+        let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
+        let alnum =
+            |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !bytes.iter().all(allowed) || !alnum(bytes.first()) || !alnum(bytes.last()) {
+            return Err(
+                "must be a lowercase RFC 1123 subdomain: lowercase alphanumerics, '-' and '.', \
+                 each label starting and ending with an alphanumeric"
+                    .to_owned(),
+            );
+        }
+    }
+    if labels.len() < 2 {
+        return Err("must be a domain with at least two segments separated by dots".to_owned());
+    }
+    if let Some(label) = labels.iter().find(|l| l.len() > DNS1123_LABEL_MAX) {
+        return Err(format!(
+            "has a label of {} characters, more than {DNS1123_LABEL_MAX}",
+            label.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Total size of the annotation keys plus values, as kube-apiserver counts it.
+pub fn annotations_size(annotations: &HashMap<String, Vec<u8>>) -> usize {
+    annotations.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+/// `validateAnnotations`: every key valid ([`validate_annotation_key`]) and keys plus values
+/// at most [`ANNOTATIONS_MAX_SIZE`] bytes. Returns one sentence per problem, keys sorted.
+pub fn validate_annotations(annotations: &HashMap<String, Vec<u8>>) -> Vec<String> {
+    let mut keys: Vec<&String> = annotations.keys().collect();
+    keys.sort();
+    let mut problems: Vec<String> = keys
+        .into_iter()
+        .filter_map(|key| {
+            validate_annotation_key(key)
+                .err()
+                .map(|e| format!("annotation key {:?} {e}", printable(key, 256)))
+        })
+        .collect();
+    let total = annotations_size(annotations);
+    if total > ANNOTATIONS_MAX_SIZE {
+        problems.push(format!(
+            "annotations total {total} bytes (keys + values), more than the \
+             {ANNOTATIONS_MAX_SIZE} kube-apiserver accepts"
+        ));
+    }
+    problems
+}
+
+// ---------------------------------------------------------------------------------------
+// The etcd envelope (pure)
+// ---------------------------------------------------------------------------------------
+
+/// The value kube-apiserver stores in etcd after the `k8s:enc:kms:v2:<name>:` prefix:
+/// `EncryptedObject` of `k8s.io/apiserver/pkg/storage/value/encrypt/envelope/kmsv2/v2/api.proto`
+/// (package `v2`). Field numbers verified against that file: `encryptedData = 1`,
+/// `keyID = 2`, `encryptedDEKSource = 3`, `annotations = 4`, `encryptedDEKSourceType = 5`.
+/// Everything in it is stored in etcd in the clear: it holds no secret bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EncryptedObject {
+    /// The sealed object: `info(32) || nonce(12) || ciphertext || tag(16)` in KDF mode.
+    #[prost(bytes = "vec", tag = "1")]
+    pub encrypted_data: Vec<u8>,
+    /// The KMS key id returned by Encrypt.
+    #[prost(string, tag = "2")]
+    pub key_id: String,
+    /// The Encrypt ciphertext of the seed (or of the DEK in the pre-1.29 mode).
+    #[prost(bytes = "vec", tag = "3")]
+    pub encrypted_dek_source: Vec<u8>,
+    /// The annotations returned by Encrypt.
+    #[prost(map = "string, bytes", tag = "4")]
+    pub annotations: HashMap<String, Vec<u8>>,
+    /// How the plaintext of `encrypted_dek_source` becomes the DEK
+    /// ([`EncryptedDekSourceType`]).
+    #[prost(enumeration = "EncryptedDekSourceType", tag = "5")]
+    pub encrypted_dek_source_type: i32,
+}
+
+/// `EncryptedDEKSourceType` (values verified against the kube-apiserver `api.proto`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum EncryptedDekSourceType {
+    /// `AES_GCM_KEY = 0`: the plaintext is the AES-GCM DEK itself (kube-apiserver < 1.29,
+    /// or the `KMSv2KDF` feature gate off).
+    AesGcmKey = 0,
+    /// `HKDF_SHA256_XNONCE_AES_GCM_SEED = 1`: the plaintext is a seed; each write derives
+    /// its DEK with HKDF-SHA256-Expand from 32 random info bytes (kube-apiserver ≥ 1.29).
+    HkdfSha256XnonceAesGcmSeed = 1,
+}
+
+fn prefix(provider_name: &str) -> String {
+    format!("{KMS_V2_PREFIX}{provider_name}:")
+}
+
+/// The etcd value: `k8s:enc:kms:v2:<provider_name>:` followed by the protobuf `object`.
+pub fn encode_etcd_value(provider_name: &str, object: &EncryptedObject) -> Vec<u8> {
+    let prefix = prefix(provider_name);
+    let mut value = Vec::with_capacity(prefix.len() + prost::Message::encoded_len(object));
+    value.extend_from_slice(prefix.as_bytes());
+    value.extend_from_slice(&prost::Message::encode_to_vec(object));
+    value
+}
+
+/// Parses an etcd value written with the provider `provider_name`.
+pub fn decode_etcd_value(provider_name: &str, value: &[u8]) -> Result<EncryptedObject, ProbeError> {
+    let prefix = prefix(provider_name);
+    let body = value.strip_prefix(prefix.as_bytes()).ok_or_else(|| {
+        ProbeError::Envelope(format!("the etcd value does not start with {prefix:?}"))
+    })?;
+    <EncryptedObject as prost::Message>::decode(body)
+        .map_err(|e| ProbeError::Envelope(format!("the EncryptedObject does not decode: {e}")))
+}
+
+/// `ValidateEncryptedObject`: what kube-apiserver checks before writing and after reading.
+/// Returns one sentence per problem.
+pub fn validate_encrypted_object(object: &EncryptedObject) -> Vec<String> {
+    let mut problems = Vec::new();
+    if EncryptedDekSourceType::try_from(object.encrypted_dek_source_type).is_err() {
+        problems.push(format!(
+            "unknown encryptedDEKSourceType {}",
+            object.encrypted_dek_source_type
+        ));
+    }
+    if object.encrypted_data.is_empty() {
+        problems.push("encryptedData is empty".to_owned());
+    }
+    if let Err(e) = validate_ciphertext(&object.encrypted_dek_source) {
+        problems.push(e);
+    }
+    if let Err(e) = validate_key_id(&object.key_id) {
+        problems.push(format!("keyID {e}"));
+    }
+    problems.extend(validate_annotations(&object.annotations));
+    problems
+}
+
+/// Seals `plaintext` as kube-apiserver does in KDF mode: 32 random info bytes, DEK =
+/// HKDF-SHA256-Expand(seed, info) (no Extract, no salt), AES-256-GCM with a random nonce and
+/// `aad` (the etcd key) as additional data. Returns `info || nonce || ciphertext || tag`.
+pub fn seal_kdf(seed: &[u8], plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, ProbeError> {
+    let mut info = [0u8; INFO_SIZE];
+    let mut nonce = [0u8; NONCE_SIZE];
+    let mut rng = rand::rng();
+    rng.fill_bytes(&mut info);
+    rng.fill_bytes(&mut nonce);
+    seal_kdf_with(seed, &info, &nonce, plaintext, aad)
+}
+
+fn seal_kdf_with(
+    seed: &[u8],
+    info: &[u8; INFO_SIZE],
+    nonce: &[u8; NONCE_SIZE],
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, ProbeError> {
+    let cipher = kdf_cipher(seed, info)?;
+    let sealed = cipher
+        .encrypt(
+            &aes_gcm::Nonce::from(*nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .map_err(|_| ProbeError::Envelope("AES-GCM sealing failed".to_owned()))?;
+    let mut out = Vec::with_capacity(INFO_SIZE + NONCE_SIZE + sealed.len());
+    out.extend_from_slice(info);
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// Opens what [`seal_kdf`] (or kube-apiserver in KDF mode) sealed with `seed` under `aad`.
+pub fn open_kdf(seed: &[u8], data: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProbeError> {
+    let short = || {
+        ProbeError::Envelope(format!(
+            "the stored data is {} bytes, shorter than info {INFO_SIZE} + nonce {NONCE_SIZE} + tag {TAG_SIZE}",
+            data.len()
+        ))
+    };
+    let (info, rest) = data.split_first_chunk::<INFO_SIZE>().ok_or_else(short)?;
+    let (nonce, sealed) = rest.split_first_chunk::<NONCE_SIZE>().ok_or_else(short)?;
+    if sealed.len() < TAG_SIZE {
+        return Err(short());
+    }
+    let cipher = kdf_cipher(seed, info)?;
+    cipher
+        .decrypt(&aes_gcm::Nonce::from(*nonce), Payload { msg: sealed, aad })
+        .map(Zeroizing::new)
+        .map_err(|_| {
+            ProbeError::Envelope(
+                "AES-GCM authentication failed (wrong seed, wrong storage key, or corrupted data)"
+                    .to_owned(),
+            )
+        })
+}
+
+/// The AES-256-GCM cipher keyed with HKDF-SHA256-Expand(seed, info), as
+/// `extendedNonceGCM.sha256KDFExpandOnly`.
+fn kdf_cipher(seed: &[u8], info: &[u8; INFO_SIZE]) -> Result<Aes256Gcm, ProbeError> {
+    if seed.len() < SEED_SIZE {
+        return Err(ProbeError::Envelope(format!(
+            "the seed is {} bytes; kube-apiserver requires at least {SEED_SIZE}",
+            seed.len()
+        )));
+    }
+    let hkdf = Hkdf::<Sha256>::from_prk(seed)
+        .map_err(|_| ProbeError::Envelope("the seed is not a usable HKDF key".to_owned()))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    hkdf.expand(info, key.as_mut_slice())
+        .map_err(|_| ProbeError::Envelope("HKDF expansion failed".to_owned()))?;
+    Aes256Gcm::new_from_slice(key.as_slice())
+        .map_err(|_| ProbeError::Envelope("AES-256 key setup failed".to_owned()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+/// A random version-4 UUID string (kube-apiserver sends a UUID as `uid`).
+fn new_uid() -> String {
+    let mut v: u128 = rand::random();
+    v = (v & !(0xf_u128 << 76)) | (0x4_u128 << 76);
+    v = (v & !(0x3_u128 << 62)) | (0x2_u128 << 62);
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        v >> 96,
+        (v >> 80) & 0xffff,
+        (v >> 64) & 0xffff,
+        (v >> 48) & 0xffff,
+        v & 0xffff_ffff_ffff
+    )
+}
+
+/// Plugin-supplied text made safe for a terminal: control characters escaped, cut after
+/// `max` bytes with the full length noted.
+fn printable(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        if out.len() >= max {
+            let _ = write!(out, "… ({} bytes)", s.len());
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// An annotation value: quoted if printable ASCII of at most 128 bytes, else its length.
+fn show_annotation_value(value: &[u8]) -> String {
+    if value.len() <= ANNOTATION_VALUE_SHOW_MAX && value.iter().all(|b| (0x20..0x7f).contains(b)) {
+        format!("{:?}", String::from_utf8_lossy(value))
+    } else {
+        format!("<{} bytes>", value.len())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::kms_v2::key_management_service_server::{
+        KeyManagementService, KeyManagementServiceServer,
+    };
+    use crate::proto::kms_v2::{DecryptResponse, StatusResponse};
+    use sha2::Digest as _;
+
+    // ----- SocketSpec -----
+
+    #[test]
+    fn socket_spec_parses_what_kube_apiserver_accepts() {
+        let path = |p: &str| SocketSpec::Path(PathBuf::from(p));
+        let cases = [
+            ("unix:///opt/azurekms.socket", path("/opt/azurekms.socket")),
+            ("UNIX:///opt/azurekms.socket", path("/opt/azurekms.socket")),
+            ("unix:/opt/azurekms.socket", path("/opt/azurekms.socket")),
+            ("unix:///@azurekms", SocketSpec::Abstract("azurekms".into())),
+            (
+                "unix:///%40azurekms",
+                SocketSpec::Abstract("azurekms".into()),
+            ),
+            ("unix:///tmp/a%20b.sock", path("/tmp/a b.sock")),
+            ("/opt/azurekms.socket", path("/opt/azurekms.socket")),
+            ("relative/kms.sock", path("relative/kms.sock")),
+            ("@azurekms", SocketSpec::Abstract("azurekms".into())),
+            ("/tmp/odd://name", path("/tmp/odd://name")),
+        ];
+        for (input, want) in cases {
+            assert_eq!(SocketSpec::parse(input).unwrap(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn socket_spec_refuses_other_schemes_and_mistakes() {
+        for input in ["tcp://127.0.0.1:8080", "http://localhost/kms", "grpc:///x"] {
+            let err = SocketSpec::parse(input).unwrap_err();
+            assert!(
+                matches!(err, ProbeError::UnsupportedScheme { .. }),
+                "{input}"
+            );
+            assert!(
+                err.to_string()
+                    .contains("only dials KMS plugins on unix sockets")
+            );
+        }
+        let err = SocketSpec::parse("unix://opt/azurekms.socket").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("unix:///opt/azurekms.socket"), "{msg}");
+        assert!(msg.contains("\"/azurekms.socket\""), "{msg}");
+        let err = SocketSpec::parse("unix://@name").unwrap_err().to_string();
+        assert!(err.contains("unix:///@name"), "{err}");
+        for input in [
+            "",
+            "@",
+            "unix://",
+            "unix:///",
+            "unix:///@",
+            "unix:@name",
+            "unix:///tmp/a?b",
+            "unix:///tmp/a#b",
+            "unix:///tmp/%zz",
+        ] {
+            assert!(
+                matches!(
+                    SocketSpec::parse(input),
+                    Err(ProbeError::InvalidSocket { .. })
+                ),
+                "{input}"
+            );
+        }
+        let long = format!("/{}", "a".repeat(107));
+        assert!(SocketSpec::parse(&long).is_err());
+        assert!(SocketSpec::parse(&long[..107]).is_ok());
+        assert!(SocketSpec::parse(&format!("@{}", "a".repeat(108))).is_err());
+    }
+
+    #[test]
+    fn socket_spec_displays_as_url() {
+        assert_eq!(
+            SocketSpec::parse("/opt/a.sock").unwrap().to_string(),
+            "unix:///opt/a.sock"
+        );
+        assert_eq!(SocketSpec::parse("@x").unwrap().to_string(), "unix:///@x");
+    }
+
+    // ----- kube-apiserver's limits -----
+
+    #[test]
+    fn annotation_keys_must_be_fully_qualified_domain_names() {
+        let label63 = "a".repeat(63);
+        let label64 = "a".repeat(64);
+        let name253 = format!(
+            "{}.{}.{}.{}",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(61)
+        );
+        assert_eq!(name253.len(), 253);
+        let name254 = format!("{name253}e");
+        let valid = [
+            "version.azure.akv.io",
+            "x-ms-request-id.azure.akv.io",
+            "key-version.akv-bridge.io",
+            "a.b",
+            "1.2",
+            "a-b.c-d",
+            "a.b.",
+            &format!("{label63}.io"),
+            &name253,
+            &format!("{name253}."),
+        ];
+        for key in valid {
+            assert!(
+                validate_annotation_key(key).is_ok(),
+                "{key:?} should be valid"
+            );
+        }
+        let invalid = [
+            "",
+            ".",
+            "a.",
+            "version",
+            "Version.azure.akv.io",
+            "a_b.io",
+            "-a.io",
+            "a-.io",
+            "a.-b",
+            "a..b",
+            ".a.b",
+            "a.b..",
+            "a b.io",
+            "a.b/c",
+            "ä.io",
+            "a.b\n",
+            &format!("{label64}.io"),
+            &name254,
+        ];
+        for key in invalid {
+            assert!(
+                validate_annotation_key(key).is_err(),
+                "{key:?} should be invalid"
+            );
+        }
+    }
+
+    #[test]
+    fn annotation_total_size_is_limited_to_32_kib() {
+        let key = "big.azure.akv.io".to_owned();
+        let at_limit = HashMap::from([(key.clone(), vec![b'x'; ANNOTATIONS_MAX_SIZE - key.len()])]);
+        assert_eq!(annotations_size(&at_limit), ANNOTATIONS_MAX_SIZE);
+        assert!(validate_annotations(&at_limit).is_empty());
+        let over = HashMap::from([(
+            key.clone(),
+            vec![b'x'; ANNOTATIONS_MAX_SIZE - key.len() + 1],
+        )]);
+        let problems = validate_annotations(&over);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("32769"), "{problems:?}");
+        // Keys count too, across entries.
+        let two = HashMap::from([
+            ("a.io".to_owned(), vec![0u8; 16 * 1024]),
+            ("b.io".to_owned(), vec![0u8; 16 * 1024 - 8]),
+        ]);
+        assert_eq!(annotations_size(&two), ANNOTATIONS_MAX_SIZE);
+        assert!(validate_annotations(&two).is_empty());
+    }
+
+    #[test]
+    fn key_id_and_ciphertext_limits() {
+        assert!(validate_key_id("").is_err());
+        assert!(validate_key_id(&"k".repeat(1024)).is_ok());
+        assert!(validate_key_id(&"k".repeat(1025)).is_err());
+        assert!(validate_ciphertext(&[]).is_err());
+        assert!(validate_ciphertext(&[1; 1024]).is_ok());
+        assert!(validate_ciphertext(&[1; 1025]).is_err());
+    }
+
+    #[test]
+    fn status_checks() {
+        assert!(check_status("ok", "v2", "k").is_empty());
+        assert!(check_status("ok", "v2beta1", "k").is_empty());
+        assert_eq!(check_status("degraded", "v1", "").len(), 3);
+    }
+
+    // ----- the envelope -----
+
+    const SEED: [u8; 32] = [7; 32];
+    const INFO: [u8; 32] = [1; 32];
+    const NONCE: [u8; 12] = [2; 12];
+    const AAD: &[u8] = b"/registry/secrets/default/x";
+
+    /// HMAC-SHA256 written out, to check the KDF independently of the hkdf crate's API.
+    fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+        let mut k = [0u8; 64];
+        k[..key.len()].copy_from_slice(key);
+        let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+        let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+        let inner = sha2::Sha256::new()
+            .chain_update(&ipad)
+            .chain_update(msg)
+            .finalize();
+        sha2::Sha256::new()
+            .chain_update(&opad)
+            .chain_update(inner)
+            .finalize()
+            .into()
+    }
+
+    #[test]
+    fn kdf_is_hkdf_expand_only_as_kube_apiserver() {
+        // Go: hkdf.Expand(sha256.New, seed, info), 32 bytes = T(1) = HMAC(seed, info || 0x01).
+        let mut msg = INFO.to_vec();
+        msg.push(1);
+        let key = hmac_sha256(&SEED, &msg);
+        let sealed = seal_kdf_with(&SEED, &INFO, &NONCE, b"hello", AAD).unwrap();
+        let cipher = Aes256Gcm::new_from_slice(&key).unwrap();
+        let plain = cipher
+            .decrypt(
+                aes_gcm::Nonce::from_slice(&NONCE),
+                Payload {
+                    msg: &sealed[44..],
+                    aad: AAD,
+                },
+            )
+            .unwrap();
+        assert_eq!(plain, b"hello");
+    }
+
+    #[test]
+    fn envelope_layout_and_round_trip() {
+        let sealed = seal_kdf_with(&SEED, &INFO, &NONCE, SAMPLE_SECRET, AAD).unwrap();
+        assert_eq!(
+            sealed.len(),
+            INFO_SIZE + NONCE_SIZE + SAMPLE_SECRET.len() + TAG_SIZE
+        );
+        assert_eq!(&sealed[..32], &INFO);
+        assert_eq!(&sealed[32..44], &NONCE);
+        assert_eq!(
+            open_kdf(&SEED, &sealed, AAD).unwrap().as_slice(),
+            SAMPLE_SECRET
+        );
+
+        // Random info and nonce: two seals differ, both open.
+        let a = seal_kdf(&SEED, b"x", AAD).unwrap();
+        let b = seal_kdf(&SEED, b"x", AAD).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32 + 12 + 1 + 16);
+        assert_eq!(open_kdf(&SEED, &b, AAD).unwrap().as_slice(), b"x");
+    }
+
+    #[test]
+    fn envelope_open_fails_with_wrong_seed_aad_or_data() {
+        let sealed = seal_kdf_with(&SEED, &INFO, &NONCE, SAMPLE_SECRET, AAD).unwrap();
+        let wrong_seed = [8u8; 32];
+        assert!(open_kdf(&wrong_seed, &sealed, AAD).is_err());
+        assert!(open_kdf(&SEED, &sealed, b"/registry/secrets/default/y").is_err());
+        let mut flipped = sealed.clone();
+        flipped[5] ^= 1; // info is authenticated through the key
+        assert!(open_kdf(&SEED, &flipped, AAD).is_err());
+        assert!(open_kdf(&SEED, &sealed[..32 + 12 + 15], AAD).is_err());
+        assert!(open_kdf(&SEED, &[], AAD).is_err());
+        assert!(seal_kdf(&[0u8; 31], b"x", AAD).is_err());
+        let err = open_kdf(&wrong_seed, &sealed, AAD).unwrap_err().to_string();
+        assert!(!err.contains("07070707"));
+    }
+
+    #[test]
+    fn etcd_value_prefix_and_protobuf_fields() {
+        let object = EncryptedObject {
+            encrypted_data: vec![0xaa; 3],
+            key_id: "kid".into(),
+            encrypted_dek_source: vec![0xbb; 2],
+            annotations: HashMap::from([("version.azure.akv.io".into(), b"1".to_vec())]),
+            encrypted_dek_source_type: EncryptedDekSourceType::HkdfSha256XnonceAesGcmSeed as i32,
+        };
+        let value = encode_etcd_value("azurekmsprovider", &object);
+        let prefix = b"k8s:enc:kms:v2:azurekmsprovider:";
+        assert!(value.starts_with(prefix));
+        let body = &value[prefix.len()..];
+        // field 1 bytes, field 2 string, field 3 bytes, field 4 map entry, field 5 varint 1
+        assert_eq!(&body[..5], &[0x0a, 3, 0xaa, 0xaa, 0xaa]);
+        assert_eq!(&body[5..10], &[0x12, 3, b'k', b'i', b'd']);
+        assert_eq!(&body[10..14], &[0x1a, 2, 0xbb, 0xbb]);
+        assert_eq!(body[14], 0x22);
+        assert_eq!(&body[body.len() - 2..], &[0x28, 0x01]);
+        assert_eq!(
+            decode_etcd_value("azurekmsprovider", &value).unwrap(),
+            object
+        );
+        assert!(decode_etcd_value("other", &value).is_err());
+        assert!(validate_encrypted_object(&object).is_empty());
+
+        let bad = EncryptedObject {
+            encrypted_data: vec![],
+            key_id: String::new(),
+            encrypted_dek_source: vec![],
+            annotations: HashMap::from([("Bad_Key".into(), vec![])]),
+            encrypted_dek_source_type: 7,
+        };
+        assert_eq!(validate_encrypted_object(&bad).len(), 5);
+    }
+
+    #[test]
+    fn options_validation() {
+        assert!(ProbeOptions::default().validate().is_ok());
+        let colon = ProbeOptions {
+            provider_name: "a:b".into(),
+            ..ProbeOptions::default()
+        };
+        assert!(colon.validate().unwrap_err().to_string().contains("':'"));
+        let zero = ProbeOptions {
+            timeout: Duration::ZERO,
+            ..ProbeOptions::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn uid_is_a_v4_uuid() {
+        let uid = new_uid();
+        assert_eq!(uid.len(), 36);
+        assert_eq!(&uid[14..15], "4");
+        assert!(matches!(&uid[19..20], "8" | "9" | "a" | "b"), "{uid}");
+        assert_ne!(new_uid(), uid);
+    }
+
+    #[test]
+    fn display_helpers_hide_and_escape() {
+        assert_eq!(show_annotation_value(b"1"), "\"1\"");
+        assert_eq!(show_annotation_value(&[0xff, 0x00]), "<2 bytes>");
+        assert_eq!(show_annotation_value(&[b'a'; 129]), "<129 bytes>");
+        assert_eq!(printable("a\x1b[2Jb", 100), "a\\u{1b}[2Jb");
+        assert!(printable(&"k".repeat(2000), 1024).ends_with("… (2000 bytes)"));
+    }
+
+    // ----- a fake plugin over a real Unix socket -----
+
+    #[derive(Clone)]
+    struct FakeKms {
+        status_key_id: String,
+        encrypt_key_id: String,
+        annotations: HashMap<String, Vec<u8>>,
+        status_delay: Duration,
+    }
+
+    impl FakeKms {
+        fn good() -> Self {
+            Self {
+                status_key_id: "key-1".into(),
+                encrypt_key_id: "key-1".into(),
+                annotations: HashMap::from([
+                    ("version.azure.akv.io".into(), b"1".to_vec()),
+                    ("algorithm.azure.akv.io".into(), b"RSA-OAEP-256".to_vec()),
+                    ("blob.akv-bridge.io".into(), vec![0xff; 200]),
+                ]),
+                status_delay: Duration::ZERO,
+            }
+        }
+    }
+
+    fn xor(data: &[u8]) -> Vec<u8> {
+        data.iter().map(|b| b ^ 0x5a).collect()
+    }
+
+    #[tonic::async_trait]
+    impl KeyManagementService for FakeKms {
+        async fn status(
+            &self,
+            _request: tonic::Request<StatusRequest>,
+        ) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
+            tokio::time::sleep(self.status_delay).await;
+            Ok(tonic::Response::new(StatusResponse {
+                version: "v2".into(),
+                healthz: "ok".into(),
+                key_id: self.status_key_id.clone(),
+            }))
+        }
+
+        async fn decrypt(
+            &self,
+            request: tonic::Request<DecryptRequest>,
+        ) -> Result<tonic::Response<DecryptResponse>, tonic::Status> {
+            let request = request.into_inner();
+            if request.key_id != self.status_key_id && request.key_id != self.encrypt_key_id {
+                return Err(tonic::Status::invalid_argument("unknown key id"));
+            }
+            if request.annotations != self.annotations || request.uid.len() != 36 {
+                return Err(tonic::Status::invalid_argument("annotations or uid lost"));
+            }
+            Ok(tonic::Response::new(DecryptResponse {
+                plaintext: xor(&request.ciphertext),
+            }))
+        }
+
+        async fn encrypt(
+            &self,
+            request: tonic::Request<EncryptRequest>,
+        ) -> Result<tonic::Response<EncryptResponse>, tonic::Status> {
+            let request = request.into_inner();
+            Ok(tonic::Response::new(EncryptResponse {
+                ciphertext: xor(&request.plaintext),
+                key_id: self.encrypt_key_id.clone(),
+                annotations: self.annotations.clone(),
+            }))
+        }
+    }
+
+    async fn serve(fake: FakeKms) -> (tempfile::TempDir, SocketSpec) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(KeyManagementServiceServer::new(fake))
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+        );
+        (dir, SocketSpec::Path(path))
+    }
+
+    fn step<'a>(report: &'a ProbeReport, name: &str) -> &'a ProbeStep {
+        report.steps.iter().find(|s| s.name == name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn probe_passes_against_a_good_plugin() {
+        let (_dir, socket) = serve(FakeKms::good()).await;
+        let options = ProbeOptions {
+            envelope: true,
+            ..ProbeOptions::default()
+        };
+        let report = probe_socket(&socket, &options).await;
+        let table = report.to_table();
+        println!("{table}");
+        assert!(report.ok(), "{table}");
+        let names: Vec<&str> = report.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "connect",
+                "status",
+                "encrypt",
+                "decrypt",
+                "envelope-write",
+                "envelope-read"
+            ]
+        );
+        assert_eq!(report.key_id.as_deref(), Some("key-1"));
+        let encrypt = step(&report, "encrypt");
+        assert!(
+            encrypt.detail.contains("ciphertext 32 bytes"),
+            "{}",
+            encrypt.detail
+        );
+        assert!(encrypt.detail.contains("version.azure.akv.io = \"1\""));
+        assert!(encrypt.detail.contains("blob.akv-bridge.io = <200 bytes>"));
+        assert!(
+            step(&report, "envelope-write")
+                .detail
+                .contains("k8s:enc:kms:v2:azurekmsprovider:")
+        );
+        assert!(table.contains("result: OK"));
+
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["ok"], true);
+        assert_eq!(json["timeout_ms"], 3000);
+        assert_eq!(json["steps"].as_array().unwrap().len(), 6);
+        assert!(json["steps"][1]["latency_ms"].is_number());
+    }
+
+    #[tokio::test]
+    async fn probe_without_envelope_has_three_steps() {
+        let (_dir, socket) = serve(FakeKms::good()).await;
+        let channel = connect(&socket, DEFAULT_TIMEOUT).await.unwrap();
+        let report = probe_kms(channel, &ProbeOptions::default()).await;
+        assert!(report.ok(), "{}", report.to_table());
+        assert_eq!(report.steps.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn probe_flags_a_key_id_mismatch() {
+        let fake = FakeKms {
+            encrypt_key_id: "key-2".into(),
+            ..FakeKms::good()
+        };
+        let (_dir, socket) = serve(fake).await;
+        let report = probe_socket(&socket, &ProbeOptions::default()).await;
+        let table = report.to_table();
+        println!("{table}");
+        assert!(!report.ok(), "{table}");
+        let encrypt = step(&report, "encrypt");
+        assert!(!encrypt.ok);
+        assert!(
+            encrypt
+                .problems
+                .iter()
+                .any(|p| p.contains("key_id mismatch")
+                    && p.contains("key-2")
+                    && p.contains("key-1")),
+            "{table}"
+        );
+        assert!(table.contains("key_id mismatch"), "{table}");
+        assert!(table.contains("result: FAILED"), "{table}");
+    }
+
+    #[tokio::test]
+    async fn probe_flags_bad_annotations() {
+        let fake = FakeKms {
+            annotations: HashMap::from([("Not_A_Domain".into(), b"v".to_vec())]),
+            ..FakeKms::good()
+        };
+        let (_dir, socket) = serve(fake).await;
+        let options = ProbeOptions {
+            envelope: true,
+            ..ProbeOptions::default()
+        };
+        let report = probe_socket(&socket, &options).await;
+        assert!(!report.ok());
+        assert!(!step(&report, "encrypt").ok);
+        assert!(!step(&report, "envelope-write").ok);
+        assert!(step(&report, "envelope-read").skipped);
+    }
+
+    #[tokio::test]
+    async fn probe_times_out_instead_of_hanging() {
+        let fake = FakeKms {
+            status_delay: Duration::from_secs(30),
+            ..FakeKms::good()
+        };
+        let (_dir, socket) = serve(fake).await;
+        let options = ProbeOptions {
+            timeout: Duration::from_millis(200),
+            ..ProbeOptions::default()
+        };
+        let start = Instant::now();
+        let report = probe_socket(&socket, &options).await;
+        println!("{}", report.to_table());
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let status = step(&report, "status");
+        assert!(!status.ok);
+        assert!(!report.ok());
+        // The other calls still ran and answered.
+        assert!(step(&report, "decrypt").ok, "{}", report.to_table());
+    }
+
+    #[tokio::test]
+    async fn connect_fails_cleanly_without_a_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = SocketSpec::Path(dir.path().join("missing.sock"));
+        let err = connect(&socket, Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(err, ProbeError::Connect { .. }), "{err}");
+        let report = probe_socket(&socket, &ProbeOptions::default()).await;
+        println!("{}", report.to_table());
+        assert!(!report.ok());
+        assert_eq!(report.steps.len(), 1);
+        assert!(report.to_table().contains("could not connect"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn probe_over_an_abstract_socket() {
+        use std::os::linux::net::SocketAddrExt as _;
+        let name = format!("akv-bridge-probe-test-{}", new_uid());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::UnixListener::from_std(listener).unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(KeyManagementServiceServer::new(FakeKms::good()))
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+        );
+        let socket = SocketSpec::parse(&format!("unix:///@{name}")).unwrap();
+        let report = probe_socket(&socket, &ProbeOptions::default()).await;
+        assert!(report.ok(), "{}", report.to_table());
+    }
+
+    #[tokio::test]
+    async fn invalid_options_are_a_failed_step() {
+        let (_dir, socket) = serve(FakeKms::good()).await;
+        let channel = connect(&socket, DEFAULT_TIMEOUT).await.unwrap();
+        let options = ProbeOptions {
+            provider_name: "bad:name".into(),
+            ..ProbeOptions::default()
+        };
+        let report = probe_kms(channel, &options).await;
+        assert!(!report.ok());
+        assert_eq!(report.steps[0].name, "options");
+    }
+}

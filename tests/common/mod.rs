@@ -1,0 +1,168 @@
+//! Shared test plumbing: mock-vault in-process (a real HTTPS server), the KMS plugin
+//! in-process on a real Unix socket, and a gRPC client over that socket.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use akv_bridge::cli::{Cli, Command};
+use akv_bridge::proto::kms_v1beta1::key_management_service_client::KeyManagementServiceClient as V1Client;
+use akv_bridge::proto::kms_v2::key_management_service_client::KeyManagementServiceClient as V2Client;
+use clap::Parser as _;
+use mock_vault::{Config, Fixture, MockVault};
+use serde_json::json;
+use tonic::transport::{Channel, Endpoint};
+
+pub const KMS_FIXTURE: &str = r#"
+vaults:
+  - name: kv1
+    keys: [{name: kek, kty: RSA, size: 2048}]
+identities:
+  - name: kms
+    client_id: 00000000-0000-0000-0000-00000000c0de
+    client_secret: kms-secret
+    permissions: {kv1: {keys: [get, list, encrypt, decrypt]}}
+  - name: admin
+    client_id: 00000000-0000-0000-0000-0000000000ad
+    client_secret: admin-secret
+"#;
+
+pub async fn mock(fixture: &str) -> MockVault {
+    mock_vault::start(Config {
+        fixture: Fixture::parse(fixture).expect("fixture"),
+        ..Config::default()
+    })
+    .await
+    .expect("mock-vault starts")
+}
+
+/// Writes an azure.json for a client-secret identity.
+pub fn azure_json(dir: &Path, mock: &MockVault, client_id: &str, secret: &str) -> PathBuf {
+    let path = dir.join("azure.json");
+    let body = json!({
+        "cloud": "AzurePublicCloud",
+        "tenantId": mock.info().tenant_id,
+        "aadClientId": client_id,
+        "aadClientSecret": secret,
+        "subscriptionId": "ignored",
+        "resourceGroup": "ignored",
+    });
+    std::fs::write(&path, body.to_string()).expect("write azure.json");
+    path
+}
+
+/// The plugin flags that wire it to the mock.
+pub fn kms_flags(mock: &MockVault, socket: &Path, azure_json: &Path) -> Vec<String> {
+    let info = mock.info();
+    vec![
+        format!("--listen-addr=unix://{}", socket.display()),
+        format!("--vault-url={}", info.vaults["kv1"].url),
+        format!("--vault-connect-addr={}", info.address),
+        format!("--ca-bundle={}", info.ca_pem_path.display()),
+        format!("--authority-host={}", info.authority_host),
+        format!("--config-file-path={}", azure_json.display()),
+        "--key-name=kek".into(),
+        "--healthz-port=0".into(),
+        "--metrics-addr=127.0.0.1:0".into(),
+        "--keyvault-timeout=2500ms".into(),
+        "--shutdown-grace=5s".into(),
+    ]
+}
+
+pub fn kms_args(flags: &[String]) -> akv_bridge::cli::KmsArgs {
+    let mut argv = vec!["akv-bridge".to_owned(), "kms".to_owned()];
+    argv.extend(flags.iter().cloned());
+    match Cli::try_parse_from(argv).expect("flags parse").command {
+        Command::Kms(a) => *a,
+        _ => unreachable!(),
+    }
+}
+
+/// A plugin running in this process on a real Unix socket.
+pub struct Plugin {
+    pub socket: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), akv_bridge::kms::KmsStartError>>>,
+}
+
+impl Plugin {
+    /// Starts the plugin and waits until its socket answers.
+    pub async fn start(
+        flags: Vec<String>,
+        socket: &Path,
+    ) -> Result<Self, akv_bridge::kms::KmsStartError> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let args = kms_args(&flags);
+        let task = tokio::spawn(akv_bridge::kms::run(args, async {
+            let _ = rx.await;
+        }));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if task.is_finished() {
+                return Err(task
+                    .await
+                    .expect("join")
+                    .expect_err("stopped without an error"));
+            }
+            if socket.exists() && tokio::net::UnixStream::connect(socket).await.is_ok() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "plugin did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self {
+            socket: socket.to_owned(),
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// SIGTERM-equivalent: drain and stop; returns the run result.
+    pub async fn stop(mut self) -> Result<(), akv_bridge::kms::KmsStartError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("running").await.expect("join")
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn channel(socket: &Path) -> Channel {
+    let path = socket.to_owned();
+    Endpoint::try_from("http://localhost")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to the plugin socket")
+}
+
+pub async fn v2(socket: &Path) -> V2Client<Channel> {
+    V2Client::new(channel(socket).await)
+}
+
+pub async fn v1(socket: &Path) -> V1Client<Channel> {
+    V1Client::new(channel(socket).await)
+}
+
+/// Key Vault requests of one operation that reached the handler authenticated.
+pub fn kv_calls(mock: &MockVault, op: &str) -> u64 {
+    mock.stats().authenticated(op)
+}
