@@ -175,6 +175,10 @@ pub struct KmsArgs {
     /// How long a decrypted seed stays cached (the API server keeps its own for 24 h).
     #[arg(long, env = "AKV_BRIDGE_DECRYPT_CACHE_TTL", default_value = "24h", value_parser = parse_duration)]
     pub decrypt_cache_ttl: Duration,
+    /// Accept the socket path older gRPC-Go clients (kube-apiserver before late 2024) send
+    /// as HTTP/2 `:authority`, by rewriting it to `localhost` in front of the server.
+    #[arg(long, env = "AKV_BRIDGE_H2_AUTHORITY_REWRITE", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub h2_authority_rewrite: bool,
     /// Time allowed to drain in-flight calls on SIGTERM.
     #[arg(long, env = "AKV_BRIDGE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

@@ -15,6 +15,8 @@
 //! - [`kms::cache`]: the bounded decrypt cache with request coalescing.
 //! - [`kms::service`]: the gRPC services (v2, v1beta1) and the error-to-status mapping.
 //! - [`kms`]: `serve(listener, config, shutdown)`.
+//! - [`authority`]: the HTTP/2 layer that accepts the socket path older Go clients send as
+//!   `:authority` (HPACK re-encoding in front of tonic).
 //! - [`socket`]: Unix-socket binding (stale sockets, permissions, abstract names).
 //! - [`observability`]: metrics, health endpoints, logging.
 //! - [`probe`]: `akv-bridge probe`, a client that behaves like kube-apiserver.
@@ -22,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod authority;
 pub mod azure;
 pub mod cli;
 #[cfg(feature = "dev")]

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::azure::azure_json::{AzureJson, WorkloadIdentityEnv};
 use crate::azure::cloud::Cloud;
@@ -188,9 +187,11 @@ fn url_host(url: &str) -> Option<String> {
 }
 
 /// Serves both API versions on `listener` until `shutdown` resolves, then drains.
+/// `rewrite_authority` puts the [`crate::authority`] layer in front of tonic.
 pub async fn serve(
     listener: UnixListener,
     kms: Arc<Kms>,
+    rewrite_authority: bool,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let v2 = kms_v2::key_management_service_server::KeyManagementServiceServer::new(V2(
@@ -204,7 +205,10 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .add_service(v2)
         .add_service(v1)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            crate::authority::incoming(listener, rewrite_authority),
+            shutdown,
+        )
         .await
 }
 
@@ -275,6 +279,7 @@ pub async fn run(
     let served = serve(
         listener,
         Arc::clone(&prepared.kms),
+        args.h2_authority_rewrite,
         stopped(signal_rx.clone()),
     );
     tokio::pin!(served);
