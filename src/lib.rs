@@ -19,6 +19,8 @@
 //!   `:authority` (HPACK re-encoding in front of tonic).
 //! - [`socket`]: Unix-socket binding (stale sockets, permissions, abstract names).
 //! - [`observability`]: metrics, health endpoints, logging.
+//! - [`csi`] (in progress): the CSI provider's pure layers: mount parameters and file
+//!   contents.
 //! - [`probe`]: `akv-bridge probe`, a client that behaves like kube-apiserver.
 //! - [`cli`]: the command-line flags; [`dev`] (feature `dev`): `akv-bridge dev`.
 
@@ -27,6 +29,7 @@
 pub mod authority;
 pub mod azure;
 pub mod cli;
+pub mod csi;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod kms;
