@@ -17,7 +17,7 @@ use akv_bridge::cli::{Cli, Command};
 use akv_bridge::proto::kms_v2::StatusRequest;
 use akv_bridge::proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
 use clap::Parser as _;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const FIXTURE: &str = r#"
 vaults: [{name: kv1, keys: [{name: kek}]}]
@@ -25,18 +25,12 @@ identities: [{name: kms, client_id: 00000000-0000-0000-0000-00000000c0de, client
 "#;
 
 async fn channel(path: std::path::PathBuf) -> Channel {
-    Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap()
+    akv_bridge::probe::connect(
+        &akv_bridge::probe::SocketSpec::Path(path),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap()
 }
 
 struct Round {

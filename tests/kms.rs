@@ -87,6 +87,28 @@ async fn encrypt(
         .into_inner()
 }
 
+async fn encrypt_err(
+    client: &mut v2::key_management_service_client::KeyManagementServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> tonic::Status {
+    client
+        .encrypt(v2::EncryptRequest {
+            plaintext: vec![1; 32],
+            uid: String::new(),
+        })
+        .await
+        .unwrap_err()
+}
+
+/// Key Vault unreachable or throttled past the deadline.
+fn assert_unavailable(err: &tonic::Status) {
+    assert!(
+        matches!(err.code(), Code::Unavailable | Code::DeadlineExceeded),
+        "{err:?}"
+    );
+}
+
 fn decrypt_request(e: &v2::EncryptResponse) -> v2::DecryptRequest {
     v2::DecryptRequest {
         ciphertext: e.ciphertext.clone(),
@@ -535,22 +557,8 @@ async fn key_vault_outage_cached_seeds_keep_working_and_status_recovers() {
         [5; 32],
         "served from the cache"
     );
-    let err = c.decrypt(decrypt_request(&unseen)).await.unwrap_err();
-    assert!(
-        matches!(err.code(), Code::Unavailable | Code::DeadlineExceeded),
-        "{err:?}"
-    );
-    let err = c
-        .encrypt(v2::EncryptRequest {
-            plaintext: vec![1; 32],
-            uid: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err.code(), Code::Unavailable | Code::DeadlineExceeded),
-        "{err:?}"
-    );
+    assert_unavailable(&c.decrypt(decrypt_request(&unseen)).await.unwrap_err());
+    assert_unavailable(&encrypt_err(&mut c).await);
     let status = c.status(v2::StatusRequest {}).await.unwrap().into_inner();
     assert_ne!(status.healthz, "ok");
     assert!(
@@ -599,17 +607,7 @@ async fn throttling_storm_is_bounded_and_ends_in_a_clear_error() {
         ))
         .unwrap();
     let started = std::time::Instant::now();
-    let err = c
-        .encrypt(v2::EncryptRequest {
-            plaintext: vec![1; 32],
-            uid: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err.code(), Code::Unavailable | Code::DeadlineExceeded),
-        "{err:?}"
-    );
+    assert_unavailable(&encrypt_err(&mut c).await);
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "answered within the API server's deadline"

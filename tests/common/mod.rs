@@ -12,7 +12,7 @@ use akv_bridge::proto::kms_v2::key_management_service_client::KeyManagementServi
 use clap::Parser as _;
 use mock_vault::{Config, Fixture, MockVault};
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub const KMS_FIXTURE: &str = r#"
 vaults:
@@ -139,17 +139,8 @@ impl Drop for Plugin {
 }
 
 pub async fn channel(socket: &Path) -> Channel {
-    let path = socket.to_owned();
-    Endpoint::try_from("http://localhost")
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
+    let spec = akv_bridge::probe::SocketSpec::Path(socket.to_owned());
+    akv_bridge::probe::connect(&spec, Duration::from_secs(10))
         .await
         .expect("connect to the plugin socket")
 }
