@@ -16,4 +16,4 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import azure.keyvault.key
   .venv/bin/pip install --quiet --disable-pip-version-check -r mock-vault/tests/python/requirements.txt
 fi
 cargo build --quiet --locked -p mock-vault
-.venv/bin/python mock-vault/tests/python/check_sdks.py target/debug/mock-vault
+.venv/bin/python mock-vault/tests/python/check_sdks.py "${CARGO_TARGET_DIR:-target}/debug/mock-vault"
