@@ -660,7 +660,6 @@ fn create(ctx: &Ctx<'_>, cell: &VaultCell, issuers: &Issuers, name: &str) -> Api
         let op = PendingOp {
             request_id: uuid_like().replace('-', ""),
             issuer,
-            complete_at_ms: i128::from(now()) * 1000,
             version,
             csr: String::new(),
             error: None,

@@ -241,8 +241,6 @@ pub struct PendingOp {
     pub request_id: String,
     /// Issuer name from the policy.
     pub issuer: String,
-    /// When the operation reports completion (Unix millis).
-    pub complete_at_ms: i128,
     /// The version it will produce / produced.
     pub version: String,
     /// CSR (base64) of the new key.
