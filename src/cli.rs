@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// The `akv-bridge` command line.
 #[derive(Debug, Parser)]
-#[command(name = "akv-bridge", version = crate::VERSION, about = "Kubernetes KMS v2 plugin and CSI provider backed by Azure Key Vault")]
+#[command(name = "akv-bridge", version = crate::VERSION, propagate_version = true, about = "Kubernetes KMS v2 plugin and CSI provider backed by Azure Key Vault")]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -25,6 +25,9 @@ pub enum Command {
     // A repeated flag overrides the earlier one, as Go's flag package does.
     #[command(args_override_self = true)]
     Kms(Box<KmsArgs>),
+    /// The Secrets Store CSI Driver provider (provider name `azure`).
+    #[command(args_override_self = true)]
+    Csi(Box<CsiArgs>),
     /// Talk to a running server the way its client would, and report.
     #[command(subcommand)]
     Probe(ProbeCommand),
@@ -38,6 +41,177 @@ pub enum Command {
 pub enum ProbeCommand {
     /// Status, Encrypt, Decrypt as kube-apiserver does, checking every limit it checks.
     Kms(ProbeKmsArgs),
+    /// Version and Mount as the Secrets Store CSI Driver does, from a SecretProviderClass.
+    Csi(ProbeCsiArgs),
+}
+
+/// Flags of `akv-bridge probe csi`.
+#[derive(Debug, Args)]
+pub struct ProbeCsiArgs {
+    /// The provider's socket: a path, `unix:///path` or `unix:///@abstract`.
+    #[arg(
+        long,
+        default_value = "unix:///var/run/secrets-store-csi-providers/azure.sock"
+    )]
+    pub socket: String,
+    /// The SecretProviderClass (YAML, `secrets-store.csi.x-k8s.io/v1`): its
+    /// `spec.parameters` become the Mount attributes.
+    #[arg(long)]
+    pub spc: PathBuf,
+    /// A service-account token for audience `api://AzureADTokenExchange` (workload identity),
+    /// sent as `csi.storage.k8s.io/serviceAccount.tokens` the way the driver sends it.
+    #[arg(long)]
+    pub pod_token: Option<PathBuf>,
+    /// The `nodePublishSecretRef` Secret's data: a YAML or JSON map, or a Kubernetes Secret
+    /// manifest (`data` base64, `stringData` plain).
+    #[arg(long)]
+    pub secrets: Option<PathBuf>,
+    /// Pod name sent as `csi.storage.k8s.io/pod.name`.
+    #[arg(long, default_value = "probe")]
+    pub pod_name: String,
+    /// Pod namespace sent as `csi.storage.k8s.io/pod.namespace`.
+    #[arg(long, default_value = "default")]
+    pub pod_namespace: String,
+    /// Service account sent as `csi.storage.k8s.io/serviceAccount.name`.
+    #[arg(long, default_value = "default")]
+    pub service_account: String,
+    /// Default file mode (octal), sent as the request's `permission`.
+    #[arg(long, default_value = "0644", value_parser = parse_file_mode)]
+    pub permission: u32,
+    /// Write the returned files under this directory (as the driver would); without it the
+    /// files are only listed.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Timeout of the Mount call.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `akv-bridge csi`. The Go provider's flags keep their names and defaults.
+#[derive(Debug, Clone, Args)]
+pub struct CsiArgs {
+    /// gRPC endpoint: `unix:///path` (deployed as
+    /// `/var/run/secrets-store-csi-providers/azure.sock`).
+    #[arg(
+        long,
+        env = "AKV_BRIDGE_CSI_ENDPOINT",
+        default_value = "unix:///tmp/azure.sock"
+    )]
+    pub endpoint: String,
+    /// Permissions of the socket file (octal).
+    #[arg(long, env = "AKV_BRIDGE_SOCKET_MODE", default_value = "0600", value_parser = parse_mode)]
+    pub socket_mode: u32,
+    /// Port of the health endpoints.
+    #[arg(long, env = "AKV_BRIDGE_HEALTHZ_PORT", default_value_t = 8989)]
+    pub healthz_port: u16,
+    /// Liveness path (the gRPC server answers `Version` over the socket).
+    #[arg(long, env = "AKV_BRIDGE_HEALTHZ_PATH", default_value = "/healthz")]
+    pub healthz_path: String,
+    /// Readiness path.
+    #[arg(long, env = "AKV_BRIDGE_READYZ_PATH", default_value = "/readyz")]
+    pub readyz_path: String,
+    /// Address the health endpoints bind (all interfaces: kubelet probes the pod IP).
+    #[arg(
+        long,
+        env = "AKV_BRIDGE_HEALTHZ_BIND_ADDRESS",
+        default_value = "0.0.0.0"
+    )]
+    pub healthz_bind_address: std::net::IpAddr,
+    /// Timeout of the liveness self-check over the socket.
+    #[arg(long, env = "AKV_BRIDGE_HEALTHZ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub healthz_timeout: Duration,
+    /// Metrics backend (only `prometheus`).
+    #[arg(long, env = "AKV_BRIDGE_METRICS_BACKEND", default_value = "prometheus", value_parser = ["prometheus"])]
+    pub metrics_backend: String,
+    /// Port of the Prometheus `/metrics` endpoint (all interfaces).
+    #[arg(long, env = "AKV_BRIDGE_PROMETHEUS_PORT", default_value_t = 8898)]
+    pub prometheus_port: u16,
+    /// Address the metrics endpoint binds.
+    #[arg(
+        long,
+        env = "AKV_BRIDGE_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0"
+    )]
+    pub metrics_bind_address: std::net::IpAddr,
+    /// Order a certificate's PEM chain leaf to root.
+    #[arg(long, env = "AKV_BRIDGE_CONSTRUCT_PEM_CHAIN", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub construct_pem_chain: bool,
+    /// Also write `<name>.crt` and `<name>.key` beside a certificate's PEM.
+    #[arg(long, env = "AKV_BRIDGE_WRITE_CERT_AND_KEY_IN_SEPARATE_FILES", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub write_cert_and_key_in_separate_files: bool,
+    /// Log JSON lines.
+    #[arg(long, env = "AKV_BRIDGE_LOG_FORMAT_JSON", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub log_format_json: bool,
+    /// Log verbosity (klog style: 0-1 info, 2-4 debug, 5+ trace).
+    #[arg(short = 'v', long = "v", env = "AKV_BRIDGE_V", default_value_t = 0)]
+    pub verbosity: u8,
+    /// Accepted for compatibility with the Go provider; our user agent is fixed.
+    #[arg(long, env = "AKV_BRIDGE_CUSTOM_USER_AGENT", default_value = "")]
+    pub custom_user_agent: String,
+    /// Entra authority host for every mount (default: the mount's cloud's).
+    #[arg(long, env = "AZURE_AUTHORITY_HOST")]
+    pub authority_host: Option<String>,
+    /// Vault URL for a `keyvaultName`, `{name}` replaced (default: from the mount's
+    /// `cloudName`, e.g. `https://{name}.vault.azure.net`). For private clouds and the
+    /// local mock.
+    #[arg(long, env = "AKV_BRIDGE_VAULT_URL_TEMPLATE")]
+    pub vault_url_template: Option<String>,
+    /// Connect every Key Vault and Entra host name to this address instead of resolving it.
+    #[arg(long, env = "AKV_BRIDGE_VAULT_CONNECT_ADDR")]
+    pub vault_connect_addr: Option<SocketAddr>,
+    /// PEM bundle of CAs to trust for Key Vault and Entra instead of the system roots.
+    #[arg(long, env = "AKV_BRIDGE_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Do not require the Key Vault challenge's resource to match the vault's domain.
+    #[arg(
+        long,
+        env = "AKV_BRIDGE_INSECURE_SKIP_CHALLENGE_RESOURCE_VERIFICATION",
+        default_value_t = false
+    )]
+    pub insecure_skip_challenge_resource_verification: bool,
+    /// Deadline of one Key Vault read, retries (and their `Retry-After` waits) included.
+    #[arg(long, env = "AKV_BRIDGE_KEYVAULT_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub keyvault_timeout: Duration,
+    /// Retries of a Key Vault read (429, 5xx, connection errors), within its deadline.
+    #[arg(long, env = "AKV_BRIDGE_KEYVAULT_MAX_RETRIES", default_value_t = 5)]
+    pub keyvault_max_retries: u32,
+    /// Concurrent Key Vault requests per vault, all mounts together.
+    #[arg(long, env = "AKV_BRIDGE_KEYVAULT_CONCURRENCY", default_value_t = 16)]
+    pub keyvault_concurrency: usize,
+    /// Deadline of a whole Mount (kubelet gives the driver about 2 minutes).
+    #[arg(long, env = "AKV_BRIDGE_MOUNT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub mount_timeout: Duration,
+    /// Objects of one mount fetched in parallel.
+    #[arg(long, env = "AKV_BRIDGE_MOUNT_CONCURRENCY", default_value_t = 16)]
+    pub mount_concurrency: usize,
+    /// How long a `latest` lookup (and a version list) is reused, for every pod of the same
+    /// identity. Keep it well under the driver's rotation poll interval (2m).
+    #[arg(long, env = "AKV_BRIDGE_LATEST_CACHE_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub latest_cache_ttl: Duration,
+    /// How long an explicit object version (immutable) is reused. Also bounds how long an
+    /// identity whose access was revoked is still served what it read before.
+    #[arg(long, env = "AKV_BRIDGE_VERSION_CACHE_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub version_cache_ttl: Duration,
+    /// How long past its TTL a cached object may still be served while Key Vault is
+    /// unreachable or throttling (never after a 401/403). 0 turns it off.
+    #[arg(long, env = "AKV_BRIDGE_STALE_IF_ERROR", default_value = "10m", value_parser = parse_duration)]
+    pub stale_if_error: Duration,
+    /// Bytes of object content the cache may hold.
+    #[arg(long, env = "AKV_BRIDGE_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub cache_max_bytes: usize,
+    /// Entries the cache may hold.
+    #[arg(long, env = "AKV_BRIDGE_CACHE_MAX_ENTRIES", default_value_t = 8192)]
+    pub cache_max_entries: usize,
+    /// Accept the socket path older gRPC-Go clients (driver before v1.6.0) send as
+    /// HTTP/2 `:authority`, by rewriting it to `localhost` in front of the server.
+    #[arg(long, env = "AKV_BRIDGE_H2_AUTHORITY_REWRITE", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub h2_authority_rewrite: bool,
+    /// Time allowed to drain in-flight mounts on SIGTERM.
+    #[arg(long, env = "AKV_BRIDGE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 /// Flags of `akv-bridge probe kms`.
@@ -202,6 +376,14 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     Ok(mode)
 }
 
+fn parse_file_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!("{s:?} is not an octal file mode like 0644")),
+    }
+}
+
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim().strip_prefix(':').unwrap_or(s.trim());
     if let Ok(port) = s.parse::<u16>() {
@@ -251,6 +433,38 @@ mod tests {
         assert_eq!(a.metrics_addr, "0.0.0.0:8095".parse().unwrap());
         assert_eq!(a.socket_mode, 0o600);
         assert_eq!(a.key_poll_interval, Duration::from_secs(60));
+    }
+
+    fn csi(args: &[&str]) -> Result<CsiArgs, clap::Error> {
+        let mut argv = vec!["akv-bridge", "csi"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| match c.command {
+            Command::Csi(k) => *k,
+            _ => panic!("not csi"),
+        })
+    }
+
+    #[test]
+    fn go_provider_flags_parse_with_their_defaults() {
+        let a = csi(&[]).unwrap();
+        assert_eq!(a.endpoint, "unix:///tmp/azure.sock");
+        assert_eq!((a.healthz_port, a.prometheus_port), (8989, 8898));
+        assert_eq!(a.healthz_path, "/healthz");
+        assert!(a.construct_pem_chain && !a.write_cert_and_key_in_separate_files);
+        let a = csi(&[
+            "--endpoint=unix:///provider/azure.sock",
+            "--construct-pem-chain=false",
+            "--write-cert-and-key-in-separate-files",
+            "--metrics-backend=prometheus",
+            "--log-format-json=true",
+            "--custom-user-agent=ours",
+            "-v=5",
+        ])
+        .unwrap();
+        assert!(!a.construct_pem_chain && a.write_cert_and_key_in_separate_files);
+        assert!(a.log_format_json);
+        assert_eq!(a.verbosity, 5);
+        assert!(csi(&["--socket-mode=0606"]).is_err());
     }
 
     #[test]

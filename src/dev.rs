@@ -1,6 +1,8 @@
 //! `akv-bridge dev`: everything on one machine. Starts mock-vault in-process with a fresh
-//! RSA key, the KMS plugin on a socket in a local directory, prints the
-//! EncryptionConfiguration to use, runs a self-check round trip, and serves until Ctrl-C.
+//! RSA key, sample secrets, keys and a certificate chain; the KMS plugin and the CSI
+//! provider on sockets in a local directory; prints the EncryptionConfiguration and a
+//! sample SecretProviderClass; checks both servers as their clients would (a KMS round
+//! trip, a CSI Mount with workload identity), and serves until Ctrl-C.
 //!
 //! Built only with the `dev` feature: the production binary and image carry no mock vault.
 
@@ -34,14 +36,24 @@ pub struct DevArgs {
 const FIXTURE: &str = r#"
 vaults:
   - name: akv-bridge-dev
-    keys: [{name: kms-kek, kty: RSA, size: 3072}]
+    keys:
+      - {name: kms-kek, kty: RSA, size: 3072}
+      - {name: signing-key, kty: EC, crv: P-256}
     secrets:
       - {name: db-password, value: "correct horse battery staple", content_type: text/plain}
+      - {name: app-config, value: '{"user":"app","password":"dev-only-password"}', content_type: application/json}
+      - {name: api-token, values: [dev-token-1, dev-token-2]}
+    certificates:
+      - {name: web-tls, dns_names: [web.dev.example], issuer: MockCA}
 identities:
   - name: kms-plugin
     client_id: 6f3c9a2e-0b8d-4a51-9f6e-kms000000001
     client_secret: dev-only-kms-secret
     permissions: {akv-bridge-dev: {keys: [get, list, encrypt, decrypt]}}
+  - name: app
+    client_id: 6f3c9a2e-0b8d-4a51-9f6e-app000000001
+    federated: [{subject: "system:serviceaccount:default:app"}]
+    permissions: {akv-bridge-dev: {secrets: [get, list], certificates: [get], keys: [get]}}
   - name: developer
     client_id: 6f3c9a2e-0b8d-4a51-9f6e-dev000000001
     client_secret: dev-only-admin-secret
@@ -112,21 +124,58 @@ pub async fn main(args: DevArgs) -> ExitCode {
         let _ = stop_rx.await;
     }));
 
-    // Wait for the socket, then check it the way kube-apiserver would.
-    let spec = SocketSpec::Path(socket.clone());
+    // The CSI provider, on the same mock.
+    let csi_socket = dir.join("csi").join("azure.sock");
+    let template = vault.url.replacen("akv-bridge-dev", "{name}", 1);
+    let argv = vec![
+        "akv-bridge".to_owned(),
+        "csi".to_owned(),
+        format!("--endpoint=unix://{}", csi_socket.display()),
+        format!("--vault-url-template={template}"),
+        format!("--vault-connect-addr={}", info.address),
+        format!("--ca-bundle={}", info.ca_pem_path.display()),
+        format!("--authority-host={}", info.authority_host),
+        "--healthz-port=0".to_owned(),
+        "--healthz-bind-address=127.0.0.1".to_owned(),
+        "--prometheus-port=0".to_owned(),
+        "--metrics-bind-address=127.0.0.1".to_owned(),
+    ];
+    let csi_args = match Cli::try_parse_from(argv).map(|c| c.command) {
+        Ok(Command::Csi(a)) => *a,
+        Ok(_) => return fail("internal", "unexpected command"),
+        Err(e) => return fail("provider flags", e),
+    };
+    let (csi_stop_tx, csi_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut provider = tokio::spawn(crate::csi::run(csi_args, async {
+        let _ = csi_stop_rx.await;
+    }));
+
+    // Wait for both sockets, then check them the way their clients would.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::net::UnixStream::connect(&socket).await.is_err() {
+    loop {
+        let kms_up = tokio::net::UnixStream::connect(&socket).await.is_ok();
+        let csi_up = tokio::net::UnixStream::connect(&csi_socket).await.is_ok();
+        if kms_up && csi_up {
+            break;
+        }
         if plugin.is_finished() {
             return match (&mut plugin).await {
                 Ok(Err(e)) => fail("KMS plugin", e),
                 _ => fail("KMS plugin", "stopped"),
             };
         }
+        if provider.is_finished() {
+            return match (&mut provider).await {
+                Ok(Err(e)) => fail("CSI provider", e),
+                _ => fail("CSI provider", "stopped"),
+            };
+        }
         if tokio::time::Instant::now() > deadline {
-            return fail("KMS plugin", "did not start within 30 s");
+            return fail("servers", "did not start within 30 s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let spec = SocketSpec::Path(socket.clone());
     let report = crate::probe::probe_socket(
         &spec,
         &ProbeOptions {
@@ -136,7 +185,42 @@ pub async fn main(args: DevArgs) -> ExitCode {
     )
     .await;
 
-    println!("akv-bridge dev: mock Key Vault and KMS plugin are running\n");
+    // A SecretProviderClass and a pod token for workload identity.
+    let spc_path = dir.join("secretproviderclass.yaml");
+    let spc = secret_provider_class(&info.tenant_id);
+    if let Err(e) = write_private(&spc_path, spc.as_bytes()) {
+        return fail("cannot write the SecretProviderClass", e);
+    }
+    let token_path = dir.join("pod-token");
+    let Some(token) = mock.sa_token(
+        "system:serviceaccount:default:app",
+        Duration::from_secs(24 * 3600),
+    ) else {
+        return fail("mock vault", "cannot issue a service account token");
+    };
+    if let Err(e) = write_private(&token_path, token.as_bytes()) {
+        return fail("cannot write the pod token", e);
+    }
+    let mount_dir = dir.join("mount");
+    let probe_args = crate::cli::ProbeCsiArgs {
+        socket: format!("unix://{}", csi_socket.display()),
+        spc: spc_path.clone(),
+        pod_token: Some(token_path.clone()),
+        secrets: None,
+        pod_name: "app-0".into(),
+        pod_namespace: "default".into(),
+        service_account: "app".into(),
+        permission: 0o644,
+        out: Some(mount_dir.clone()),
+        timeout: Duration::from_secs(60),
+        json: false,
+    };
+    let csi_report = match crate::csi::probe::probe(&probe_args).await {
+        Ok(r) => r,
+        Err(e) => return fail("CSI self-check", e),
+    };
+
+    println!("akv-bridge dev: mock Key Vault, KMS plugin and CSI provider are running\n");
     println!("  vault          {}", vault.url);
     println!(
         "  vault address  {} (CA {})",
@@ -145,29 +229,88 @@ pub async fn main(args: DevArgs) -> ExitCode {
     );
     println!("  Entra          {}", info.authority_host);
     println!("  KMS socket     unix://{}", socket.display());
+    println!("  CSI socket     unix://{}", csi_socket.display());
     println!("  mock control   {}", info.control_url);
     println!("\nEncryptionConfiguration for kube-apiserver (--encryption-provider-config):\n");
     println!("{}", encryption_configuration(&socket));
     println!("Self-check (as kube-apiserver):\n{}", report.to_table());
-    let ok = report.ok();
+    println!("SecretProviderClass ({}):\n\n{spc}", spc_path.display());
+    println!(
+        "Self-check (as the Secrets Store CSI Driver, files in {}):\n{}",
+        mount_dir.display(),
+        csi_report.to_table()
+    );
+    let ok = report.ok() && csi_report.ok;
     if !ok {
         eprintln!("akv-bridge dev: the self-check failed");
     }
     if !args.check_only && ok {
         println!(
-            "Serving until Ctrl-C. Try: akv-bridge probe kms --socket unix://{} --envelope",
-            socket.display()
+            "Serving until Ctrl-C. Try:\n  akv-bridge probe kms --socket unix://{} --envelope\n  \
+             akv-bridge probe csi --socket unix://{} --spc {} --pod-token {} --out {}",
+            socket.display(),
+            csi_socket.display(),
+            spc_path.display(),
+            token_path.display(),
+            mount_dir.display(),
         );
         crate::socket::shutdown_signal().await;
     }
     let _ = stop_tx.send(());
+    let _ = csi_stop_tx.send(());
     let stopped = plugin.await;
+    let provider_stopped = provider.await;
     mock.shutdown().await;
-    match stopped {
-        Ok(Ok(())) if ok => ExitCode::SUCCESS,
-        Ok(Err(e)) => fail("KMS plugin", e),
+    match (stopped, provider_stopped) {
+        (Ok(Ok(())), Ok(Ok(()))) if ok => ExitCode::SUCCESS,
+        (Ok(Err(e)), _) => fail("KMS plugin", e),
+        (_, Ok(Err(e))) => fail("CSI provider", e),
         _ => ExitCode::FAILURE,
     }
+}
+
+/// The sample SecretProviderClass `akv-bridge dev` mounts: a secret, one JSON field, two
+/// versions of a secret, a certificate's key and chain, and a public key.
+pub fn secret_provider_class(tenant_id: &str) -> String {
+    format!(
+        "apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata:
+  name: akv-bridge-dev
+  namespace: default
+spec:
+  provider: azure
+  parameters:
+    keyvaultName: akv-bridge-dev
+    tenantId: \"{tenant_id}\"
+    clientID: \"6f3c9a2e-0b8d-4a51-9f6e-app000000001\"   # workload identity
+    objects: |
+      array:
+        - |
+          objectName: db-password
+          objectType: secret
+        - |
+          objectName: app-config
+          objectType: secret
+          objectJsonKey: password
+          objectAlias: app/password
+        - |
+          objectName: api-token
+          objectType: secret
+          objectVersionHistory: 2
+        - |
+          objectName: web-tls
+          objectType: secret
+          objectAlias: tls/web.pem
+        - |
+          objectName: signing-key
+          objectType: key
+        - |
+          objectName: not-yet-created
+          objectType: secret
+          optional: true
+"
+    )
 }
 
 /// The EncryptionConfiguration that points kube-apiserver at the socket.

@@ -12,15 +12,16 @@
 //! - [`azure::keyvault`]: the Key Vault client: deadlines, retries, concurrency limit,
 //!   error classification.
 //! - [`kms::keyring`]: the current key version, rotation polling and health.
-//! - [`kms::cache`]: the bounded decrypt cache with request coalescing.
+//! - [`cache`]: the bounded cache with request coalescing both servers use;
+//!   [`kms::cache`] is the decrypt cache built on it.
 //! - [`kms::service`]: the gRPC services (v2, v1beta1) and the error-to-status mapping.
 //! - [`kms`]: `serve(listener, config, shutdown)`.
 //! - [`authority`]: the HTTP/2 layer that accepts the socket path older Go clients send as
 //!   `:authority` (HPACK re-encoding in front of tonic).
 //! - [`socket`]: Unix-socket binding (stale sockets, permissions, abstract names).
 //! - [`observability`]: metrics, health endpoints, logging.
-//! - [`csi`] (in progress): the CSI provider's pure layers: mount parameters and file
-//!   contents.
+//! - [`csi`]: the CSI provider: mount parameters and file contents (pure), identities, the
+//!   Key Vault reads through the cache, the gRPC service, `probe csi`.
 //! - [`probe`]: `akv-bridge probe`, a client that behaves like kube-apiserver.
 //! - [`cli`]: the command-line flags; [`dev`] (feature `dev`): `akv-bridge dev`.
 
@@ -28,6 +29,7 @@
 
 pub mod authority;
 pub mod azure;
+pub mod cache;
 pub mod cli;
 pub mod csi;
 #[cfg(feature = "dev")]
@@ -39,4 +41,12 @@ pub mod proto;
 pub mod socket;
 
 /// Version and commit, as `--version` prints them.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("AKV_BRIDGE_COMMIT"),
+    ")"
+);
+
+/// The semver version alone (the CSI `Version` RPC's `runtime_version`).
+pub const SEMVER: &str = env!("CARGO_PKG_VERSION");

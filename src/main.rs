@@ -23,7 +23,19 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Csi(args) => {
+            akv_bridge::observability::logging::init(args.log_format_json, args.verbosity);
+            match akv_bridge::csi::run(*args, akv_bridge::socket::shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("akv-bridge csi: {e}");
+                    eprintln!("akv-bridge csi: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Probe(ProbeCommand::Kms(args)) => probe_kms(args).await,
+        Command::Probe(ProbeCommand::Csi(args)) => probe_csi(args).await,
         #[cfg(feature = "dev")]
         Command::Dev(args) => akv_bridge::dev::main(args).await,
     }
@@ -61,5 +73,29 @@ async fn probe_kms(args: akv_bridge::cli::ProbeKmsArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+async fn probe_csi(args: akv_bridge::cli::ProbeCsiArgs) -> ExitCode {
+    match akv_bridge::csi::probe::probe(&args).await {
+        Err(e) => {
+            eprintln!("akv-bridge probe csi: {e}");
+            ExitCode::from(2)
+        }
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => eprintln!("akv-bridge probe csi: {e}"),
+                }
+            } else {
+                print!("{}", report.to_table());
+            }
+            if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }

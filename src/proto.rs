@@ -16,3 +16,8 @@ pub mod kms_v2 {
 pub mod kms_v1beta1 {
     tonic::include_proto!("v1beta1");
 }
+
+/// Secrets Store CSI Driver provider API v1alpha1.
+pub mod csi_v1alpha1 {
+    tonic::include_proto!("v1alpha1");
+}

@@ -1,5 +1,6 @@
 //! Older gRPC-Go clients send the socket path as HTTP/2 `:authority`, which `h2` rejects.
-//! These tests speak raw HTTP/2 frames over the plugin's real Unix socket, with every HPACK
+//! These tests speak raw HTTP/2 frames over both servers' real Unix sockets (KMS `Status`,
+//! CSI `Version`), with every HPACK
 //! form such clients use, and check the answers; with the layer disabled the same requests
 //! fail, so the tests prove the layer is what makes them work.
 
@@ -14,6 +15,7 @@ mod common;
 
 use std::time::Duration;
 
+use akv_bridge::proto::csi_v1alpha1 as csi;
 use akv_bridge::proto::kms_v2 as v2;
 use common::*;
 use prost::Message as _;
@@ -80,11 +82,112 @@ fn block(fields: &[Field<'_>]) -> Vec<u8> {
     out
 }
 
-fn status_request_fields<'a>(authority: Option<Field<'a>>) -> Vec<Field<'a>> {
+/// The two servers and the call each test makes: KMS `Status`, CSI `Version`.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    Kms,
+    Csi,
+}
+
+impl Target {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Kms => "/v2.KeyManagementService/Status",
+            Self::Csi => "/v1alpha1.CSIDriverProvider/Version",
+        }
+    }
+
+    fn body(self) -> Vec<u8> {
+        match self {
+            Self::Kms => grpc_message(&v2::StatusRequest {}),
+            Self::Csi => grpc_message(&csi::VersionRequest {
+                version: "v1alpha1".into(),
+            }),
+        }
+    }
+
+    /// The answer, decoded and printed, for comparing answers.
+    fn decode(self, outcome: &Outcome) -> String {
+        let data = match outcome {
+            Outcome::Answer(code, data) if code == "0" => &data[5..],
+            other => panic!("expected an OK answer, got {other:?}"),
+        };
+        match self {
+            Self::Kms => {
+                let s = v2::StatusResponse::decode(data).unwrap();
+                assert_eq!((s.version.as_str(), s.healthz.as_str()), ("v2", "ok"));
+                format!("{s:?}")
+            }
+            Self::Csi => {
+                let v = csi::VersionResponse::decode(data).unwrap();
+                assert_eq!(v.version, "v1alpha1");
+                format!("{v:?}")
+            }
+        }
+    }
+
+    fn frames(self, authority: Option<Field<'_>>, split: Option<usize>) -> impl Fn(u32) -> Vec<u8> {
+        request_frames(
+            block(&request_fields(self.path(), authority)),
+            split,
+            self.body(),
+        )
+    }
+
+    /// Starts the server, with or without the layer.
+    async fn start(self, rewrite: bool) -> Running {
+        let mock = mock(KMS_FIXTURE).await;
+        let dir = tempfile::tempdir().unwrap();
+        match self {
+            Self::Kms => {
+                let socket = dir.path().join("kms.sock");
+                let azure = azure_json(
+                    dir.path(),
+                    &mock,
+                    "00000000-0000-0000-0000-00000000c0de",
+                    "kms-secret",
+                );
+                let mut flags = kms_flags(&mock, &socket, &azure);
+                flags.push(format!("--h2-authority-rewrite={rewrite}"));
+                let server = Plugin::start(flags, &socket).await.unwrap();
+                Running {
+                    socket,
+                    _mock: mock,
+                    _dir: dir,
+                    _kms: Some(server),
+                    _csi: None,
+                }
+            }
+            Self::Csi => {
+                let socket = dir.path().join("azure.sock");
+                let mut flags = csi_flags(&mock, &socket);
+                flags.push(format!("--h2-authority-rewrite={rewrite}"));
+                let server = Provider::start(flags, &socket).await.unwrap();
+                Running {
+                    socket,
+                    _mock: mock,
+                    _dir: dir,
+                    _kms: None,
+                    _csi: Some(server),
+                }
+            }
+        }
+    }
+}
+
+struct Running {
+    socket: std::path::PathBuf,
+    _mock: mock_vault::MockVault,
+    _dir: tempfile::TempDir,
+    _kms: Option<Plugin>,
+    _csi: Option<Provider>,
+}
+
+fn request_fields<'a>(path: &'a str, authority: Option<Field<'a>>) -> Vec<Field<'a>> {
     let mut f = vec![
         Field::Index(3), // :method POST
         Field::Index(6), // :scheme http
-        Field::Literal(":path", b"/v2.KeyManagementService/Status"),
+        Field::Literal(":path", path.as_bytes()),
     ];
     f.extend(authority);
     f.push(Field::Literal("content-type", b"application/grpc"));
@@ -206,7 +309,7 @@ impl Raw {
     }
 }
 
-fn status_frames(block: Vec<u8>, split: Option<usize>) -> impl Fn(u32) -> Vec<u8> {
+fn request_frames(block: Vec<u8>, split: Option<usize>, body: Vec<u8>) -> impl Fn(u32) -> Vec<u8> {
     move |stream| {
         let mut out = Vec::new();
         match split {
@@ -221,101 +324,47 @@ fn status_frames(block: Vec<u8>, split: Option<usize>) -> impl Fn(u32) -> Vec<u8
                 }
             }
         }
-        out.extend(frame(
-            0x0,
-            0x1,
-            stream,
-            &grpc_message(&v2::StatusRequest {}),
-        ));
+        out.extend(frame(0x0, 0x1, stream, &body));
         out
     }
 }
 
-fn decode_status(outcome: &Outcome) -> v2::StatusResponse {
-    match outcome {
-        Outcome::Answer(code, data) if code == "0" => {
-            v2::StatusResponse::decode(&data[5..]).unwrap()
-        }
-        other => panic!("expected an OK answer, got {other:?}"),
-    }
-}
-
-async fn plugin(rewrite: bool) -> (mock_vault::MockVault, tempfile::TempDir, Plugin) {
-    let mock = mock(KMS_FIXTURE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("kms.sock");
-    let azure = azure_json(
-        dir.path(),
-        &mock,
-        "00000000-0000-0000-0000-00000000c0de",
-        "kms-secret",
-    );
-    let mut flags = kms_flags(&mock, &socket, &azure);
-    flags.push(format!("--h2-authority-rewrite={rewrite}"));
-    let p = Plugin::start(flags, &socket).await.unwrap();
-    (mock, dir, p)
-}
-
-#[tokio::test]
-async fn a_socket_path_authority_is_answered_in_every_hpack_form() {
-    let (_mock, _dir, p) = plugin(true).await;
-    let mut raw = Raw::connect(&p.socket).await;
-    // Literal path, then Huffman-coded path added to the dynamic table, then many requests
-    // that reuse that dynamic entry by index, then a block split over CONTINUATION frames.
+/// Literal path, then a Huffman-coded path added to the dynamic table, then many requests
+/// that reuse that dynamic entry by index, then a block split over CONTINUATION frames;
+/// empty, absent and `localhost` authorities answer identically.
+async fn every_hpack_form_is_answered(target: Target) {
+    let server = target.start(true).await;
+    let mut raw = Raw::connect(&server.socket).await;
     let path = b"/var/run/secrets-store-csi-providers/azure.sock";
-    let literal = status_frames(
-        block(&status_request_fields(Some(Field::Literal(
-            ":authority",
-            path,
-        )))),
-        None,
+    let first = target.decode(
+        &raw.exchange(target.frames(Some(Field::Literal(":authority", path)), None))
+            .await,
     );
-    let first = decode_status(&raw.exchange(&literal).await);
-    assert_eq!(first.version, "v2");
-    assert_eq!(first.healthz, "ok");
-
     let huffman = hex::decode(SOCKET_PATH_HUFFMAN).unwrap();
-    let indexed = status_frames(
-        block(&status_request_fields(Some(Field::IndexedHuffman(
-            ":authority",
-            huffman,
-        )))),
-        None,
-    );
-    assert_eq!(decode_status(&raw.exchange(&indexed).await), first);
+    let indexed = target.frames(Some(Field::IndexedHuffman(":authority", huffman)), None);
+    assert_eq!(target.decode(&raw.exchange(&indexed).await), first);
     // The entry just added is dynamic index 62; reuse it across many requests.
-    let reuse = status_frames(block(&status_request_fields(Some(Field::Index(62)))), None);
+    let reuse = target.frames(Some(Field::Index(62)), None);
     for _ in 0..50 {
-        assert_eq!(decode_status(&raw.exchange(&reuse).await), first);
+        assert_eq!(target.decode(&raw.exchange(&reuse).await), first);
     }
-    let split = status_frames(
-        block(&status_request_fields(Some(Field::Literal(
-            ":authority",
-            path,
-        )))),
-        Some(7),
-    );
-    assert_eq!(decode_status(&raw.exchange(&split).await), first);
-    // Empty, absent and localhost authorities behave identically.
+    let split = target.frames(Some(Field::Literal(":authority", path)), Some(7));
+    assert_eq!(target.decode(&raw.exchange(&split).await), first);
     for authority in [
         Some(Field::Literal(":authority", b"")),
         None,
         Some(Field::Literal(":authority", b"localhost")),
     ] {
-        let f = status_frames(block(&status_request_fields(authority)), None);
-        assert_eq!(decode_status(&raw.exchange(&f).await), first);
+        let f = target.frames(authority, None);
+        assert_eq!(target.decode(&raw.exchange(&f).await), first);
     }
 }
 
-#[tokio::test]
-async fn without_the_layer_the_same_requests_fail() {
-    let (_mock, _dir, p) = plugin(false).await;
-    let mut raw = Raw::connect(&p.socket).await;
-    let f = status_frames(
-        block(&status_request_fields(Some(Field::Literal(
-            ":authority",
-            b"/opt/azurekms.socket",
-        )))),
+async fn without_the_layer_a_path_authority_fails(target: Target) {
+    let server = target.start(false).await;
+    let mut raw = Raw::connect(&server.socket).await;
+    let f = target.frames(
+        Some(Field::Literal(":authority", b"/opt/azurekms.socket")),
         None,
     );
     let outcome = raw.exchange(&f).await;
@@ -323,11 +372,36 @@ async fn without_the_layer_the_same_requests_fail() {
         !matches!(outcome, Outcome::Answer(ref s, _) if s == "0"),
         "h2 alone must refuse a path authority, got {outcome:?}"
     );
+    // The same server answers a modern client.
+    let mut raw = Raw::connect(&server.socket).await;
+    let f = target.frames(Some(Field::Literal(":authority", b"localhost")), None);
+    target.decode(&raw.exchange(&f).await);
+}
+
+#[tokio::test]
+async fn kms_answers_a_socket_path_authority_in_every_hpack_form() {
+    every_hpack_form_is_answered(Target::Kms).await;
+}
+
+#[tokio::test]
+async fn csi_answers_a_socket_path_authority_in_every_hpack_form() {
+    every_hpack_form_is_answered(Target::Csi).await;
+}
+
+#[tokio::test]
+async fn kms_without_the_layer_fails_the_same_requests() {
+    without_the_layer_a_path_authority_fails(Target::Kms).await;
+}
+
+#[tokio::test]
+async fn csi_without_the_layer_fails_the_same_requests() {
+    without_the_layer_a_path_authority_fails(Target::Csi).await;
 }
 
 #[tokio::test]
 async fn malformed_frames_close_the_connection_with_the_right_error() {
-    let (_mock, _dir, p) = plugin(true).await;
+    let server = Target::Kms.start(true).await;
+    let p = &server;
     // CONTINUATION on another stream: PROTOCOL_ERROR.
     let mut raw = Raw::connect(&p.socket).await;
     let outcome = raw
@@ -362,12 +436,6 @@ async fn malformed_frames_close_the_connection_with_the_right_error() {
     assert_eq!(outcome, Outcome::GoAway(0xb));
     // The server keeps serving new connections.
     let mut raw = Raw::connect(&p.socket).await;
-    let f = status_frames(
-        block(&status_request_fields(Some(Field::Literal(
-            ":authority",
-            b"/x.sock",
-        )))),
-        None,
-    );
-    decode_status(&raw.exchange(&f).await);
+    let f = Target::Kms.frames(Some(Field::Literal(":authority", b"/x.sock")), None);
+    Target::Kms.decode(&raw.exchange(&f).await);
 }

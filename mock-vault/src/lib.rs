@@ -470,6 +470,7 @@ fn seed_vault(
             if i + 1 == k.versions.max(1) {
                 kv.attributes.enabled = k.enabled;
             }
+            backdate(&mut kv.attributes, k.versions.max(1) - 1 - i);
             keys::add_version(&mut vault, &ctx, &k.name, kv, None, k.tags.clone())
                 .map_err(|e| seed_err("key", &k.name, e))?;
         }
@@ -496,6 +497,10 @@ fn seed_vault(
             if i + 1 == count {
                 sv.attributes.enabled = s.enabled;
             }
+            backdate(
+                &mut sv.attributes,
+                u32::try_from(count - 1 - i).unwrap_or(u32::MAX),
+            );
             secrets::add_version(&mut vault, &s.name, sv, false)
                 .map_err(|e| seed_err("secret", &s.name, e))?;
         }
@@ -517,6 +522,13 @@ fn seed_vault(
         }
     }
     Ok(vault)
+}
+
+/// Seeded versions are created a second apart, oldest first, as if written over time:
+/// clients that order versions by creation time (version history) see a stable order.
+fn backdate(attributes: &mut store::Attributes, seconds_before_now: u32) {
+    attributes.created -= i64::from(seconds_before_now);
+    attributes.updated = attributes.created;
 }
 
 impl MockVault {

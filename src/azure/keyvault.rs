@@ -29,8 +29,21 @@ pub struct TransportConfig {
     /// Connect the vault's host name to this address instead of resolving it (private
     /// endpoints with custom DNS, the local mock).
     pub connect_addr: Option<SocketAddr>,
-    /// Host name `connect_addr` applies to.
+    /// Host name `connect_addr` applies to; `None`: every host name.
     pub pinned_host: Option<String>,
+}
+
+/// Resolves every host name to one address (`--vault-connect-addr` without a single host).
+/// A port in the URL still wins, as with any resolver.
+struct PinnedResolver(SocketAddr);
+
+impl reqwest::dns::Resolve for PinnedResolver {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addr = self.0;
+        Box::pin(std::future::ready(Ok(
+            Box::new(std::iter::once(addr)) as reqwest::dns::Addrs
+        )))
+    }
 }
 
 /// How calls behave.
@@ -84,14 +97,14 @@ pub enum SetupError {
 /// A failed Key Vault operation, classified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {
-    /// The key or key version does not exist (404).
-    #[error("key {0} was not found in the vault")]
+    /// The object or version does not exist (404). Names the object, e.g. `key kek/1a2b`.
+    #[error("{0} was not found in the vault")]
     NotFound(String),
-    /// The identity lacks a permission (403 access denied).
-    #[error("the identity lacks the keys/{0} permission on the vault")]
+    /// The identity lacks a permission (403 access denied), e.g. `keys/encrypt`.
+    #[error("the identity lacks the {0} permission on the vault")]
     PermissionDenied(&'static str),
-    /// The key version is disabled, expired or not yet valid (403).
-    #[error("key version {version} is {reason}")]
+    /// The object version is disabled, expired or not yet valid (403).
+    #[error("{version} is {reason}")]
     KeyUnusable {
         /// The version.
         version: String,
@@ -137,6 +150,20 @@ impl KvError {
             Self::Unavailable(_) => "unavailable",
             Self::DeadlineExceeded(_) => "deadline_exceeded",
         }
+    }
+}
+
+impl crate::cache::CacheError for KvError {
+    fn abandoned() -> Self {
+        KvError::Unavailable("fetch ended without a result".into())
+    }
+
+    /// Outages and throttling may be answered from a stale entry; a denial never is.
+    fn serve_stale(&self) -> bool {
+        matches!(
+            self,
+            Self::Throttled | Self::Unavailable(_) | Self::DeadlineExceeded(_)
+        )
     }
 }
 
@@ -213,8 +240,10 @@ pub fn http_client(config: &TransportConfig) -> Result<reqwest::Client, SetupErr
         let certs = load_ca_bundle(path)?;
         b = b.tls_certs_only(certs);
     }
-    if let (Some(addr), Some(host)) = (config.connect_addr, &config.pinned_host) {
-        b = b.resolve(host, addr);
+    match (config.connect_addr, &config.pinned_host) {
+        (Some(addr), Some(host)) => b = b.resolve(host, addr),
+        (Some(addr), None) => b = b.dns_resolver(PinnedResolver(addr)),
+        (None, _) => {}
     }
     b.build().map_err(|e| SetupError::Http(e.to_string()))
 }
@@ -308,18 +337,7 @@ impl KeyVault {
     where
         F: std::future::Future<Output = azure_core::Result<T>>,
     {
-        let work = async {
-            let _permit = self
-                .limit
-                .acquire()
-                .await
-                .map_err(|_| KvError::Unavailable("client is shutting down".into()))?;
-            f.await.map_err(|e| classify(&e, permission, what))
-        };
-        match tokio::time::timeout(self.deadline, work).await {
-            Ok(r) => r,
-            Err(_) => Err(KvError::DeadlineExceeded(self.deadline)),
-        }
+        bounded_call(&self.limit, self.deadline, permission, what, f).await
     }
 
     /// Reads a key version's metadata (`None` = the latest version).
@@ -330,7 +348,7 @@ impl KeyVault {
             ..Default::default()
         };
         let key: Key = self
-            .call("get", &what, async {
+            .call("keys/get", &what, async {
                 self.client
                     .get_key(self.key.name(), Some(options))
                     .await?
@@ -345,7 +363,7 @@ impl KeyVault {
     /// Lists every version's metadata.
     pub async fn list_versions(&self) -> Result<Vec<KeyInfo>, KvError> {
         let what = describe(&self.key, None);
-        self.call("list", &what, async {
+        self.call("keys/list", &what, async {
             let pager = self
                 .client
                 .list_key_properties_versions(self.key.name(), None)?;
@@ -376,7 +394,7 @@ impl KeyVault {
             key_version: Some(version.as_str().to_owned()),
             ..Default::default()
         };
-        self.call("encrypt", &what, async {
+        self.call("keys/encrypt", &what, async {
             let response = self
                 .client
                 .encrypt(self.key.name(), params.try_into()?, Some(options))
@@ -406,7 +424,7 @@ impl KeyVault {
             value: Some(ciphertext.to_vec()),
             ..Default::default()
         };
-        self.call("decrypt", &what, async {
+        self.call("keys/decrypt", &what, async {
             let result = self
                 .client
                 .decrypt(self.key.name(), version.as_str(), params.try_into()?, None)
@@ -418,10 +436,36 @@ impl KeyVault {
     }
 }
 
+/// Runs one Key Vault operation under `limit` and `deadline` (queueing counts against it)
+/// and classifies its failure. `permission` is the data action it needs (`keys/get`,
+/// `secrets/list`, ...) and `what` names the object (`key kek/1a2b`), for the messages.
+pub(crate) async fn bounded_call<T, F>(
+    limit: &Semaphore,
+    deadline: Duration,
+    permission: &'static str,
+    what: &str,
+    f: F,
+) -> Result<T, KvError>
+where
+    F: std::future::Future<Output = azure_core::Result<T>>,
+{
+    let work = async {
+        let _permit = limit
+            .acquire()
+            .await
+            .map_err(|_| KvError::Unavailable("client is shutting down".into()))?;
+        f.await.map_err(|e| classify(&e, permission, what))
+    };
+    match tokio::time::timeout(deadline, work).await {
+        Ok(r) => r,
+        Err(_) => Err(KvError::DeadlineExceeded(deadline)),
+    }
+}
+
 fn describe(key: &KeyRef, version: Option<&KeyVersion>) -> String {
     match version {
-        Some(v) => format!("{}/{}", key.name(), v),
-        None => key.name().to_owned(),
+        Some(v) => format!("key {}/{}", key.name(), v),
+        None => format!("key {}", key.name()),
     }
 }
 

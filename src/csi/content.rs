@@ -57,6 +57,8 @@ use x509_parser::oid_registry::{
 };
 use zeroize::{Zeroize as _, Zeroizing};
 
+pub use crate::csi::params::{ObjectEncoding, ObjectFormat};
+
 /// Content type of a certificate-backing secret holding PEM (key and chain).
 pub const PEM_CONTENT_TYPE: &str = "application/x-pem-file";
 /// Content type of a certificate-backing secret holding a base64 PKCS#12 file.
@@ -126,28 +128,6 @@ pub enum VaultObject {
     Key(KeyValue),
     /// `objectType: cert`.
     Cert(CertValue),
-}
-
-/// `objectFormat`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ObjectFormat {
-    /// `pem` (the default): PFX-backed certificates are converted to PEM.
-    #[default]
-    Pem,
-    /// `pfx`: a PFX-backed certificate's secret is kept as it is.
-    Pfx,
-}
-
-/// `objectEncoding` (secrets only).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ObjectEncoding {
-    /// `utf-8` (the default): the value's bytes as they are.
-    #[default]
-    Utf8,
-    /// `hex`: the value is hex-decoded.
-    Hex,
-    /// `base64`: the value is base64-decoded (standard alphabet).
-    Base64,
 }
 
 /// Per-object options from the SecretProviderClass.

@@ -1,12 +1,317 @@
-//! The Secrets Store CSI provider (`akv-bridge csi`), in progress.
+//! The Secrets Store CSI Driver provider (`akv-bridge csi`): a drop-in for
+//! Azure/secrets-store-csi-driver-provider-azure.
 //!
-//! The pure layers are here and tested; the gRPC server, the Key Vault fetching with its
-//! cache, and `akv-bridge probe csi` are not built yet.
-//!
-//! - [`params`]: the driver's `MountRequest` (attributes, secrets, permission, objects YAML)
-//!   parsed into typed, validated values, including every file path.
-//! - [`content`]: fetched Key Vault objects turned into the files the Go provider writes
-//!   (PFX to PEM with the chain ordered, public keys as PKIX PEM, decodings, JSON keys).
+//! - [`params`] (pure): the driver's `MountRequest` (attributes, secrets, permission,
+//!   objects YAML) parsed into typed, validated values, including every file path.
+//! - [`content`] (pure): fetched Key Vault objects turned into the files the Go provider
+//!   writes (PFX to PEM with the chain ordered, public keys as PKIX PEM, decodings, JSON
+//!   keys).
+//! - [`identity`]: the identity a mount reads as, and the rule that keeps one pod's
+//!   credentials and cached data away from another identity.
+//! - [`fetch`]: Key Vault reads through the shared, coalescing cache.
+//! - [`service`]: the gRPC service (`Version`, `Mount`) and its error mapping.
+//! - here: `prepare`, `serve`, `run`.
 
 pub mod content;
+pub mod fetch;
+pub mod identity;
 pub mod params;
+pub mod probe;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio::net::UnixListener;
+
+use crate::azure::keyvault::{self, CallPolicy, TransportConfig};
+use crate::cli::CsiArgs;
+use crate::csi::content::ProviderOptions;
+use crate::csi::fetch::{FetchConfig, Fetcher};
+use crate::csi::identity::Identities;
+use crate::csi::service::{CsiService, MountConfig, Provider, VaultUrls};
+use crate::observability::http as health_http;
+use crate::observability::metrics::{MountMetrics, ServerMetrics};
+use crate::proto::csi_v1alpha1 as pb;
+use crate::socket::{self, SocketAddress};
+
+/// Largest request accepted: attributes (with tokens), secrets and objects are bounded by
+/// the parser well below this.
+pub const MAX_REQUEST: usize = 4 * 1024 * 1024;
+
+/// Identities (and their credentials and clients) kept.
+const IDENTITIES: usize = 1024;
+
+/// Why the provider did not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CsiStartError {
+    /// A flag is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Setup(#[from] keyvault::SetupError),
+    /// The socket could not be bound.
+    #[error(transparent)]
+    Socket(#[from] socket::SocketError),
+    /// The health or metrics listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+fn vault_urls(template: Option<&str>) -> Result<VaultUrls, CsiStartError> {
+    let Some(template) = template else {
+        return Ok(VaultUrls::Cloud);
+    };
+    let bad =
+        |why: &str| CsiStartError::Config(format!("--vault-url-template {template:?}: {why}"));
+    if template.matches("{name}").count() != 1 {
+        return Err(bad("must contain {name} once"));
+    }
+    let sample =
+        url::Url::parse(&template.replace("{name}", "kv")).map_err(|e| bad(&e.to_string()))?;
+    if sample.scheme() != "https" {
+        return Err(bad("must use https"));
+    }
+    if !matches!(sample.path(), "" | "/") || sample.query().is_some() {
+        return Err(bad("must have no path or query"));
+    }
+    Ok(VaultUrls::Template(
+        template.trim_end_matches('/').to_owned(),
+    ))
+}
+
+/// Builds the provider's shared state from its flags.
+pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>, CsiStartError> {
+    let vault_urls = vault_urls(args.vault_url_template.as_deref())?;
+    if let Some(authority) = &args.authority_host {
+        let ok = url::Url::parse(authority).is_ok_and(|u| u.scheme() == "https");
+        if !ok {
+            return Err(CsiStartError::Config(format!(
+                "--authority-host {authority:?} must be an https URL"
+            )));
+        }
+    }
+    let http = keyvault::http_client(&TransportConfig {
+        ca_bundle: args.ca_bundle.clone(),
+        connect_addr: args.vault_connect_addr,
+        // Every vault and Entra host: their names come with each mount.
+        pinned_host: None,
+    })?;
+    let policy = CallPolicy {
+        deadline: args.keyvault_timeout,
+        max_retries: args.keyvault_max_retries,
+        max_concurrency: args.keyvault_concurrency,
+        verify_challenge_resource: !args.insecure_skip_challenge_resource_verification,
+    };
+    let identities = Identities::new(
+        IDENTITIES,
+        http.clone(),
+        CallPolicy {
+            deadline: args.keyvault_timeout.max(Duration::from_secs(10)),
+            ..policy.clone()
+        },
+        args.authority_host.clone(),
+    )
+    .map_err(|e| CsiStartError::Config(e.to_string()))?;
+    let csi_registry = registry.sub_registry_with_prefix("akv_bridge_csi");
+    let metrics = ServerMetrics::register(csi_registry);
+    let mounts = MountMetrics::register(csi_registry);
+    let fetcher = Fetcher::new(
+        http,
+        FetchConfig {
+            policy,
+            latest_ttl: args.latest_cache_ttl,
+            version_ttl: args.version_cache_ttl,
+            stale_grace: args.stale_if_error,
+            max_bytes: args.cache_max_bytes,
+            max_entries: args.cache_max_entries,
+        },
+        metrics.clone(),
+    );
+    metrics.healthy.set(1);
+    Ok(Arc::new(Provider::new(
+        identities,
+        fetcher,
+        MountConfig {
+            provider: ProviderOptions {
+                construct_pem_chain: args.construct_pem_chain,
+                write_cert_and_key_in_separate_files: args.write_cert_and_key_in_separate_files,
+            },
+            vault_urls,
+            timeout: args.mount_timeout,
+            concurrency: args.mount_concurrency,
+        },
+        metrics,
+        mounts,
+    )))
+}
+
+/// Serves the provider (and `grpc.health.v1`) on `listener` until `shutdown` resolves.
+/// `rewrite_authority` puts the [`crate::authority`] layer in front of tonic.
+pub async fn serve(
+    listener: UnixListener,
+    provider: Arc<Provider>,
+    rewrite_authority: bool,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<pb::csi_driver_provider_server::CsiDriverProviderServer<CsiService>>()
+        .await;
+    let service =
+        pb::csi_driver_provider_server::CsiDriverProviderServer::new(CsiService(provider))
+            .max_decoding_message_size(MAX_REQUEST)
+            .max_encoding_message_size(service::MAX_RESPONSE_BYTES + 64 * 1024);
+    tonic::transport::Server::builder()
+        // Above the mount deadline, so the mount's own, clearer error answers first.
+        .timeout(Duration::from_secs(150))
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .add_service(health_service)
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            crate::authority::incoming(listener, rewrite_authority),
+            shutdown,
+        )
+        .await
+}
+
+/// Liveness from a self-check: `Version` over our own socket, as the driver calls it.
+struct CsiHealth {
+    alive: AtomicBool,
+}
+
+impl health_http::Health for CsiHealth {
+    fn live(&self) -> Result<(), String> {
+        if self.alive.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("the provider does not answer Version on its socket".into())
+        }
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.live()
+    }
+}
+
+async fn self_check(address: &SocketAddress, timeout: Duration) -> bool {
+    let spec = match address {
+        SocketAddress::Path(p) => crate::probe::SocketSpec::Path(p.clone()),
+        SocketAddress::Abstract(n) => crate::probe::SocketSpec::Abstract(n.clone()),
+    };
+    let check = async {
+        let channel = crate::probe::connect(&spec, timeout).await.ok()?;
+        let mut client = pb::csi_driver_provider_client::CsiDriverProviderClient::new(channel);
+        client
+            .version(pb::VersionRequest {
+                version: service::API_VERSION.to_owned(),
+            })
+            .await
+            .ok()
+    };
+    matches!(tokio::time::timeout(timeout, check).await, Ok(Some(_)))
+}
+
+/// The whole provider process: bind, serve until `shutdown`, drain, clean up.
+pub async fn run(
+    args: CsiArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), CsiStartError> {
+    let address = SocketAddress::parse(&args.endpoint)?;
+    let mut registry = Registry::default();
+    let provider = prepare(&args, &mut registry)?;
+    let registry = Arc::new(registry);
+    let bound = socket::bind(&address, args.socket_mode)?;
+    let (listener, socket_guard) = bound.into_parts();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let health = Arc::new(CsiHealth {
+        alive: AtomicBool::new(true),
+    });
+    let checker = {
+        let health = Arc::clone(&health);
+        let address = address.clone();
+        let timeout = args.healthz_timeout;
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|v| *v) => break,
+                    () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                }
+                let ok = self_check(&address, timeout).await;
+                if !ok {
+                    tracing::warn!("liveness self-check: Version over the socket failed");
+                }
+                health.alive.store(ok, Ordering::Relaxed);
+            }
+        })
+    };
+    let health: Arc<dyn health_http::Health> = health;
+    let healthz_addr = SocketAddr::new(args.healthz_bind_address, args.healthz_port);
+    let router = health_http::router(
+        Arc::clone(&health),
+        &args.healthz_path,
+        &args.readyz_path,
+        None,
+    );
+    let (_, health_task) = health_http::serve(healthz_addr, router, stopped(stop_rx.clone()))
+        .await
+        .map_err(|source| CsiStartError::Listen {
+            addr: healthz_addr,
+            source,
+        })?;
+    let metrics_addr = SocketAddr::new(args.metrics_bind_address, args.prometheus_port);
+    let metrics_router = health_http::metrics_router(health, Arc::clone(&registry));
+    let (_, metrics_task) = health_http::serve(metrics_addr, metrics_router, stopped(stop_rx))
+        .await
+        .map_err(|source| CsiStartError::Listen {
+            addr: metrics_addr,
+            source,
+        })?;
+    tracing::info!(socket = %address, "CSI provider serving");
+
+    let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight mounts");
+        let _ = signal_tx.send(true);
+    });
+    let served = serve(
+        listener,
+        provider,
+        args.h2_authority_rewrite,
+        stopped(signal_rx.clone()),
+    );
+    tokio::pin!(served);
+    let grace = args.shutdown_grace;
+    let result = tokio::select! {
+        r = &mut served => r.map_err(CsiStartError::from),
+        () = async {
+            stopped(signal_rx).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "drain timed out; stopping with mounts in flight");
+            Ok(())
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(checker, health_task, metrics_task);
+    drop(socket_guard);
+    result
+}

@@ -5,53 +5,21 @@
 //! give up (kube-apiserver's own timeout) do not cancel it, and its result still fills the
 //! cache for the retry that follows. Every waiter for the same key shares that one fetch.
 
-use std::collections::HashMap;
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use lru::LruCache;
-use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::azure::keyvault::KvError;
+pub use crate::cache::Outcome;
+use crate::cache::{CoalescingCache, Fresh};
 
 /// A cached plaintext. Zeroized when the last reference goes.
 pub type Plaintext = Arc<Zeroizing<Vec<u8>>>;
 
-/// How a lookup was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// From the cache.
-    Hit,
-    /// This caller's fetch.
-    Miss,
-    /// Joined another caller's fetch in flight.
-    Coalesced,
-}
-
-impl Outcome {
-    /// Metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Hit => "hit",
-            Self::Miss => "miss",
-            Self::Coalesced => "coalesced",
-        }
-    }
-}
-
-type Slot = watch::Receiver<Option<Result<Plaintext, KvError>>>;
-
-struct Entry {
-    plaintext: Plaintext,
-    inserted: Instant,
-}
-
-/// The cache.
+/// The cache: plaintext seeds by SHA-256 of the ciphertext.
 pub struct DecryptCache {
-    entries: Mutex<LruCache<[u8; 32], Entry>>,
-    inflight: Mutex<HashMap<[u8; 32], Slot>>,
+    inner: Arc<CoalescingCache<[u8; 32], Plaintext, KvError>>,
     ttl: Duration,
 }
 
@@ -68,50 +36,19 @@ impl DecryptCache {
     /// A cache of at most `capacity` plaintexts, each kept at most `ttl`.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Self {
-            entries: Mutex::new(LruCache::new(
-                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
-            )),
-            inflight: Mutex::new(HashMap::new()),
+            inner: Arc::new(CoalescingCache::new(capacity, usize::MAX)),
             ttl,
         }
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.inner.len()
     }
 
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lookup(&self, key: &[u8; 32]) -> Option<Plaintext> {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        match entries.get(key) {
-            Some(e) if e.inserted.elapsed() < self.ttl => Some(Arc::clone(&e.plaintext)),
-            Some(_) => {
-                entries.pop(key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn insert(&self, key: [u8; 32], plaintext: Plaintext) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .put(
-                key,
-                Entry {
-                    plaintext,
-                    inserted: Instant::now(),
-                },
-            );
+        self.inner.is_empty()
     }
 
     /// Answers from the cache, joins a fetch in flight, or starts `fetch`.
@@ -124,44 +61,21 @@ impl DecryptCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Zeroizing<Vec<u8>>, KvError>> + Send + 'static,
     {
-        if let Some(p) = self.lookup(&key) {
-            return (Ok(p), Outcome::Hit);
-        }
-        let (mut rx, outcome) = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            // Re-check under the in-flight lock: a fetch may have finished meanwhile.
-            if let Some(p) = self.lookup(&key) {
-                return (Ok(p), Outcome::Hit);
-            }
-            match inflight.get(&key) {
-                Some(rx) => (rx.clone(), Outcome::Coalesced),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    inflight.insert(key, rx.clone());
-                    let this = Arc::clone(self);
-                    let work = fetch();
-                    tokio::spawn(async move {
-                        let result = work.await.map(Arc::new);
-                        if let Ok(p) = &result {
-                            this.insert(key, Arc::clone(p));
-                        }
-                        this.inflight
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&key);
-                        let _ = tx.send(Some(result));
-                    });
-                    (rx, Outcome::Miss)
+        let ttl = self.ttl;
+        self.inner
+            .get_or_fetch(key, move || {
+                let work = fetch();
+                async move {
+                    // A seed is immutable: no stale grace is needed, the TTL is the bound.
+                    work.await.map(|plaintext| Fresh {
+                        value: Arc::new(plaintext),
+                        ttl,
+                        stale_grace: Duration::ZERO,
+                        weight: 1,
+                    })
                 }
-            }
-        };
-        let result = match rx.wait_for(Option::is_some).await {
-            Ok(v) => v.clone().unwrap_or_else(|| {
-                Err(KvError::Unavailable("fetch ended without a result".into()))
-            }),
-            Err(_) => Err(KvError::Unavailable("fetch ended without a result".into())),
-        };
-        (result, outcome)
+            })
+            .await
     }
 }
 

@@ -247,7 +247,7 @@ impl KeyRing {
             }
             // Pinned version and no `keys/get`: the Go plugin needs only encrypt/decrypt, so
             // carry on; health then follows real calls only.
-            Err(KvError::PermissionDenied("get")) if self.pinned.is_some() => {
+            Err(KvError::PermissionDenied("keys/get")) if self.pinned.is_some() => {
                 tracing::warn!(
                     "the identity lacks keys/get: key metadata checks are off, health follows real calls only"
                 );

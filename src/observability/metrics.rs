@@ -161,6 +161,79 @@ impl ServerMetrics {
     }
 }
 
+/// Labels of a mounted object.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    /// `secret`, `key` or `cert`.
+    pub kind: String,
+    /// `ok`, `skipped` (optional and missing) or `not_found`.
+    pub result: String,
+}
+
+/// Labels of a mount.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MountLabels {
+    /// `ok` or `error`.
+    pub outcome: String,
+}
+
+/// CSI-only metrics: mounts, objects, sizes.
+#[derive(Debug, Clone)]
+pub struct MountMetrics {
+    mounts: Family<MountLabels, Counter>,
+    objects: Family<ObjectLabels, Counter>,
+    bytes: Histogram,
+}
+
+impl MountMetrics {
+    /// Registers the families.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            mounts: Family::default(),
+            objects: Family::default(),
+            // 1 KiB .. 4 MiB.
+            bytes: Histogram::new(exponential_buckets(1024.0, 2.0, 13)),
+        };
+        registry.register("mounts", "Mount requests by outcome", m.mounts.clone());
+        registry.register(
+            "mount_objects",
+            "Objects of mounts by type and result (skipped: optional and missing)",
+            m.objects.clone(),
+        );
+        registry.register(
+            "mount_response_bytes",
+            "Size of successful Mount responses",
+            m.bytes.clone(),
+        );
+        m
+    }
+
+    /// Counts a mount.
+    pub fn mount(&self, outcome: &str) {
+        self.mounts
+            .get_or_create(&MountLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an object.
+    pub fn object(&self, kind: &str, result: &str) {
+        self.objects
+            .get_or_create(&ObjectLabels {
+                kind: kind.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a response's size.
+    pub fn observe_files(&self, bytes: usize) {
+        #[allow(clippy::cast_precision_loss)]
+        self.bytes.observe(bytes as f64);
+    }
+}
+
 /// KMS-only metrics: the current key and rotations seen.
 #[derive(Debug, Clone, Default)]
 pub struct KeyMetrics {

@@ -79,24 +79,29 @@ pub fn kms_args(flags: &[String]) -> akv_bridge::cli::KmsArgs {
     }
 }
 
-/// A plugin running in this process on a real Unix socket.
-pub struct Plugin {
+/// A server (KMS plugin or CSI provider) running in this process on a real Unix socket.
+pub struct Server<E> {
     pub socket: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), akv_bridge::kms::KmsStartError>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), E>>>,
 }
 
-impl Plugin {
-    /// Starts the plugin and waits until its socket answers.
-    pub async fn start(
-        flags: Vec<String>,
+/// The KMS plugin.
+pub type Plugin = Server<akv_bridge::kms::KmsStartError>;
+/// The CSI provider.
+pub type Provider = Server<akv_bridge::csi::CsiStartError>;
+
+impl<E: std::fmt::Debug + Send + 'static> Server<E> {
+    /// Starts `run(stop)` and waits until `socket` answers.
+    async fn spawn<F>(
         socket: &Path,
-    ) -> Result<Self, akv_bridge::kms::KmsStartError> {
+        run: impl FnOnce(tokio::sync::oneshot::Receiver<()>) -> F,
+    ) -> Result<Self, E>
+    where
+        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let args = kms_args(&flags);
-        let task = tokio::spawn(akv_bridge::kms::run(args, async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(run(rx));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if task.is_finished() {
@@ -110,7 +115,7 @@ impl Plugin {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "plugin did not start"
+                "server did not start"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -122,7 +127,7 @@ impl Plugin {
     }
 
     /// SIGTERM-equivalent: drain and stop; returns the run result.
-    pub async fn stop(mut self) -> Result<(), akv_bridge::kms::KmsStartError> {
+    pub async fn stop(mut self) -> Result<(), E> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -130,11 +135,80 @@ impl Plugin {
     }
 }
 
-impl Drop for Plugin {
+impl Plugin {
+    /// Starts the KMS plugin and waits until its socket answers.
+    pub async fn start(
+        flags: Vec<String>,
+        socket: &Path,
+    ) -> Result<Self, akv_bridge::kms::KmsStartError> {
+        let args = kms_args(&flags);
+        Self::spawn(socket, |rx| {
+            akv_bridge::kms::run(args, async {
+                let _ = rx.await;
+            })
+        })
+        .await
+    }
+}
+
+impl Provider {
+    /// Starts the CSI provider and waits until its socket answers.
+    pub async fn start(
+        flags: Vec<String>,
+        socket: &Path,
+    ) -> Result<Self, akv_bridge::csi::CsiStartError> {
+        let args = csi_args(&flags);
+        Self::spawn(socket, |rx| {
+            akv_bridge::csi::run(args, async {
+                let _ = rx.await;
+            })
+        })
+        .await
+    }
+}
+
+impl<E> Drop for Server<E> {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// The CSI provider flags that wire it to the mock.
+pub fn csi_flags(mock: &MockVault, socket: &Path) -> Vec<String> {
+    let info = mock.info();
+    let template = info
+        .vaults
+        .values()
+        .next()
+        .map(|v| {
+            let (_, rest) = v.url.split_once("://").expect("url");
+            let (_, domain) = rest.split_once('.').expect("vault host");
+            format!("https://{{name}}.{domain}")
+        })
+        .expect("a vault");
+    vec![
+        format!("--endpoint=unix://{}", socket.display()),
+        format!("--vault-url-template={template}"),
+        format!("--vault-connect-addr={}", info.address),
+        format!("--ca-bundle={}", info.ca_pem_path.display()),
+        format!("--authority-host={}", info.authority_host),
+        "--healthz-port=0".into(),
+        "--healthz-bind-address=127.0.0.1".into(),
+        "--prometheus-port=0".into(),
+        "--metrics-bind-address=127.0.0.1".into(),
+        "--keyvault-timeout=10s".into(),
+        "--shutdown-grace=5s".into(),
+    ]
+}
+
+pub fn csi_args(flags: &[String]) -> akv_bridge::cli::CsiArgs {
+    let mut argv = vec!["akv-bridge".to_owned(), "csi".to_owned()];
+    argv.extend(flags.iter().cloned());
+    match Cli::try_parse_from(argv).expect("flags parse").command {
+        Command::Csi(a) => *a,
+        _ => unreachable!(),
     }
 }
 

@@ -1,0 +1,544 @@
+//! Reading objects from Key Vault for mounts, through the shared cache.
+//!
+//! Each read goes through the official SDK clients (`SecretClient`, `CertificateClient`,
+//! `KeyClient`) of the mount's [`Identity`], under a per-vault concurrency limit shared by
+//! every mount and a deadline per read (the SDK's retries, which honour `Retry-After`,
+//! included). Results are cached by identity + vault + object + version:
+//!
+//! - an explicit version is immutable: kept `version_ttl`;
+//! - `latest`, a version list, and a missing object (404): kept `latest_ttl`;
+//! - any entry may answer for `stale_grace` more while Key Vault is unavailable or
+//!   throttling (never after a 401 or 403).
+//!
+//! Identical concurrent reads (many pods of one Deployment mounting at once) share one
+//! Key Vault request.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use azure_core::http::ClientOptions;
+use azure_security_keyvault_certificates::models::CertificateClientGetCertificateOptions;
+use azure_security_keyvault_certificates::{CertificateClient, CertificateClientOptions};
+use azure_security_keyvault_keys::models::KeyClientGetKeyOptions;
+use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
+use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
+use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use futures::TryStreamExt as _;
+use lru::LruCache;
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
+
+use crate::azure::keyvault::{self, CallPolicy, KvError, SetupError, bounded_call};
+use crate::cache::{CoalescingCache, Fresh, Outcome};
+use crate::csi::content::{CertValue, KeyValue, SecretValue, VaultObject};
+use crate::csi::identity::{Identity, IdentityKey};
+use crate::csi::params::ObjectKind;
+use crate::observability::metrics::ServerMetrics;
+
+/// The SDK clients of one identity for one vault.
+pub struct VaultClients {
+    secrets: SecretClient,
+    certificates: CertificateClient,
+    keys: KeyClient,
+}
+
+impl std::fmt::Debug for VaultClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultClients")
+            .field("vault", &self.secrets.endpoint().as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a read found.
+#[derive(Debug)]
+pub enum Fetched {
+    /// The object, with its version (the last segment of its Key Vault id).
+    Object {
+        /// Version.
+        version: String,
+        /// Contents.
+        object: VaultObject,
+    },
+    /// The object does not exist (404).
+    Missing,
+    /// The object's enabled versions, newest first.
+    Versions(Vec<String>),
+}
+
+/// How the cache and the reads behave.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Deadline, retries and challenge verification of each read.
+    pub policy: CallPolicy,
+    /// How long `latest`, version lists and 404s are reused.
+    pub latest_ttl: Duration,
+    /// How long explicit versions are reused.
+    pub version_ttl: Duration,
+    /// How long past its TTL an entry may answer during an outage.
+    pub stale_grace: Duration,
+    /// Bytes the cache may hold.
+    pub max_bytes: usize,
+    /// Entries the cache may hold.
+    pub max_entries: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Lookup {
+    Latest,
+    Version(String),
+    Versions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    identity: IdentityKey,
+    vault_url: String,
+    kind: ObjectKind,
+    name: String,
+    lookup: Lookup,
+}
+
+/// Reads objects for mounts. Shared by every mount.
+pub struct Fetcher {
+    cache: Arc<CoalescingCache<CacheKey, Arc<Fetched>, KvError>>,
+    limits: Mutex<LruCache<String, Arc<Semaphore>>>,
+    http: reqwest::Client,
+    config: FetchConfig,
+    metrics: ServerMetrics,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("cache", &self.cache)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The version in a Key Vault object id: `https://<vault>/<collection>/<name>/<version>`.
+fn id_version(id: Option<&str>) -> Option<String> {
+    let url = url::Url::parse(id?).ok()?;
+    let segments: Vec<&str> = url.path_segments()?.filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        [_, _, version] => Some((*version).to_owned()),
+        _ => None,
+    }
+}
+
+fn weight(fetched: &Fetched) -> usize {
+    let bytes = match fetched {
+        Fetched::Object { object, version } => {
+            version.len()
+                + match object {
+                    VaultObject::Secret(s) => {
+                        s.value.len() + s.content_type.as_ref().map_or(0, String::len)
+                    }
+                    VaultObject::Cert(c) => c.der.len(),
+                    VaultObject::Key(k) => [&k.n, &k.e, &k.x, &k.y]
+                        .iter()
+                        .map(|v| v.as_ref().map_or(0, Vec::len))
+                        .sum(),
+                }
+        }
+        Fetched::Missing => 0,
+        Fetched::Versions(v) => v.iter().map(String::len).sum(),
+    };
+    // Key, bookkeeping and allocation overhead.
+    bytes + 128
+}
+
+impl Fetcher {
+    /// A fetcher sending through `http`.
+    pub fn new(http: reqwest::Client, config: FetchConfig, metrics: ServerMetrics) -> Self {
+        Self {
+            cache: Arc::new(CoalescingCache::new(config.max_entries, config.max_bytes)),
+            limits: Mutex::new(LruCache::new(
+                NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            )),
+            http,
+            config,
+            metrics,
+        }
+    }
+
+    /// Entries and bytes in the cache.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        (self.cache.len(), self.cache.weight())
+    }
+
+    fn limit(&self, vault_url: &str) -> Arc<Semaphore> {
+        let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(l) = limits.get(vault_url) {
+            return Arc::clone(l);
+        }
+        let l = Arc::new(Semaphore::new(self.config.policy.max_concurrency.max(1)));
+        limits.put(vault_url.to_owned(), Arc::clone(&l));
+        l
+    }
+
+    fn client_options(&self) -> ClientOptions {
+        keyvault::client_options(self.http.clone(), &self.config.policy)
+    }
+
+    fn clients(&self, identity: &Identity, vault_url: &str) -> Result<Arc<VaultClients>, KvError> {
+        let mut clients = identity
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = clients.get(vault_url) {
+            return Ok(Arc::clone(c));
+        }
+        let verify = Some(self.config.policy.verify_challenge_resource);
+        let setup = |e: azure_core::Error| {
+            KvError::Unavailable(
+                SetupError::VaultUrl {
+                    url: vault_url.to_owned(),
+                    reason: e.to_string(),
+                }
+                .to_string(),
+            )
+        };
+        let credential = Arc::clone(&identity.credential);
+        let built = Arc::new(VaultClients {
+            secrets: SecretClient::new(
+                vault_url,
+                Arc::clone(&credential),
+                Some(SecretClientOptions {
+                    client_options: self.client_options(),
+                    verify_challenge_resource: verify,
+                    ..SecretClientOptions::default()
+                }),
+            )
+            .map_err(setup)?,
+            certificates: CertificateClient::new(
+                vault_url,
+                Arc::clone(&credential),
+                Some(CertificateClientOptions {
+                    client_options: self.client_options(),
+                    verify_challenge_resource: verify,
+                    ..CertificateClientOptions::default()
+                }),
+            )
+            .map_err(setup)?,
+            keys: KeyClient::new(
+                vault_url,
+                credential,
+                Some(KeyClientOptions {
+                    client_options: self.client_options(),
+                    verify_challenge_resource: verify,
+                    ..KeyClientOptions::default()
+                }),
+            )
+            .map_err(setup)?,
+        });
+        clients.put(vault_url.to_owned(), Arc::clone(&built));
+        Ok(built)
+    }
+
+    /// One object: `version` `None` is the latest.
+    pub async fn object(
+        &self,
+        identity: &Identity,
+        vault_url: &str,
+        kind: ObjectKind,
+        name: &str,
+        version: Option<&str>,
+    ) -> (Result<Arc<Fetched>, KvError>, Outcome) {
+        let lookup = match version {
+            Some(v) => Lookup::Version(v.to_owned()),
+            None => Lookup::Latest,
+        };
+        self.lookup(identity, vault_url, kind, name, lookup).await
+    }
+
+    /// The object's enabled versions, newest first (needs the `list` permission).
+    pub async fn versions(
+        &self,
+        identity: &Identity,
+        vault_url: &str,
+        kind: ObjectKind,
+        name: &str,
+    ) -> (Result<Arc<Fetched>, KvError>, Outcome) {
+        self.lookup(identity, vault_url, kind, name, Lookup::Versions)
+            .await
+    }
+
+    async fn lookup(
+        &self,
+        identity: &Identity,
+        vault_url: &str,
+        kind: ObjectKind,
+        name: &str,
+        lookup: Lookup,
+    ) -> (Result<Arc<Fetched>, KvError>, Outcome) {
+        let clients = match self.clients(identity, vault_url) {
+            Ok(c) => c,
+            Err(e) => return (Err(e), Outcome::Miss),
+        };
+        let key = CacheKey {
+            identity: identity.key,
+            vault_url: vault_url.to_owned(),
+            kind,
+            name: name.to_owned(),
+            lookup: lookup.clone(),
+        };
+        let limit = self.limit(vault_url);
+        let deadline = self.config.policy.deadline;
+        let ttl = match lookup {
+            Lookup::Version(_) => self.config.version_ttl,
+            Lookup::Latest | Lookup::Versions => self.config.latest_ttl,
+        };
+        let latest_ttl = self.config.latest_ttl;
+        let stale_grace = self.config.stale_grace;
+        let metrics = self.metrics.clone();
+        let name = name.to_owned();
+        let (result, outcome) = self
+            .cache
+            .get_or_fetch(key, move || async move {
+                let started = Instant::now();
+                let operation = match (&lookup, kind) {
+                    (Lookup::Versions, _) => "list_versions",
+                    (_, ObjectKind::Secret) => "get_secret",
+                    (_, ObjectKind::Cert) => "get_certificate",
+                    (_, ObjectKind::Key) => "get_key",
+                };
+                let result = read(&clients, &limit, deadline, kind, &name, &lookup).await;
+                let label = result.as_ref().map_or_else(KvError::label, |_| "ok");
+                metrics.keyvault(operation, label, started.elapsed());
+                let (fetched, ttl) = match result {
+                    Ok(f) => (f, ttl),
+                    Err(KvError::NotFound(_)) => (Fetched::Missing, latest_ttl),
+                    Err(e) => return Err(e),
+                };
+                let weight = weight(&fetched);
+                Ok(Fresh {
+                    value: Arc::new(fetched),
+                    ttl,
+                    stale_grace,
+                    weight,
+                })
+            })
+            .await;
+        self.metrics.cache(outcome.label());
+        let (entries, _) = self.cache_usage();
+        self.metrics
+            .cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        (result, outcome)
+    }
+}
+
+/// One Key Vault read.
+async fn read(
+    clients: &VaultClients,
+    limit: &Semaphore,
+    deadline: Duration,
+    kind: ObjectKind,
+    name: &str,
+    lookup: &Lookup,
+) -> Result<Fetched, KvError> {
+    let version = match lookup {
+        Lookup::Version(v) => Some(v.clone()),
+        Lookup::Latest => None,
+        Lookup::Versions => return list_versions(clients, limit, deadline, kind, name).await,
+    };
+    let what = match &version {
+        Some(v) => format!("{} {name}/{v}", kind.as_str()),
+        None => format!("{} {name}", kind.as_str()),
+    };
+    let unversioned =
+        || KvError::Unavailable(format!("Key Vault returned {what} without a version"));
+    match kind {
+        ObjectKind::Secret => {
+            let options = SecretClientGetSecretOptions {
+                secret_version: version,
+                ..Default::default()
+            };
+            let secret = bounded_call(limit, deadline, "secrets/get", &what, async {
+                clients
+                    .secrets
+                    .get_secret(name, Some(options))
+                    .await?
+                    .into_model()
+            })
+            .await?;
+            let version = id_version(secret.id.as_deref()).ok_or_else(unversioned)?;
+            let value = SecretValue {
+                value: Zeroizing::new(secret.value.unwrap_or_default()),
+                content_type: secret.content_type,
+                backs_certificate: secret.kid.is_some_and(|k| !k.is_empty()),
+            };
+            Ok(Fetched::Object {
+                version,
+                object: VaultObject::Secret(value),
+            })
+        }
+        ObjectKind::Cert => {
+            let options = CertificateClientGetCertificateOptions {
+                certificate_version: version,
+                ..Default::default()
+            };
+            let cert = bounded_call(limit, deadline, "certificates/get", &what, async {
+                clients
+                    .certificates
+                    .get_certificate(name, Some(options))
+                    .await?
+                    .into_model()
+            })
+            .await?;
+            let version = id_version(cert.id.as_deref()).ok_or_else(unversioned)?;
+            Ok(Fetched::Object {
+                version,
+                object: VaultObject::Cert(CertValue {
+                    der: cert.cer.unwrap_or_default(),
+                }),
+            })
+        }
+        ObjectKind::Key => {
+            let options = KeyClientGetKeyOptions {
+                key_version: version,
+                ..Default::default()
+            };
+            let key = bounded_call(limit, deadline, "keys/get", &what, async {
+                clients
+                    .keys
+                    .get_key(name, Some(options))
+                    .await?
+                    .into_model()
+            })
+            .await?;
+            let jwk = key.key.unwrap_or_default();
+            let version = id_version(jwk.kid.as_deref()).ok_or_else(unversioned)?;
+            Ok(Fetched::Object {
+                version,
+                object: VaultObject::Key(KeyValue {
+                    kty: jwk.kty.map(|k| k.to_string()).unwrap_or_default(),
+                    n: jwk.n,
+                    e: jwk.e,
+                    crv: jwk.crv.map(|c| c.to_string()),
+                    x: jwk.x,
+                    y: jwk.y,
+                }),
+            })
+        }
+    }
+}
+
+/// `(version, enabled, created)` of each listed version.
+type VersionRow = (Option<String>, bool, Option<i64>);
+
+async fn list_versions(
+    clients: &VaultClients,
+    limit: &Semaphore,
+    deadline: Duration,
+    kind: ObjectKind,
+    name: &str,
+) -> Result<Fetched, KvError> {
+    let what = format!("{} {name}", kind.as_str());
+    let rows: Vec<VersionRow> = match kind {
+        ObjectKind::Secret => {
+            bounded_call(limit, deadline, "secrets/list", &what, async {
+                let pager = clients
+                    .secrets
+                    .list_secret_properties_versions(name, None)?;
+                let items: Vec<_> = pager.try_collect().await?;
+                Ok(items
+                    .iter()
+                    .map(|p| {
+                        let a = p.attributes.as_ref();
+                        (
+                            id_version(p.id.as_deref()),
+                            a.and_then(|a| a.enabled).unwrap_or(true),
+                            a.and_then(|a| a.created).map(|t| t.unix_timestamp()),
+                        )
+                    })
+                    .collect())
+            })
+            .await?
+        }
+        ObjectKind::Cert => {
+            bounded_call(limit, deadline, "certificates/list", &what, async {
+                let pager = clients
+                    .certificates
+                    .list_certificate_properties_versions(name, None)?;
+                let items: Vec<_> = pager.try_collect().await?;
+                Ok(items
+                    .iter()
+                    .map(|p| {
+                        let a = p.attributes.as_ref();
+                        (
+                            id_version(p.id.as_deref()),
+                            a.and_then(|a| a.enabled).unwrap_or(true),
+                            a.and_then(|a| a.created).map(|t| t.unix_timestamp()),
+                        )
+                    })
+                    .collect())
+            })
+            .await?
+        }
+        ObjectKind::Key => {
+            bounded_call(limit, deadline, "keys/list", &what, async {
+                let pager = clients.keys.list_key_properties_versions(name, None)?;
+                let items: Vec<_> = pager.try_collect().await?;
+                Ok(items
+                    .iter()
+                    .map(|p| {
+                        let a = p.attributes.as_ref();
+                        (
+                            id_version(p.kid.as_deref()),
+                            a.and_then(|a| a.enabled).unwrap_or(true),
+                            a.and_then(|a| a.created).map(|t| t.unix_timestamp()),
+                        )
+                    })
+                    .collect())
+            })
+            .await?
+        }
+    };
+    Ok(Fetched::Versions(newest_enabled(rows)))
+}
+
+/// Enabled versions, newest first (by creation time, then version for a stable order).
+fn newest_enabled(rows: Vec<VersionRow>) -> Vec<String> {
+    let mut enabled: Vec<(i64, String)> = rows
+        .into_iter()
+        .filter_map(|(version, enabled, created)| {
+            enabled.then_some((created.unwrap_or(0), version?))
+        })
+        .collect();
+    enabled.sort_by(|a, b| b.cmp(a));
+    enabled.into_iter().map(|(_, v)| v).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_come_from_ids() {
+        assert_eq!(
+            id_version(Some("https://kv.vault.azure.net/secrets/db/0123abc")).as_deref(),
+            Some("0123abc")
+        );
+        assert_eq!(
+            id_version(Some("https://kv.vault.azure.net/secrets/db")),
+            None
+        );
+        assert_eq!(id_version(Some("not a url")), None);
+        assert_eq!(id_version(None), None);
+    }
+
+    #[test]
+    fn newest_enabled_versions_first() {
+        let rows = vec![
+            (Some("a".into()), true, Some(10)),
+            (Some("b".into()), false, Some(30)),
+            (Some("c".into()), true, Some(20)),
+            (None, true, Some(40)),
+        ];
+        assert_eq!(newest_enabled(rows), vec!["c".to_owned(), "a".to_owned()]);
+    }
+}

@@ -1,0 +1,535 @@
+//! The `CSIDriverProvider` service: `Version`, and `Mount`, which turns one volume's
+//! SecretProviderClass into files.
+//!
+//! A Mount: parse every input at the edge ([`params::parse_mount`]); resolve the identity
+//! and, for workload identity, have its token accepted by Entra
+//! ([`Identities::admit`]); read the objects in parallel (bounded) through the shared cache;
+//! render each into the Go provider's files; refuse duplicate paths and oversized
+//! responses; answer files and object versions. The whole Mount has a deadline well inside
+//! kubelet's.
+//!
+//! Failures are gRPC statuses whose message names the object and the cause and never holds
+//! a secret value. One mapping, [`MountError::to_status`]:
+//!
+//! | failure | code |
+//! |---|---|
+//! | bad SecretProviderClass parameters, duplicate paths, token not a JWT | `INVALID_ARGUMENT` |
+//! | object or version not found | `NOT_FOUND` |
+//! | the identity lacks a permission | `PERMISSION_DENIED` |
+//! | Entra refused the credential, Key Vault answered 401 | `UNAUTHENTICATED` |
+//! | version disabled or expired, content not convertible | `FAILED_PRECONDITION` |
+//! | throttled past the retries, response over 4 MiB | `RESOURCE_EXHAUSTED` |
+//! | Key Vault or Entra unreachable | `UNAVAILABLE` |
+//! | the mount's deadline passed | `DEADLINE_EXCEEDED` |
+//!
+//! Throttling answers `RESOURCE_EXHAUSTED`, not `UNAVAILABLE`: the driver retries
+//! `UNAVAILABLE` at once, which would multiply the requests a throttled vault sees.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use tonic::{Code, Request, Response, Status};
+
+use crate::azure::cloud::Cloud;
+use crate::azure::keyvault::KvError;
+use crate::cache::Outcome;
+use crate::csi::content::{self, ContentError, ObjectOptions, ProviderOptions};
+use crate::csi::fetch::{Fetched, Fetcher};
+use crate::csi::identity::{Identities, Identity, IdentityError, vault_scope};
+use crate::csi::params::{self, MountParams, ObjectSpec, ParamError, VaultName};
+use crate::observability::metrics::{MountMetrics, ServerMetrics};
+use crate::proto::csi_v1alpha1 as pb;
+
+/// The API version the driver speaks.
+pub const API_VERSION: &str = "v1alpha1";
+/// `runtime_name` of `Version`.
+pub const RUNTIME_NAME: &str = "akv-bridge";
+/// The driver refuses responses over 4 MiB.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Files synced to a Kubernetes Secret must stay under 1 MiB: warned past it.
+pub const WARN_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Every way a Mount can fail. Messages name the object; none carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The request's parameters.
+    #[error("invalid SecretProviderClass parameters: {0}")]
+    Params(#[from] ParamError),
+    /// `cloudName` or the vault URL.
+    #[error("{0}")]
+    Config(String),
+    /// The identity.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Reading an object failed.
+    #[error("{object}: {error}")]
+    Object {
+        /// `secret db-password in vault kv-prod`.
+        object: String,
+        /// Cause.
+        error: KvError,
+    },
+    /// The object's content could not be turned into files.
+    #[error("{object}: {error}")]
+    Content {
+        /// The object.
+        object: String,
+        /// Cause.
+        error: ContentError,
+    },
+    /// `objectVersion` is not among the enabled versions (version history).
+    #[error("{object}: version {version} is not an enabled version")]
+    VersionNotListed {
+        /// The object.
+        object: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// Two files would have the same path.
+    #[error("two objects write the same file {0:?}; give one an objectAlias")]
+    DuplicatePath(String),
+    /// The response would exceed what the driver accepts.
+    #[error(
+        "the objects add up to {0} bytes, more than the driver's 4 MiB limit; split them \
+         across SecretProviderClasses"
+    )]
+    TooLarge(usize),
+    /// The mount's deadline passed.
+    #[error("the mount did not finish within {0:?} (Key Vault slow or throttling)")]
+    Timeout(Duration),
+}
+
+impl MountError {
+    /// The gRPC status: the single place mount errors become codes.
+    pub fn to_status(&self) -> Status {
+        let code = match self {
+            Self::Params(_) | Self::Config(_) | Self::DuplicatePath(_) => Code::InvalidArgument,
+            Self::Identity(IdentityError::BadToken(_)) => Code::InvalidArgument,
+            Self::Identity(IdentityError::Rejected(_)) => Code::Unauthenticated,
+            Self::Identity(IdentityError::Unavailable(_)) => Code::Unavailable,
+            Self::Identity(IdentityError::Setup(_)) => Code::InvalidArgument,
+            Self::Object { error, .. } => match error {
+                KvError::NotFound(_) => Code::NotFound,
+                KvError::PermissionDenied(_) => Code::PermissionDenied,
+                KvError::Unauthenticated(_) => Code::Unauthenticated,
+                KvError::KeyUnusable { .. } => Code::FailedPrecondition,
+                KvError::Rejected(_) => Code::InvalidArgument,
+                KvError::Throttled => Code::ResourceExhausted,
+                KvError::Unavailable(_) => Code::Unavailable,
+                KvError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            },
+            Self::VersionNotListed { .. } => Code::NotFound,
+            Self::Content { .. } => Code::FailedPrecondition,
+            Self::TooLarge(_) => Code::ResourceExhausted,
+            Self::Timeout(_) => Code::DeadlineExceeded,
+        };
+        Status::new(code, self.to_string())
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Params(_) | Self::Config(_) | Self::DuplicatePath(_) => "invalid",
+            Self::Identity(_) => "identity",
+            Self::Object { error, .. } => error.label(),
+            Self::VersionNotListed { .. } => "not_found",
+            Self::Content { .. } => "content",
+            Self::TooLarge(_) => "too_large",
+            Self::Timeout(_) => "deadline_exceeded",
+        }
+    }
+}
+
+/// How vault names become URLs.
+#[derive(Debug, Clone)]
+pub enum VaultUrls {
+    /// `https://<name>.<the mount's cloud's suffix>`.
+    Cloud,
+    /// A template with `{name}`.
+    Template(String),
+}
+
+impl VaultUrls {
+    fn url(&self, name: &VaultName, cloud: Cloud) -> String {
+        match self {
+            Self::Cloud => format!("https://{}.{}", name.as_str(), cloud.key_vault_dns_suffix()),
+            Self::Template(t) => t.replace("{name}", name.as_str()),
+        }
+    }
+}
+
+/// Provider-wide settings of the Mount.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// File rendering flags.
+    pub provider: ProviderOptions,
+    /// Vault URLs.
+    pub vault_urls: VaultUrls,
+    /// Deadline of a whole Mount.
+    pub timeout: Duration,
+    /// Objects of one mount read in parallel.
+    pub concurrency: usize,
+}
+
+/// The provider's shared state.
+#[derive(Debug)]
+pub struct Provider {
+    identities: Identities,
+    fetcher: Fetcher,
+    config: MountConfig,
+    metrics: ServerMetrics,
+    mounts: MountMetrics,
+}
+
+/// One file of the answer.
+struct OutFile {
+    path: String,
+    mode: u32,
+    contents: zeroize::Zeroizing<Vec<u8>>,
+}
+
+/// What one object contributed.
+struct ObjectResult {
+    files: Vec<OutFile>,
+    versions: Vec<pb::ObjectVersion>,
+    skipped: bool,
+    outcomes: Vec<Outcome>,
+}
+
+impl Provider {
+    /// The shared state.
+    pub fn new(
+        identities: Identities,
+        fetcher: Fetcher,
+        config: MountConfig,
+        metrics: ServerMetrics,
+        mounts: MountMetrics,
+    ) -> Self {
+        Self {
+            identities,
+            fetcher,
+            config,
+            metrics,
+            mounts,
+        }
+    }
+
+    /// Mounts one volume, within the configured deadline.
+    pub async fn mount(&self, request: &pb::MountRequest) -> Result<pb::MountResponse, MountError> {
+        let started = Instant::now();
+        let params = params::parse_mount(
+            &request.attributes,
+            &request.secrets,
+            &request.permission,
+            &request.target_path,
+        )?;
+        let timeout = self.config.timeout;
+        let result = match tokio::time::timeout(timeout, self.mount_parsed(&params)).await {
+            Ok(r) => r,
+            Err(_) => Err(MountError::Timeout(timeout)),
+        };
+        audit(&params, started, &result);
+        result.map(|(response, _)| response)
+    }
+
+    async fn mount_parsed(
+        &self,
+        params: &MountParams,
+    ) -> Result<(pb::MountResponse, MountSummary), MountError> {
+        let cloud = Cloud::parse(&params.cloud)
+            .map_err(|e| MountError::Config(format!("cloudName: {e}")))?;
+        let primary = self.config.vault_urls.url(&params.vault, cloud);
+        let scope = vault_scope(&primary).ok_or_else(|| {
+            MountError::Config(format!(
+                "vault URL {primary} has no domain to authenticate for"
+            ))
+        })?;
+        let identity = self.identities.resolve(params, cloud.authority_host())?;
+        self.identities.admit(&identity, params, &scope).await?;
+
+        let mut reads = Vec::with_capacity(params.objects.len());
+        for spec in &params.objects {
+            let vault = params.vault_for(spec);
+            let vault_url = self.config.vault_urls.url(vault, cloud);
+            let mode = params.mode_for(spec);
+            let identity = Arc::clone(&identity);
+            reads.push(async move { self.object(&identity, vault, &vault_url, spec, mode).await });
+        }
+        let results: Vec<Result<ObjectResult, MountError>> = futures::stream::iter(reads)
+            .buffered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+
+        let mut summary = MountSummary {
+            identity: identity.label.clone(),
+            ..MountSummary::default()
+        };
+        let mut response = pb::MountResponse::default();
+        let mut paths = BTreeSet::new();
+        let mut total = 0usize;
+        for result in results {
+            let object = result?;
+            summary.skipped += usize::from(object.skipped);
+            for o in object.outcomes {
+                match o {
+                    Outcome::Hit | Outcome::Coalesced | Outcome::Stale => summary.cached += 1,
+                    Outcome::Miss => summary.read += 1,
+                }
+            }
+            response.object_version.extend(object.versions);
+            for file in object.files {
+                if !paths.insert(file.path.clone()) {
+                    return Err(MountError::DuplicatePath(file.path));
+                }
+                total = total.saturating_add(file.contents.len() + file.path.len());
+                if total > MAX_RESPONSE_BYTES {
+                    return Err(MountError::TooLarge(total));
+                }
+                response.files.push(pb::File {
+                    path: file.path,
+                    // 0..=0o777, checked when parsed.
+                    mode: i32::try_from(file.mode).unwrap_or(0o644),
+                    contents: file.contents.to_vec(),
+                });
+            }
+        }
+        if total > WARN_RESPONSE_BYTES {
+            tracing::warn!(
+                bytes = total,
+                "the mount is over 1 MiB: syncing it to a Kubernetes Secret will fail"
+            );
+        }
+        summary.files = response.files.len();
+        summary.bytes = total;
+        self.mounts.observe_files(total);
+        Ok((response, summary))
+    }
+
+    /// Reads and renders one object (all its history entries).
+    async fn object(
+        &self,
+        identity: &Identity,
+        vault: &VaultName,
+        vault_url: &str,
+        spec: &ObjectSpec,
+        mode: u32,
+    ) -> Result<ObjectResult, MountError> {
+        let object_name = format!("{} {} in vault {vault}", spec.kind.as_str(), spec.name);
+        let err = |error: KvError| MountError::Object {
+            object: object_name.clone(),
+            error,
+        };
+        let mut result = ObjectResult {
+            files: Vec::new(),
+            versions: Vec::new(),
+            skipped: false,
+            outcomes: Vec::new(),
+        };
+        let options = ObjectOptions {
+            format: spec.format,
+            encoding: spec.encoding,
+            json_key: spec.json_key.clone(),
+        };
+        let name = spec.name.as_str();
+
+        // Which versions to read, one per file.
+        let versions: Vec<Option<String>> = if spec.history == 0 {
+            vec![spec.version.clone()]
+        } else {
+            let (listed, outcome) = self
+                .fetcher
+                .versions(identity, vault_url, spec.kind, name)
+                .await;
+            result.outcomes.push(outcome);
+            match &*listed.map_err(err)? {
+                Fetched::Versions(all) => {
+                    let start = match &spec.version {
+                        None => 0,
+                        Some(v) => all.iter().position(|x| x == v).ok_or_else(|| {
+                            MountError::VersionNotListed {
+                                object: object_name.clone(),
+                                version: v.clone(),
+                            }
+                        })?,
+                    };
+                    all.iter()
+                        .skip(start)
+                        .take(spec.history as usize)
+                        .map(|v| Some(v.clone()))
+                        .collect()
+                }
+                _ => return self.missing(spec, &object_name, result),
+            }
+        };
+
+        let reads = futures::future::join_all(versions.iter().map(|v| {
+            self.fetcher
+                .object(identity, vault_url, spec.kind, name, v.as_deref())
+        }))
+        .await;
+        for ((fetched, outcome), file) in reads.into_iter().zip(&spec.files) {
+            result.outcomes.push(outcome);
+            let fetched = fetched.map_err(err)?;
+            let (version, object) = match &*fetched {
+                Fetched::Object { version, object } => (version, object),
+                _ => return self.missing(spec, &object_name, result),
+            };
+            let rendered =
+                content::render(object, &options, &self.config.provider).map_err(|error| {
+                    MountError::Content {
+                        object: object_name.clone(),
+                        error,
+                    }
+                })?;
+            for out in rendered {
+                let path = match out.suffix {
+                    None => file.path.clone(),
+                    Some(suffix) => file.path.with_suffix(suffix).map_err(|e| {
+                        MountError::Config(format!("{object_name}: file path: {e}"))
+                    })?,
+                };
+                result.files.push(OutFile {
+                    path: path.as_str().to_owned(),
+                    mode,
+                    contents: out.contents,
+                });
+            }
+            result.versions.push(pb::ObjectVersion {
+                id: file.id.clone(),
+                version: version.clone(),
+            });
+        }
+        self.mounts.object(spec.kind.as_str(), "ok");
+        Ok(result)
+    }
+
+    /// A missing object: skipped when optional (reported with an empty version), an error
+    /// otherwise.
+    fn missing(
+        &self,
+        spec: &ObjectSpec,
+        object_name: &str,
+        mut result: ObjectResult,
+    ) -> Result<ObjectResult, MountError> {
+        if !spec.optional {
+            self.mounts.object(spec.kind.as_str(), "not_found");
+            return Err(MountError::Object {
+                object: object_name.to_owned(),
+                error: KvError::NotFound(format!("{} {}", spec.kind.as_str(), spec.name)),
+            });
+        }
+        tracing::info!(object = object_name, "optional object not found; skipped");
+        self.mounts.object(spec.kind.as_str(), "skipped");
+        result.skipped = true;
+        result.files.clear();
+        result.versions = vec![pb::ObjectVersion {
+            id: spec.id.clone(),
+            version: String::new(),
+        }];
+        Ok(result)
+    }
+
+    fn observe<T>(
+        &self,
+        method: &str,
+        started: Instant,
+        result: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.metrics.rpc(method, code, started.elapsed());
+        result.map(Response::new)
+    }
+}
+
+/// What a mount did, for the audit line.
+#[derive(Debug, Default)]
+struct MountSummary {
+    identity: String,
+    files: usize,
+    bytes: usize,
+    skipped: usize,
+    cached: usize,
+    read: usize,
+}
+
+fn audit(
+    params: &MountParams,
+    started: Instant,
+    result: &Result<(pb::MountResponse, MountSummary), MountError>,
+) {
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let pod = format!(
+        "{}/{}",
+        params.pod.namespace.as_deref().unwrap_or("-"),
+        params.pod.name.as_deref().unwrap_or("-")
+    );
+    let spc = params.secret_provider_class.as_deref().unwrap_or("-");
+    match result {
+        Ok((_, s)) => tracing::info!(
+            target: "audit",
+            rpc = "Mount",
+            pod,
+            spc,
+            vault = %params.vault,
+            identity = %s.identity,
+            objects = params.objects.len(),
+            files = s.files,
+            bytes = s.bytes,
+            skipped = s.skipped,
+            from_cache = s.cached,
+            keyvault_reads = s.read,
+            outcome = "ok",
+            latency_ms
+        ),
+        Err(e) => tracing::warn!(
+            target: "audit",
+            rpc = "Mount",
+            pod,
+            spc,
+            vault = %params.vault,
+            objects = params.objects.len(),
+            outcome = e.label(),
+            error = %e,
+            latency_ms
+        ),
+    }
+}
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct CsiService(pub Arc<Provider>);
+
+#[tonic::async_trait]
+impl pb::csi_driver_provider_server::CsiDriverProvider for CsiService {
+    async fn version(
+        &self,
+        _request: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::VersionResponse>, Status> {
+        let started = Instant::now();
+        let response = pb::VersionResponse {
+            version: API_VERSION.to_owned(),
+            runtime_name: RUNTIME_NAME.to_owned(),
+            runtime_version: crate::SEMVER.to_owned(),
+        };
+        self.0.observe("Version", started, Ok(response))
+    }
+
+    async fn mount(
+        &self,
+        request: Request<pb::MountRequest>,
+    ) -> Result<Response<pb::MountResponse>, Status> {
+        let started = Instant::now();
+        let result = self
+            .0
+            .mount(request.get_ref())
+            .await
+            .map_err(|e| e.to_status());
+        self.0.mounts.mount(match &result {
+            Ok(_) => "ok",
+            Err(_) => "error",
+        });
+        self.0.observe("Mount", started, result)
+    }
+}

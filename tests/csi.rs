@@ -1,0 +1,952 @@
+//! The CSI provider over its real Unix socket, against mock-vault running as an HTTPS server:
+//! every object type and format (certificates checked by parsing what was produced),
+//! version history, aliases, modes, optional objects, JSON field extraction, several
+//! vaults, each auth mode, isolation between identities, 403/404/429, the cache's
+//! Key Vault economy, and hostile paths.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use akv_bridge::proto::csi_v1alpha1 as pb;
+use common::*;
+use mock_vault::{FaultKind, FaultSpec, MockVault, Scope};
+use pb::csi_driver_provider_client::CsiDriverProviderClient;
+use serde_json::{Value, json};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const APP: &str = "11111111-0000-0000-0000-00000000a991";
+const OTHER: &str = "22222222-0000-0000-0000-00000000a992";
+const SP: &str = "33333333-0000-0000-0000-0000000005b1";
+const SP_NOCERT: &str = "44444444-0000-0000-0000-0000000005b2";
+
+const FIXTURE: &str = r#"
+vaults:
+  - name: kv1
+    secrets:
+      - {name: db-password, value: "s3cr3t-db", content_type: text/plain}
+      - {name: api-key, values: [key-v1, key-v2, key-v3]}
+      - {name: creds, value: '{"user":"app","password":"pa55","port":5432}'}
+      - {name: hexval, value: "68656c6c6f"}
+      - {name: b64val, value: "aGVsbG8gd29ybGQ="}
+    certificates:
+      - {name: web, dns_names: [web.example.com], issuer: MockCA}
+      - {name: web-pem, dns_names: [pem.example.com], issuer: MockCA, content_type: application/x-pem-file}
+    keys:
+      - {name: rsa-key, kty: RSA, size: 2048}
+      - {name: ec-key, kty: EC, crv: P-256, versions: 2}
+  - name: kv2
+    secrets:
+      - {name: other-secret, value: "from-kv2"}
+identities:
+  - name: app
+    client_id: 11111111-0000-0000-0000-00000000a991
+    federated: [{subject: "system:serviceaccount:apps:web"}]
+    permissions: {"*": {secrets: [get, list], certificates: [get, list], keys: [get, list]}}
+  - name: other
+    client_id: 22222222-0000-0000-0000-00000000a992
+    federated: [{subject: "system:serviceaccount:other:sa"}]
+    permissions: {kv2: {secrets: [get]}}
+  - name: sp
+    client_id: 33333333-0000-0000-0000-0000000005b1
+    client_secret: sp-secret-value
+    permissions: {kv1: {secrets: [get]}}
+  - name: sp-nocert
+    client_id: 44444444-0000-0000-0000-0000000005b2
+    client_secret: nocert-secret-value
+    permissions: {kv1: {secrets: [get]}}
+  - name: node
+    client_id: 55555555-0000-0000-0000-0000000000e0
+    managed: system
+    permissions: {kv1: {secrets: [get]}}
+  - name: uami
+    client_id: 66666666-0000-0000-0000-0000000000e1
+    managed: user
+    permissions: {kv1: {secrets: [get]}}
+  - name: admin
+    client_id: 00000000-0000-0000-0000-0000000000ad
+    client_secret: admin-secret
+"#;
+
+struct Env {
+    mock: MockVault,
+    _dir: tempfile::TempDir,
+    provider: Provider,
+}
+
+async fn env_with(extra: &[&str]) -> Env {
+    let mock = mock(FIXTURE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("providers/azure.sock");
+    let mut flags = csi_flags(&mock, &socket);
+    flags.extend(extra.iter().map(|s| (*s).to_owned()));
+    let provider = Provider::start(flags, &socket).await.unwrap();
+    Env {
+        mock,
+        _dir: dir,
+        provider,
+    }
+}
+
+async fn env() -> Env {
+    env_with(&[]).await
+}
+
+impl Env {
+    async fn client(&self) -> CsiDriverProviderClient<Channel> {
+        CsiDriverProviderClient::new(channel(&self.provider.socket).await)
+            .max_decoding_message_size(8 * 1024 * 1024)
+    }
+
+    fn token(&self, ns: &str, sa: &str) -> String {
+        self.mock
+            .sa_token(
+                &format!("system:serviceaccount:{ns}:{sa}"),
+                Duration::from_secs(3600),
+            )
+            .unwrap()
+    }
+
+    /// Mount attributes for workload identity, as the driver merges them.
+    fn wi_attributes(&self, client_id: &str, token: &str, pod: &str, objects: &str) -> Value {
+        json!({
+            "keyvaultName": "kv1",
+            "tenantId": self.mock.info().tenant_id,
+            "clientID": client_id,
+            "objects": objects,
+            "secretProviderClass": "app-secrets",
+            "csi.storage.k8s.io/pod.name": pod,
+            "csi.storage.k8s.io/pod.namespace": "apps",
+            "csi.storage.k8s.io/pod.uid": "6b8f2f0e-0000-4000-8000-000000000001",
+            "csi.storage.k8s.io/serviceAccount.name": "web",
+            "csi.storage.k8s.io/ephemeral": "false",
+            "csi.storage.k8s.io/serviceAccount.tokens": json!({
+                "api://AzureADTokenExchange": {"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"}
+            }).to_string(),
+        })
+    }
+
+    async fn mount(
+        &self,
+        attributes: &Value,
+        secrets: &Value,
+    ) -> Result<pb::MountResponse, tonic::Status> {
+        self.client()
+            .await
+            .mount(pb::MountRequest {
+                attributes: attributes.to_string(),
+                secrets: secrets.to_string(),
+                target_path: "/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/s/mount".into(),
+                permission: "420".into(),
+                current_object_version: vec![],
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn mount_wi(&self, objects: &str) -> Result<pb::MountResponse, tonic::Status> {
+        let token = self.token("apps", "web");
+        let attrs = self.wi_attributes(APP, &token, "web-0", objects);
+        self.mount(&attrs, &json!({})).await
+    }
+
+    fn version_of(&self, vault: &str, path: &str) -> String {
+        let v = self
+            .mock
+            .admin(vault, http::Method::GET, path, Value::Null)
+            .unwrap();
+        let id = v["id"]
+            .as_str()
+            .or(v["kid"].as_str())
+            .unwrap_or_else(|| v["key"]["kid"].as_str().unwrap());
+        id.rsplit('/').next().unwrap().to_owned()
+    }
+}
+
+fn objects(entries: &[&str]) -> String {
+    let mut out = String::from("array:\n");
+    for e in entries {
+        out.push_str("  - |\n");
+        for line in e.lines() {
+            out.push_str("    ");
+            out.push_str(line.trim());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn files(r: &pb::MountResponse) -> BTreeMap<String, (i32, Vec<u8>)> {
+    r.files
+        .iter()
+        .map(|f| (f.path.clone(), (f.mode, f.contents.clone())))
+        .collect()
+}
+
+fn versions(r: &pb::MountResponse) -> BTreeMap<String, String> {
+    r.object_version
+        .iter()
+        .map(|v| (v.id.clone(), v.version.clone()))
+        .collect()
+}
+
+fn fault(kind: FaultKind, operation: Option<&str>, count: Option<u64>) -> FaultSpec {
+    FaultSpec {
+        kind,
+        scope: Scope {
+            operation: operation.map(str::to_owned),
+            ..Scope::default()
+        },
+        count,
+        fraction: None,
+        duration_ms: None,
+    }
+}
+
+fn pem_blocks(bytes: &[u8]) -> Vec<pem::Pem> {
+    pem::parse_many(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn version_answers_v1alpha1_with_a_semver_runtime_version() {
+    let env = env().await;
+    let v = env
+        .client()
+        .await
+        .version(pb::VersionRequest {
+            version: "v1alpha1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.version, "v1alpha1");
+    assert_eq!(v.runtime_name, "akv-bridge");
+    let parts: Vec<&str> = v.runtime_version.split('.').collect();
+    assert_eq!(parts.len(), 3, "{}", v.runtime_version);
+    assert!(parts.iter().all(|p| p.parse::<u32>().is_ok()));
+    // The socket is private to the driver.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&env.provider.socket)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The standard gRPC health service answers too.
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(channel(&env.provider.socket).await);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "v1alpha1.CSIDriverProvider".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status, 1, "SERVING");
+}
+
+#[tokio::test]
+async fn secrets_are_written_as_is_decoded_or_as_one_json_field() {
+    let env = env().await;
+    let r = env
+        .mount_wi(&objects(&[
+            "objectName: db-password\nobjectType: secret",
+            "objectName: hexval\nobjectType: secret\nobjectEncoding: hex\nobjectAlias: hex.txt",
+            "objectName: b64val\nobjectType: secret\nobjectEncoding: base64\nobjectAlias: b64.txt\nfilePermission: \"0600\"",
+            "objectName: creds\nobjectType: secret\nobjectJsonKey: password\nobjectAlias: db/password",
+            "objectName: creds\nobjectType: secret\nobjectJsonKey: port\nobjectAlias: db/port",
+        ]))
+        .await
+        .unwrap();
+    let f = files(&r);
+    assert_eq!(f["db-password"], (0o644, b"s3cr3t-db".to_vec()));
+    assert_eq!(f["hex.txt"].1, b"hello");
+    assert_eq!(f["b64.txt"], (0o600, b"hello world".to_vec()));
+    assert_eq!(f["db/password"].1, b"pa55");
+    assert_eq!(f["db/port"].1, b"5432");
+    let v = versions(&r);
+    assert_eq!(
+        v["secret/db-password"],
+        env.version_of("kv1", "/secrets/db-password")
+    );
+    assert_eq!(r.object_version.len(), 5);
+}
+
+#[tokio::test]
+async fn certificates_become_pem_key_and_ordered_chain_or_stay_pfx() {
+    let env = env().await;
+    let r = env
+        .mount_wi(&objects(&[
+            "objectName: web\nobjectType: secret\nobjectAlias: tls/bundle.pem",
+            "objectName: web\nobjectType: secret\nobjectFormat: pfx\nobjectEncoding: base64\nobjectAlias: tls/web.pfx",
+            "objectName: web\nobjectType: cert\nobjectAlias: tls/leaf.pem",
+            "objectName: web-pem\nobjectType: secret",
+        ]))
+        .await
+        .unwrap();
+    let f = files(&r);
+
+    // PEM: the PKCS#8 key, then leaf, intermediate, root.
+    let blocks = pem_blocks(&f["tls/bundle.pem"].1);
+    let tags: Vec<&str> = blocks.iter().map(pem::Pem::tag).collect();
+    assert_eq!(
+        tags,
+        ["PRIVATE KEY", "CERTIFICATE", "CERTIFICATE", "CERTIFICATE"]
+    );
+    let certs: Vec<_> = blocks[1..]
+        .iter()
+        .map(|b| {
+            let (_, c) = x509_parser::parse_x509_certificate(b.contents()).unwrap();
+            (c.subject().to_string(), c.issuer().to_string())
+        })
+        .collect();
+    assert!(
+        certs[0].0.contains("web.example.com") || certs[0].0.contains("web"),
+        "{certs:?}"
+    );
+    assert_eq!(certs[0].1, certs[1].0, "leaf is issued by the next one");
+    assert_eq!(certs[1].1, certs[2].0, "intermediate is issued by the root");
+    assert_eq!(
+        certs[2].0, certs[2].1,
+        "the chain ends at the self-signed root"
+    );
+
+    // The leaf object is the bundle's leaf, alone.
+    let leaf = pem_blocks(&f["tls/leaf.pem"].1);
+    assert_eq!(leaf.len(), 1);
+    assert_eq!(leaf[0].contents(), blocks[1].contents());
+
+    // PFX as stored, decoded from base64: a PKCS#12 file with the key and the chain.
+    let pfx = p12_keystore::Pkcs12Archive::from_pkcs12(&f["tls/web.pfx"].1, "").unwrap();
+    assert_eq!(pfx.keys.len(), 1);
+    assert_eq!(pfx.certs.len(), 3);
+    assert!(
+        pfx.certs
+            .iter()
+            .any(|bag| bag.cert.as_der() == blocks[1].contents())
+    );
+
+    // A PEM-stored certificate passes through.
+    let pem_stored = pem_blocks(&f["web-pem"].1);
+    assert!(pem_stored.iter().any(|b| b.tag() == "PRIVATE KEY"));
+    assert!(pem_stored.iter().any(|b| b.tag() == "CERTIFICATE"));
+    assert_eq!(
+        versions(&r)["cert/web"],
+        env.version_of("kv1", "/certificates/web")
+    );
+}
+
+#[tokio::test]
+async fn separate_cert_and_key_files_when_asked() {
+    let env = env_with(&["--write-cert-and-key-in-separate-files"]).await;
+    let r = env
+        .mount_wi(&objects(&["objectName: web\nobjectType: secret"]))
+        .await
+        .unwrap();
+    let f = files(&r);
+    let crt = pem_blocks(&f["web.crt"].1);
+    let key = pem_blocks(&f["web.key"].1);
+    assert_eq!(crt.len(), 3);
+    assert!(crt.iter().all(|b| b.tag() == "CERTIFICATE"));
+    assert_eq!(key.len(), 1);
+    assert_eq!(key[0].tag(), "PRIVATE KEY");
+    assert!(f.contains_key("web"));
+}
+
+#[tokio::test]
+async fn keys_become_pkix_public_keys() {
+    let env = env().await;
+    let r = env
+        .mount_wi(&objects(&[
+            "objectName: rsa-key\nobjectType: key",
+            "objectName: ec-key\nobjectType: key",
+        ]))
+        .await
+        .unwrap();
+    let f = files(&r);
+    let jwk = env
+        .mock
+        .admin("kv1", http::Method::GET, "/keys/rsa-key", Value::Null)
+        .unwrap();
+    for (name, oid) in [
+        ("rsa-key", "1.2.840.113549.1.1.1"),
+        ("ec-key", "1.2.840.10045.2.1"),
+    ] {
+        let blocks = pem_blocks(&f[name].1);
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].tag(), "PUBLIC KEY");
+        let (_, spki) =
+            <x509_parser::x509::SubjectPublicKeyInfo<'_> as x509_parser::prelude::FromDer<
+                '_,
+                x509_parser::error::X509Error,
+            >>::from_der(blocks[0].contents())
+            .unwrap();
+        assert_eq!(spki.algorithm.algorithm.to_id_string(), oid);
+    }
+    let rsa_der = pem_blocks(&f["rsa-key"].1)[0].contents().to_vec();
+    let (_, spki) =
+        <x509_parser::x509::SubjectPublicKeyInfo<'_> as x509_parser::prelude::FromDer<
+            '_,
+            x509_parser::error::X509Error,
+        >>::from_der(&rsa_der)
+        .unwrap();
+    let n = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        jwk["key"]["n"].as_str().unwrap(),
+    )
+    .unwrap();
+    match spki.parsed().unwrap() {
+        x509_parser::public_key::PublicKey::RSA(rsa) => {
+            let modulus: Vec<u8> = rsa
+                .modulus
+                .iter()
+                .copied()
+                .skip_while(|b| *b == 0)
+                .collect();
+            assert_eq!(modulus, n);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        versions(&r)["key/rsa-key"],
+        env.version_of("kv1", "/keys/rsa-key")
+    );
+}
+
+#[tokio::test]
+async fn version_history_mounts_the_newest_versions_under_the_alias() {
+    let env = env().await;
+    let r = env
+        .mount_wi(&objects(&[
+            "objectName: api-key\nobjectType: secret\nobjectVersionHistory: 2\nobjectAlias: api",
+            "objectName: ec-key\nobjectType: key\nobjectVersionHistory: 5",
+        ]))
+        .await
+        .unwrap();
+    let f = files(&r);
+    assert_eq!(f["api/0"].1, b"key-v3");
+    assert_eq!(f["api/1"].1, b"key-v2");
+    assert!(!f.contains_key("api/2"));
+    // Only two versions exist: two files.
+    assert!(f.contains_key("ec-key/0") && f.contains_key("ec-key/1"));
+    assert!(!f.contains_key("ec-key/2"));
+    let v = versions(&r);
+    assert_eq!(
+        v["secret/api-key/0"],
+        env.version_of("kv1", "/secrets/api-key")
+    );
+    assert!(v.contains_key("secret/api-key/1"));
+    assert_ne!(v["secret/api-key/0"], v["secret/api-key/1"]);
+
+    // An explicit version with history starts there.
+    let oldest = {
+        let list = env
+            .mock
+            .admin(
+                "kv1",
+                http::Method::GET,
+                "/secrets/api-key/versions",
+                Value::Null,
+            )
+            .unwrap();
+        let ids: Vec<String> = list["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                v["id"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let mut found = None;
+        for id in ids {
+            let value = env
+                .mock
+                .admin(
+                    "kv1",
+                    http::Method::GET,
+                    &format!("/secrets/api-key/{id}"),
+                    Value::Null,
+                )
+                .unwrap();
+            if value["value"] == "key-v2" {
+                found = Some(id);
+            }
+        }
+        found.unwrap()
+    };
+    let r = env
+        .mount_wi(&objects(&[&format!(
+            "objectName: api-key\nobjectType: secret\nobjectVersion: {oldest}\nobjectVersionHistory: 3"
+        )]))
+        .await
+        .unwrap();
+    let f = files(&r);
+    assert_eq!(f["api-key/0"].1, b"key-v2");
+    assert_eq!(f["api-key/1"].1, b"key-v1");
+}
+
+#[tokio::test]
+async fn optional_objects_are_skipped_and_required_ones_fail_naming_the_object() {
+    let env = env().await;
+    let r = env
+        .mount_wi(&objects(&[
+            "objectName: db-password\nobjectType: secret",
+            "objectName: not-there\nobjectType: secret\noptional: true",
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(r.files.len(), 1);
+    assert_eq!(versions(&r)["secret/not-there"], "");
+    let err = env
+        .mount_wi(&objects(&["objectName: not-there\nobjectType: cert"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        err.message().contains("cert not-there in vault kv1")
+            && err.message().contains("not found"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn one_class_can_read_several_vaults() {
+    let env = env().await;
+    let r = env
+        .mount_wi(&objects(&[
+            "objectName: db-password\nobjectType: secret",
+            "objectName: other-secret\nobjectType: secret\nkeyvaultName: kv2",
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(files(&r)["other-secret"].1, b"from-kv2");
+}
+
+#[tokio::test]
+async fn workload_identities_never_serve_each_other() {
+    let env = env().await;
+    let objs = objects(&["objectName: db-password\nobjectType: secret"]);
+    // Pod A (apps/web, federated for APP) mounts and fills the cache.
+    env.mount_wi(&objs).await.unwrap();
+    let reads = env.mock.stats().authenticated("secrets.get");
+
+    // Pod B (other/sa) names APP's client id: Entra refuses its token, nothing is served.
+    let token_b = env.token("other", "sa");
+    let attrs = env.wi_attributes(APP, &token_b, "intruder", &objs);
+    let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+    assert!(
+        err.message().contains("did not accept"),
+        "{}",
+        err.message()
+    );
+
+    // A forged token claiming pod A's subject (not signed by the issuer): refused, although
+    // pod A's data is cached under that subject.
+    let real = env.token("apps", "web");
+    let mut parts: Vec<&str> = real.split('.').collect();
+    parts[2] = "Zm9yZ2Vk";
+    let forged = parts.join(".");
+    let attrs = env.wi_attributes(APP, &forged, "forger", &objs);
+    let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+
+    // Pod B with its own identity: reads what it may (kv2), not kv1.
+    let attrs = env.wi_attributes(OTHER, &token_b, "b-0", &objs);
+    let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("secrets/get"), "{}", err.message());
+    let attrs = env.wi_attributes(
+        OTHER,
+        &token_b,
+        "b-0",
+        &objects(&["objectName: other-secret\nobjectType: secret\nkeyvaultName: kv2"]),
+    );
+    assert_eq!(env.mount(&attrs, &json!({})).await.unwrap().files.len(), 1);
+    // No failed attempt was answered from pod A's cache entry or read kv1 for A.
+    assert_eq!(env.mock.stats().authenticated("secrets.get"), reads + 2);
+}
+
+#[tokio::test]
+async fn service_principal_from_node_publish_secret() {
+    let env = env().await;
+    let attrs = json!({
+        "keyvaultName": "kv1",
+        "tenantID": env.mock.info().tenant_id,
+        "objects": objects(&["objectName: db-password\nobjectType: secret"]),
+    });
+    // Keys matched case-insensitively, as the Go provider does.
+    let r = env
+        .mount(
+            &attrs,
+            &json!({"ClientID": SP, "ClientSecret": "sp-secret-value"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(files(&r)["db-password"].1, b"s3cr3t-db");
+    // A wrong secret for the same client id is not served from the cache.
+    let err = env
+        .mount(
+            &attrs,
+            &json!({"clientid": SP, "clientsecret": "wrong-secret-value"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+    assert!(!err.message().contains("wrong-secret-value"));
+    // 403 names the missing permission.
+    let attrs = json!({
+        "keyvaultName": "kv1",
+        "tenantID": env.mock.info().tenant_id,
+        "objects": objects(&["objectName: web\nobjectType: cert"]),
+    });
+    let err = env
+        .mount(
+            &attrs,
+            &json!({"clientid": SP_NOCERT, "clientsecret": "nocert-secret-value"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("cert web in vault kv1")
+            && err.message().contains("certificates/get"),
+        "{}",
+        err.message()
+    );
+    // Missing credentials: a clear invalid-argument error.
+    let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+}
+
+#[tokio::test]
+async fn pods_of_one_identity_share_reads_and_coalesce() {
+    let env = env_with(&["--latest-cache-ttl=2s"]).await;
+    let objs = objects(&[
+        "objectName: db-password\nobjectType: secret",
+        "objectName: api-key\nobjectType: secret",
+        "objectName: web\nobjectType: cert",
+    ]);
+    env.mock
+        .add_fault(fault(
+            FaultKind::Latency {
+                fixed_ms: Some(100),
+                min_ms: None,
+                max_ms: None,
+            },
+            None,
+            None,
+        ))
+        .unwrap();
+    let before = env.mock.stats();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let token = env.token("apps", "web");
+        let attrs = env.wi_attributes(APP, &token, &format!("web-{i}"), &objs);
+        let client = env.client().await;
+        tasks.push(tokio::spawn(async move {
+            let mut client = client;
+            client
+                .mount(pb::MountRequest {
+                    attributes: attrs.to_string(),
+                    secrets: "{}".into(),
+                    target_path: "/var/lib/kubelet/pods/x/mount".into(),
+                    permission: "420".into(),
+                    current_object_version: vec![],
+                })
+                .await
+                .map(|r| r.into_inner().files.len())
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 3);
+    }
+    let after = env.mock.stats();
+    let reads = |s: &mock_vault::Snapshot| {
+        s.authenticated("secrets.get") + s.authenticated("certificates.get")
+    };
+    assert_eq!(
+        reads(&after) - reads(&before),
+        3,
+        "20 pods, 3 objects: one Key Vault read per object"
+    );
+    // After the latest TTL, one more read per object.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    env.mount_wi(&objs).await.unwrap();
+    assert_eq!(reads(&env.mock.stats()) - reads(&before), 6);
+}
+
+#[tokio::test]
+async fn throttling_is_absorbed_and_a_storm_fails_clearly_in_time() {
+    let env = env_with(&["--keyvault-timeout=4s", "--mount-timeout=8s"]).await;
+    let objs = objects(&["objectName: db-password\nobjectType: secret"]);
+    // Two 429s with Retry-After: 1: honoured, then success.
+    env.mock
+        .add_fault(fault(
+            FaultKind::Throttle {
+                retry_after_secs: 1,
+            },
+            Some("secrets.get"),
+            Some(2),
+        ))
+        .unwrap();
+    let started = std::time::Instant::now();
+    env.mount_wi(&objs).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After was honoured"
+    );
+    let statuses: Vec<u16> = env
+        .mock
+        .request_log(100)
+        .iter()
+        .filter(|e| e.operation == "secrets.get")
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.len() <= 4,
+        "{statuses:?}: the auth challenge, two throttled attempts, one success; no more"
+    );
+
+    // A storm: every read throttled. The mount fails inside its deadline with
+    // RESOURCE_EXHAUSTED (not UNAVAILABLE, which the driver would retry at once), and the
+    // requests are bounded by the retry budget.
+    env.mock.reset_stats();
+    env.mock
+        .add_fault(fault(
+            FaultKind::Throttle {
+                retry_after_secs: 1,
+            },
+            Some("secrets.get"),
+            None,
+        ))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = env
+        .mount_wi(&objects(&["objectName: api-key\nobjectType: secret"]))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(9));
+    assert!(
+        matches!(err.code(), Code::ResourceExhausted | Code::DeadlineExceeded),
+        "{err:?}"
+    );
+    assert!(env.mock.stats().operation("secrets.get") <= 6);
+}
+
+#[tokio::test]
+async fn hostile_paths_and_duplicates_are_refused_naming_the_object() {
+    let env = env().await;
+    for alias in [
+        "../escape",
+        "/etc/passwd",
+        "a/../../b",
+        "a//b",
+        "a\\\\..\\\\b",
+        "./x/..",
+        "",
+    ] {
+        let objs = objects(&[&format!(
+            "objectName: db-password\nobjectType: secret\nobjectAlias: \"{alias}\""
+        )]);
+        match env.mount_wi(&objs).await {
+            Err(e) if alias.is_empty() => assert_eq!(e.code(), Code::InvalidArgument, "{e:?}"),
+            Err(e) => {
+                assert_eq!(e.code(), Code::InvalidArgument, "{alias}: {e:?}");
+                assert!(
+                    e.message().contains("db-password"),
+                    "{alias}: {}",
+                    e.message()
+                );
+            }
+            // An empty alias means "no alias" in the Go provider.
+            Ok(r) if alias.is_empty() => assert!(files(&r).contains_key("db-password")),
+            Ok(r) => panic!("{alias:?} accepted: {:?}", files(&r).keys()),
+        }
+    }
+    let long = "x".repeat(300);
+    let err = env
+        .mount_wi(&objects(&[&format!(
+            "objectName: db-password\nobjectType: secret\nobjectAlias: {long}"
+        )]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = env
+        .mount_wi(&objects(&[
+            "objectName: db-password\nobjectType: secret\nobjectAlias: same",
+            "objectName: api-key\nobjectType: secret\nobjectAlias: same",
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("same"), "{}", err.message());
+    // Deprecated pod identity: refused with a clear reason.
+    let token = env.token("apps", "web");
+    let mut attrs = env.wi_attributes(
+        APP,
+        &token,
+        "p",
+        &objects(&["objectName: db-password\nobjectType: secret"]),
+    );
+    attrs["usePodIdentity"] = json!("true");
+    let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().to_lowercase().contains("deprecated"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn probe_csi_mounts_a_secret_provider_class_and_writes_the_files() {
+    let env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spc = dir.path().join("spc.yaml");
+    let spc_body = format!(
+        "apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata:
+  name: app-secrets
+spec:
+  provider: azure
+  parameters:
+    keyvaultName: kv1
+    tenantId: \"{}\"
+    clientID: \"{APP}\"
+    objects: |
+      array:
+        - |
+          objectName: db-password
+          objectType: secret
+          objectAlias: config/db
+",
+        env.mock.info().tenant_id
+    );
+    std::fs::write(&spc, spc_body).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, env.token("apps", "web")).unwrap();
+    let out = dir.path().join("out");
+    let args = akv_bridge::cli::ProbeCsiArgs {
+        socket: format!("unix://{}", env.provider.socket.display()),
+        spc,
+        pod_token: Some(token),
+        secrets: None,
+        pod_name: "web-0".into(),
+        pod_namespace: "apps".into(),
+        service_account: "web".into(),
+        permission: 0o640,
+        out: Some(out.clone()),
+        timeout: Duration::from_secs(30),
+        json: false,
+    };
+    let report = akv_bridge::csi::probe::probe(&args).await.unwrap();
+    assert!(report.ok, "{}", report.to_table());
+    assert!(report.version.starts_with("v1alpha1 akv-bridge"));
+    assert_eq!(std::fs::read(out.join("config/db")).unwrap(), b"s3cr3t-db");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(out.join("config/db"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+    // The report lists, never prints, contents.
+    assert!(!report.to_table().contains("s3cr3t-db"));
+}
+
+/// Managed identity comes from the process environment (App Service-style endpoint here,
+/// IMDS on a VM), so this runs the real binary as its own process.
+#[tokio::test]
+async fn managed_identity_system_and_user_assigned_in_a_separate_process() {
+    let mock = mock(FIXTURE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("azure.sock");
+    let info = mock.info().clone();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_akv-bridge"))
+        .arg("csi")
+        .args(csi_flags(&mock, &socket))
+        .env("IDENTITY_ENDPOINT", &info.identity_endpoint)
+        .env("IDENTITY_HEADER", &info.identity_header)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::UnixStream::connect(&socket).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "provider did not start"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "provider exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = CsiDriverProviderClient::new(channel(&socket).await);
+    let mount = |extra: Value| {
+        let mut attrs = json!({
+            "keyvaultName": "kv1",
+            "tenantId": info.tenant_id,
+            "useVMManagedIdentity": "true",
+            "objects": objects(&["objectName: db-password\nobjectType: secret"]),
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            attrs[k] = v.clone();
+        }
+        pb::MountRequest {
+            attributes: attrs.to_string(),
+            secrets: "{}".into(),
+            target_path: "/var/lib/kubelet/pods/x/mount".into(),
+            permission: "420".into(),
+            current_object_version: vec![],
+        }
+    };
+    let r = client.mount(mount(json!({}))).await.unwrap().into_inner();
+    assert_eq!(r.files[0].contents, b"s3cr3t-db");
+    let r = client
+        .mount(mount(
+            json!({"userAssignedIdentityID": "66666666-0000-0000-0000-0000000000e1"}),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.files[0].contents, b"s3cr3t-db");
+    let by_identity = mock.stats().by_identity;
+    assert!(by_identity.keys().any(|k| k == "node"), "{by_identity:?}");
+    assert!(by_identity.keys().any(|k| k == "uami"), "{by_identity:?}");
+    // An identity the node does not have: a clear authentication error.
+    let err = client
+        .mount(mount(
+            json!({"userAssignedIdentityID": "77777777-0000-0000-0000-000000000000"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+    child.kill().await.unwrap();
+}
