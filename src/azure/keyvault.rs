@@ -513,6 +513,32 @@ fn key_info(key: &Key) -> Option<KeyInfo> {
     })
 }
 
+/// Whether an error (or any error under it) is a failure to reach the service at all, as
+/// opposed to the service refusing: an unreachable Entra is an outage, not bad credentials.
+pub(crate) fn transport_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(az) = err.downcast_ref::<azure_core::Error>()
+            && matches!(
+                az.kind(),
+                azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection
+            )
+        {
+            return true;
+        }
+        if let Some(r) = err.downcast_ref::<reqwest::Error>()
+            && (r.is_connect() || r.is_timeout() || r.is_request())
+        {
+            return true;
+        }
+        if err.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 /// Maps an SDK error to our classification. `permission` is the data action the call
 /// needed, so a 403 can name it; upstream messages are summarised, not forwarded.
 fn classify(e: &azure_core::Error, permission: &'static str, what: &str) -> KvError {
@@ -559,6 +585,9 @@ fn classify(e: &azure_core::Error, permission: &'static str, what: &str) -> KvEr
                 ),
                 _ => KvError::Unavailable(format!("HTTP {code}")),
             }
+        }
+        ErrorKind::Credential if transport_failure(e) => {
+            KvError::Unavailable("Microsoft Entra could not be reached".into())
         }
         ErrorKind::Credential => KvError::Unauthenticated(
             "could not get a token from Microsoft Entra (check the identity configuration)".into(),

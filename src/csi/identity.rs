@@ -415,6 +415,10 @@ impl Identities {
                             identity.label
                         ))
                     }
+                    _ if keyvault::transport_failure(&e) => IdentityError::Unavailable(format!(
+                        "{}: Microsoft Entra could not be reached",
+                        identity.label
+                    )),
                     _ => IdentityError::Rejected(format!(
                         "{}: Microsoft Entra did not accept the pod's service account token \
                          (check the federated identity credential's issuer and subject, and \

@@ -178,6 +178,10 @@ pub async fn serve(
         // Above the mount deadline, so the mount's own, clearer error answers first.
         .timeout(Duration::from_secs(150))
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        // The driver sends one Mount per volume: few streams, each request at most 4 MiB.
+        .max_concurrent_streams(Some(32))
+        .initial_stream_window_size(Some(1024 * 1024))
+        .initial_connection_window_size(Some(4 * 1024 * 1024))
         .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(

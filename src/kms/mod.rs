@@ -200,9 +200,14 @@ pub async fn serve(
     .max_decoding_message_size(MAX_MESSAGE);
     let v1 = kms_v1beta1::key_management_service_server::KeyManagementServiceServer::new(V1(kms))
         .max_decoding_message_size(MAX_MESSAGE);
+    // Memory per connection is bounded by the flow-control windows (what a client may send
+    // before we read it) and the streams it may open; connections by `authority::incoming`.
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .max_concurrent_streams(Some(256))
+        .initial_stream_window_size(Some(128 * 1024))
+        .initial_connection_window_size(Some(1024 * 1024))
         .add_service(v2)
         .add_service(v1)
         .serve_with_incoming_shutdown(
