@@ -34,6 +34,9 @@ pub enum Command {
     /// Everything on one machine: mock Key Vault, KMS plugin (needs the `dev` feature).
     #[cfg(feature = "dev")]
     Dev(crate::dev::DevArgs),
+    /// Benchmarks against mock-vault, servers as separate processes (needs the `dev` feature).
+    #[cfg(feature = "dev")]
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `akv-bridge probe …`.

@@ -23,12 +23,15 @@
 //! - [`csi`]: the CSI provider: mount parameters and file contents (pure), identities, the
 //!   Key Vault reads through the cache, the gRPC service, `probe csi`.
 //! - [`probe`]: `akv-bridge probe`, a client that behaves like kube-apiserver.
-//! - [`cli`]: the command-line flags; [`dev`] (feature `dev`): `akv-bridge dev`.
+//! - [`cli`]: the command-line flags; [`dev`] (feature `dev`): `akv-bridge dev`;
+//!   [`bench`] (feature `dev`): `akv-bridge bench`, figures against mock-vault.
 
 #![forbid(unsafe_code)]
 
 pub mod authority;
 pub mod azure;
+#[cfg(feature = "dev")]
+pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod csi;

@@ -38,6 +38,8 @@ async fn main() -> ExitCode {
         Command::Probe(ProbeCommand::Csi(args)) => probe_csi(args).await,
         #[cfg(feature = "dev")]
         Command::Dev(args) => akv_bridge::dev::main(args).await,
+        #[cfg(feature = "dev")]
+        Command::Bench(args) => akv_bridge::bench::main(args).await,
     }
 }
 
