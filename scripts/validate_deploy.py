@@ -15,9 +15,10 @@ checkov and hadolint).
 3. Checks that the pieces agree with each other: the plugin's socket and the
    EncryptionConfiguration's endpoint, the kube-apiserver mounts, the node's tmpfiles
    rules, the CSI provider's socket, symlink and host paths in every overlay; applies the
-   Cluster API patch to a CAPZ-shaped fixture; and checks the hardening rules of every
+   Cluster API patch to a CAPZ-shaped fixture; checks the hardening rules of every
    workload (non-root, read-only root, no privilege escalation, capabilities dropped,
-   seccomp, resources, probes).
+   seccomp, resources, probes); and checks that the Dockerfile's Rust image is new enough
+   for every crate the image builds.
 4. Runs checkov over deploy/ and the Dockerfile (zero failed checks; every skip carries a
    reason, and a skip that no longer matches a finding is an error) and hadolint over the
    Dockerfile (zero findings).
@@ -559,6 +560,42 @@ def check_csi(rendered: dict[str, list]) -> None:
             R.ok()
 
 
+def check_builder_rust_version() -> None:
+    """The Dockerfile's Rust image must be new enough for every crate the image builds
+    (`--locked` uses Cargo.lock as is, so a crate needing a newer compiler fails there)."""
+    m = re.search(r"^FROM rust:(\d+)\.(\d+)(?:\.(\d+))?", (ROOT / "Dockerfile").read_text(), re.M)
+    if not R.check(bool(m), "Dockerfile: no `FROM rust:<version>` builder"):
+        return
+    builder = tuple(int(x or 0) for x in m.groups())
+    try:
+        meta = json.loads(subprocess.run(
+            ["cargo", "metadata", "--locked", "--format-version", "1"],
+            cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+        tree = subprocess.run(
+            ["cargo", "tree", "--locked", "-p", "akv-bridge", "-e", "normal,build",
+             "--target", "x86_64-unknown-linux-musl", "--prefix", "none", "-f", "{p}"],
+            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        R.fail(f"cargo metadata/tree failed: {e}")
+        return
+    built = {tuple(l.split()[:2]) for l in tree.splitlines() if l.strip()}
+    need = []
+    for pkg in meta["packages"]:
+        if (pkg["name"], "v" + pkg["version"]) in built and pkg.get("rust_version"):
+            v = tuple(int(x) for x in (pkg["rust_version"].split(".") + ["0", "0"])[:3])
+            need.append((v, pkg["name"]))
+    top = max(need, default=((0, 0, 0), "-"))
+    R.check(
+        top[0] <= builder,
+        f"Dockerfile builds with Rust {'.'.join(map(str, builder))} but {top[1]} needs "
+        f"{'.'.join(map(str, top[0]))}: raise the FROM rust: tag",
+    )
+    R.figures["image toolchain"] = (
+        f"rust {'.'.join(map(str, builder))} >= {'.'.join(map(str, top[0]))}, the highest "
+        f"rust-version among the {len(built)} crates the image builds ({top[1]})"
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # Scanners
 # ---------------------------------------------------------------------------------------
@@ -733,6 +770,7 @@ def main() -> int:
     check_kms(rendered, standalone)
     check_capz_patch_applies(cmd)
     check_csi(rendered)
+    check_builder_rust_version()
     R.figures["consistency/hardening"] = f"{R.passed - before} checks passed"
 
     print("==> checkov (deploy/, Dockerfile)")
