@@ -115,6 +115,7 @@ async fn start_provider(env: &Env, name: &str, extra: &[String]) -> Result<Serve
     Server::start(
         name,
         &flags,
+        env.plan.args.server_log.as_deref(),
         &socket,
         env.dir.path().join(format!("{name}.log")),
     )

@@ -157,6 +157,10 @@ pub struct BenchArgs {
     /// CSI scale: the provider's `--latest-cache-ttl` (the rotation window).
     #[arg(long, default_value = "5s", value_parser = crate::cli::parse_duration)]
     pub window: Duration,
+    /// `RUST_LOG` for the servers (default: theirs, info with one audit line per KMS call
+    /// and per mount), e.g. `warn` to see what the audit lines cost.
+    #[arg(long)]
+    pub server_log: Option<String>,
     /// Write the JSON document (pretty) to this file as well.
     #[arg(long)]
     pub json_out: Option<PathBuf>,
@@ -243,7 +247,8 @@ impl Plan {
         Ok(plan)
     }
 
-    fn runs(&self, s: Scenario) -> bool {
+    /// Whether scenario `s` is to run.
+    pub fn runs(&self, s: Scenario) -> bool {
         self.args.only.is_empty() || self.args.only.contains(&s)
     }
 
@@ -269,6 +274,7 @@ impl Plan {
             "scale": {"pods": a.pods, "objects": a.scale_objects, "concurrency": a.scale_concurrency,
                       "latest_cache_ttl_seconds": a.window.as_secs_f64()},
             "entra_latency": "none injected (the latency applies to vault requests only)",
+            "server_rust_log": a.server_log,
         })
     }
 }
@@ -327,6 +333,20 @@ impl Env {
         let rss_kib = sampler.finish().await;
         let out = result?;
         let after = self.control().counters().await?;
+        let kv = after.since(&before);
+        // The request log holds the last 10,000 requests: read this run's (at most a
+        // background poll more), or its last 10,000 when it made more.
+        let logged = (kv.kv_requests + kv.entra).min(10_000);
+        let kv_side_ms = if kv.kv_authenticated > 0 {
+            let mut l = self.control().kv_side_latencies(logged).await?;
+            let skip = l
+                .len()
+                .saturating_sub(usize::try_from(kv.kv_authenticated).unwrap_or(usize::MAX));
+            l.drain(..skip);
+            l
+        } else {
+            Vec::new()
+        };
         let delta = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) => (a - b).max(0.0),
             _ => 0.0,
@@ -334,11 +354,12 @@ impl Env {
         Ok((
             out,
             Measure {
-                kv: after.since(&before),
+                kv,
                 rss_kib,
                 server_cpu_ms: delta(cpu_after.0, cpu_before.0),
                 mock_cpu_ms: delta(cpu_after.1, cpu_before.1),
                 client_cpu_ms: delta(cpu_after.2, cpu_before.2),
+                kv_side_ms,
             },
         ))
     }

@@ -114,6 +114,7 @@ impl Proc {
         name: &str,
         program: &Path,
         args: &[String],
+        envs: &[(&str, &str)],
         log: PathBuf,
         stdout: bool,
     ) -> Result<(Self, Option<tokio::process::ChildStdout>), BenchError> {
@@ -130,6 +131,7 @@ impl Proc {
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true);
         scrub_env(&mut cmd);
+        cmd.envs(envs.iter().copied());
         let mut child = cmd.spawn().map_err(|e| BenchError::Process {
             name: name.to_owned(),
             reason: format!("cannot start {}: {e}", program.display()),
@@ -254,6 +256,7 @@ impl Mock {
             "mock-vault",
             bin,
             &args,
+            &[],
             dir.path().join("mock-vault.log"),
             true,
         )?;
@@ -313,16 +316,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts this executable with `args` and waits until `socket` accepts connections.
+    /// Starts this executable with `args` (and `RUST_LOG=log_filter` if given) and waits
+    /// until `socket` accepts connections.
     pub async fn start(
         name: &str,
         args: &[String],
+        log_filter: Option<&str>,
         socket: &Path,
         log: PathBuf,
     ) -> Result<Self, BenchError> {
         let exe = std::env::current_exe()
             .map_err(|e| BenchError::io("find the akv-bridge executable".to_owned(), e))?;
-        let (mut proc, _) = Proc::spawn(name, &exe, args, log, false)?;
+        let envs: Vec<(&str, &str)> = log_filter.map(|f| ("RUST_LOG", f)).into_iter().collect();
+        let (mut proc, _) = Proc::spawn(name, &exe, args, &envs, log, false)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             proc.check_running()?;
@@ -396,6 +402,9 @@ pub struct Measure {
     pub mock_cpu_ms: f64,
     /// CPU time the bench's clients (this process) used, ms.
     pub client_cpu_ms: f64,
+    /// How long mock-vault took to answer each authenticated vault request (its request
+    /// log, whole milliseconds, injected latency included).
+    pub kv_side_ms: Vec<u64>,
 }
 
 impl Measure {
@@ -406,6 +415,7 @@ impl Measure {
         self.server_cpu_ms += other.server_cpu_ms;
         self.mock_cpu_ms += other.mock_cpu_ms;
         self.client_cpu_ms += other.client_cpu_ms;
+        self.kv_side_ms.extend_from_slice(&other.kv_side_ms);
     }
 }
 
@@ -604,6 +614,23 @@ impl Control {
             }
         }
         Ok(c)
+    }
+
+    /// Latencies (ms) of the last `limit` logged requests that reached a vault
+    /// authenticated.
+    pub async fn kv_side_latencies(&self, limit: u64) -> Result<Vec<u64>, BenchError> {
+        let v = self
+            .call(reqwest::Method::GET, &format!("/log?limit={limit}"), None)
+            .await?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e.get("vault").is_some_and(|v| !v.is_null())
+                    && e.get("identity").is_some_and(|i| !i.is_null())
+            })
+            .filter_map(|e| e.get("latency_ms").and_then(Value::as_u64))
+            .collect())
     }
 
     /// Every vault request answers `ms` later (0: no added latency). Entra is not delayed.

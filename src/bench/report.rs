@@ -18,6 +18,12 @@ impl Latencies {
         Self { sorted_us: us }
     }
 
+    /// Adds another run's latencies.
+    pub fn merge(&mut self, other: Latencies) {
+        self.sorted_us.extend(other.sorted_us);
+        self.sorted_us.sort_unstable();
+    }
+
     /// How many.
     pub fn len(&self) -> usize {
         self.sorted_us.len()
@@ -91,6 +97,11 @@ pub struct Row {
     pub mock_cpu_us_per_op: f64,
     /// Client CPU per successful operation (µs).
     pub client_cpu_us_per_op: f64,
+    /// Median time mock-vault took per authenticated vault request (its own log; whole
+    /// ms, injected latency included), when the run made any.
+    pub kv_side_p50_ms: Option<f64>,
+    /// 99th percentile of the same.
+    pub kv_side_p99_ms: Option<f64>,
     /// Ids of the targets this row is judged by.
     pub targets: Vec<String>,
     /// Anything else worth knowing.
@@ -121,7 +132,10 @@ impl Row {
             server_cpu_ms,
             mock_cpu_ms,
             client_cpu_ms,
+            kv_side_ms,
         } = m;
+        let kv_side = Latencies::new(kv_side_ms.iter().map(|ms| ms * 1000).collect());
+        let side = |p: f64| (!kv_side.is_empty()).then(|| kv_side.ms(p));
         Self {
             group: group.to_owned(),
             scenario: scenario.into(),
@@ -150,6 +164,8 @@ impl Row {
             server_cpu_us_per_op: per_op(server_cpu_ms * 1000.0),
             mock_cpu_us_per_op: per_op(mock_cpu_ms * 1000.0),
             client_cpu_us_per_op: per_op(client_cpu_ms * 1000.0),
+            kv_side_p50_ms: side(0.5),
+            kv_side_p99_ms: side(0.99),
             targets: Vec::new(),
             note: String::new(),
         }
@@ -292,6 +308,7 @@ impl Report {
             "p90 ms",
             "p99 ms",
             "KV calls/op",
+            "KV-side p50 ms",
             "server CPU µs/op",
             "RSS MiB",
             "target",
@@ -310,6 +327,10 @@ impl Report {
                 fmt_ms(r.p90_ms),
                 fmt_ms(r.p99_ms),
                 fmt_per_op(r.kv_calls_per_op),
+                // mock-vault logs whole milliseconds.
+                r.kv_side_p50_ms
+                    .map(|ms| format!("{ms:.0}"))
+                    .unwrap_or_default(),
                 // Fewer than 10 ticks of 10 ms: too coarse to show.
                 if r.server_cpu_ms >= 100.0 {
                     format!("{:.0}", r.server_cpu_us_per_op)
@@ -327,7 +348,7 @@ impl Report {
                 *w = (*w).max(cell.chars().count());
             }
         }
-        let numeric = |i: usize| (1..=11).contains(&i);
+        let numeric = |i: usize| (1..=12).contains(&i);
         let render = |cells: &[String]| {
             let mut s = String::from("|");
             for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
