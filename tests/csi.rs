@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use akv_bridge::proto::csi_v1alpha1 as pb;
 use common::*;
-use mock_vault::{FaultKind, FaultSpec, MockVault, Scope};
+use mock_vault::{FaultKind, FaultSpec, MockVault};
 use pb::csi_driver_provider_client::CsiDriverProviderClient;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -197,19 +197,6 @@ fn versions(r: &pb::MountResponse) -> BTreeMap<String, String> {
         .iter()
         .map(|v| (v.id.clone(), v.version.clone()))
         .collect()
-}
-
-fn fault(kind: FaultKind, operation: Option<&str>, count: Option<u64>) -> FaultSpec {
-    FaultSpec {
-        kind,
-        scope: Scope {
-            operation: operation.map(str::to_owned),
-            ..Scope::default()
-        },
-        count,
-        fraction: None,
-        duration_ms: None,
-    }
 }
 
 fn pem_blocks(bytes: &[u8]) -> Vec<pem::Pem> {
@@ -650,7 +637,6 @@ async fn pods_of_one_identity_share_reads_and_coalesce() {
                 max_ms: None,
             },
             None,
-            None,
         ))
         .unwrap();
     let before = env.mock.stats();
@@ -697,13 +683,15 @@ async fn throttling_is_absorbed_and_a_storm_fails_clearly_in_time() {
     let objs = objects(&["objectName: db-password\nobjectType: secret"]);
     // Two 429s with Retry-After: 1: honoured, then success.
     env.mock
-        .add_fault(fault(
-            FaultKind::Throttle {
-                retry_after_secs: 1,
-            },
-            Some("secrets.get"),
-            Some(2),
-        ))
+        .add_fault(FaultSpec {
+            count: Some(2),
+            ..fault(
+                FaultKind::Throttle {
+                    retry_after_secs: 1,
+                },
+                Some("secrets.get"),
+            )
+        })
         .unwrap();
     let started = std::time::Instant::now();
     env.mount_wi(&objs).await.unwrap();
@@ -743,7 +731,6 @@ async fn throttling_is_absorbed_and_a_storm_fails_clearly_in_time() {
                 retry_after_secs: 1,
             },
             Some("secrets.get"),
-            None,
         ))
         .unwrap();
     let started = std::time::Instant::now();
@@ -899,15 +886,7 @@ async fn managed_identity_system_and_user_assigned_in_a_separate_process() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::UnixStream::connect(&socket).await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "provider did not start"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "provider exited");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_child_socket(&socket, &mut child).await;
     let mut client = CsiDriverProviderClient::new(channel(&socket).await);
     let mount = |extra: Value| {
         let mut attrs = json!({

@@ -521,16 +521,7 @@ async fn hostile_requests_get_invalid_argument_with_a_clear_message() {
 }
 
 fn fault(kind: FaultKind, op: &str) -> FaultSpec {
-    FaultSpec {
-        kind,
-        scope: Scope {
-            operation: Some(op.into()),
-            ..Scope::default()
-        },
-        count: None,
-        fraction: None,
-        duration_ms: None,
-    }
+    common::fault(kind, Some(op))
 }
 
 #[tokio::test]

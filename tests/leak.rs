@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use akv_bridge::proto::csi_v1alpha1 as csi;
 use akv_bridge::proto::kms_v2 as v2;
@@ -58,15 +58,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn wait(socket: &std::path::Path, child: &mut tokio::process::Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::UnixStream::connect(socket).await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        assert!(child.try_wait().unwrap().is_none(), "server exited");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn metrics(port: u16) -> String {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -110,7 +101,7 @@ async fn no_secret_reaches_logs_errors_or_metrics() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    wait(&kms_socket, &mut kms).await;
+    wait_for_child_socket(&kms_socket, &mut kms).await;
 
     // CSI provider.
     let csi_socket = dir.path().join("azure.sock");
@@ -127,7 +118,7 @@ async fn no_secret_reaches_logs_errors_or_metrics() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    wait(&csi_socket, &mut provider).await;
+    wait_for_child_socket(&csi_socket, &mut provider).await;
 
     let mut errors = Vec::new();
 

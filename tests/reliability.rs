@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use akv_bridge::proto::csi_v1alpha1 as csi;
 use akv_bridge::proto::kms_v2 as v2;
 use common::*;
-use mock_vault::{FaultKind, FaultSpec, Scope};
+use mock_vault::FaultKind;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::Code;
@@ -35,19 +35,6 @@ identities:
     client_secret: sp-secret-value
     permissions: {kv1: {secrets: [get, list]}}
 "#;
-
-fn fault(kind: FaultKind, operation: Option<&str>) -> FaultSpec {
-    FaultSpec {
-        kind,
-        scope: Scope {
-            operation: operation.map(str::to_owned),
-            ..Scope::default()
-        },
-        count: None,
-        fraction: None,
-        duration_ms: None,
-    }
-}
 
 fn objects(names: &[&str]) -> String {
     let mut out = String::from("array:\n");
@@ -299,15 +286,6 @@ fn write_tls(dir: &std::path::Path) -> mock_vault::TlsSource {
     }
 }
 
-async fn wait_for_socket(socket: &std::path::Path, child: &mut tokio::process::Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::UnixStream::connect(socket).await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        assert!(child.try_wait().unwrap().is_none(), "server exited");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn sigkill_and_restart_recreates_the_socket_and_old_data_still_decrypts() {
     let mock = mock(KMS_FIXTURE).await;
@@ -330,7 +308,7 @@ async fn sigkill_and_restart_recreates_the_socket_and_old_data_still_decrypts() 
             .unwrap()
     };
     let mut first = spawn();
-    wait_for_socket(&socket, &mut first).await;
+    wait_for_child_socket(&socket, &mut first).await;
     let mut client = v2(&socket).await;
     let written = client
         .encrypt(v2::EncryptRequest {
@@ -358,7 +336,7 @@ async fn sigkill_and_restart_recreates_the_socket_and_old_data_still_decrypts() 
     first.wait().await.unwrap();
     assert!(socket.exists(), "a killed server leaves its socket file");
     let mut restarted = spawn();
-    wait_for_socket(&socket, &mut restarted).await;
+    wait_for_child_socket(&socket, &mut restarted).await;
     let mut client = v2(&socket).await;
     let r = client
         .decrypt(v2::DecryptRequest {

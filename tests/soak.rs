@@ -16,12 +16,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use akv_bridge::proto::csi_v1alpha1 as csi;
 use akv_bridge::proto::kms_v2 as v2;
 use common::*;
-use mock_vault::{FaultKind, FaultSpec, Scope};
+use mock_vault::{FaultKind, FaultSpec};
 use serde_json::json;
 use tonic::Code;
 
@@ -57,25 +57,6 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn fault(kind: FaultKind, fraction: Option<f64>) -> FaultSpec {
-    FaultSpec {
-        kind,
-        scope: Scope::default(),
-        count: None,
-        fraction,
-        duration_ms: None,
-    }
-}
-
-async fn wait(socket: &std::path::Path, child: &mut tokio::process::Child) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::UnixStream::connect(socket).await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        assert!(child.try_wait().unwrap().is_none(), "server exited");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_load_with_random_faults_is_always_answered() {
     let total: usize = std::env::var("AKV_BRIDGE_SOAK_REQUESTS")
@@ -100,7 +81,7 @@ async fn mixed_load_with_random_faults_is_always_answered() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    wait(&kms_socket, &mut kms).await;
+    wait_for_child_socket(&kms_socket, &mut kms).await;
     let csi_socket = dir.path().join("azure.sock");
     let mut csi_flags = csi_flags(&mock, &csi_socket);
     csi_flags.push("--latest-cache-ttl=200ms".into());
@@ -112,7 +93,7 @@ async fn mixed_load_with_random_faults_is_always_answered() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    wait(&csi_socket, &mut provider).await;
+    wait_for_child_socket(&csi_socket, &mut provider).await;
 
     // Ciphertexts to decrypt: a pool, so the cache both hits and misses.
     let mut k = v2(&kms_socket).await;
@@ -134,9 +115,16 @@ async fn mixed_load_with_random_faults_is_always_answered() {
     let rss_start = (rss_kib(kms.id().unwrap()), rss_kib(provider.id().unwrap()));
 
     // Faults for the whole run.
-    mock.add_fault(fault(FaultKind::Status { status: 503 }, Some(0.05)))
-        .unwrap();
-    mock.add_fault(fault(FaultKind::Reset, Some(0.01))).unwrap();
+    mock.add_fault(FaultSpec {
+        fraction: Some(0.05),
+        ..fault(FaultKind::Status { status: 503 }, None)
+    })
+    .unwrap();
+    mock.add_fault(FaultSpec {
+        fraction: Some(0.01),
+        ..fault(FaultKind::Reset, None)
+    })
+    .unwrap();
     mock.add_fault(fault(
         FaultKind::Latency {
             fixed_ms: None,

@@ -231,3 +231,31 @@ pub async fn v1(socket: &Path) -> V1Client<Channel> {
 pub fn kv_calls(mock: &MockVault, op: &str) -> u64 {
     mock.stats().authenticated(op)
 }
+
+/// A fault rule for every request (or one operation), without count, fraction or end.
+pub fn fault(kind: mock_vault::FaultKind, operation: Option<&str>) -> mock_vault::FaultSpec {
+    mock_vault::FaultSpec {
+        kind,
+        scope: mock_vault::Scope {
+            operation: operation.map(str::to_owned),
+            ..mock_vault::Scope::default()
+        },
+        count: None,
+        fraction: None,
+        duration_ms: None,
+    }
+}
+
+/// Waits until a server running as a child process answers on `socket`; fails the test if
+/// the process exits or 20 s pass.
+pub async fn wait_for_child_socket(socket: &Path, child: &mut tokio::process::Child) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::UnixStream::connect(socket).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        assert!(
+            child.try_wait().expect("child status").is_none(),
+            "server exited"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
