@@ -3,7 +3,7 @@
 inside its virtual environment, which provides kubernetes-validate, jsonschema, PyYAML,
 checkov and hadolint).
 
-1. Builds every kustomization (`kubectl kustomize`, or a `kustomize` binary).
+1. Builds every kustomization (the pinned `kubectl kustomize`, or one on PATH).
 2. Validates every manifest: the built output of each kustomization, and each YAML file no
    kustomization includes (examples, the EncryptionConfiguration, the kube-apiserver
    changes):
@@ -95,6 +95,11 @@ def rel(p: Path) -> str:
 
 
 def kustomize_cmd() -> list[str] | None:
+    # The pinned kubectl of .venv-tools (scripts/ci-tools.txt) first, so every machine
+    # renders with the same kustomize; then whatever is on PATH when run outside the venv.
+    pinned = VENV_BIN / "kubectl"
+    if pinned.is_file():
+        return [str(pinned), "kustomize"]
     if shutil.which("kubectl"):
         return ["kubectl", "kustomize"]
     if shutil.which("kustomize"):
@@ -779,7 +784,14 @@ def main() -> int:
     run_hadolint()
 
     print("==> figures")
-    print(f"  kustomizations built: {len(rendered) if cmd else 0} of {len(dirs)} ({' '.join(cmd) if cmd else 'no tool'})")
+    tool = "no tool"
+    if cmd:
+        version = subprocess.run([cmd[0], "version", "--client", "-o", "json"], capture_output=True, text=True)
+        try:
+            tool = f"kubectl {json.loads(version.stdout)['clientVersion']['gitVersion']} kustomize"
+        except (ValueError, KeyError):
+            tool = " ".join(cmd)
+    print(f"  kustomizations built: {len(rendered) if cmd else 0} of {len(dirs)} ({tool})")
     for k, v in R.figures.items():
         print(f"  {k}: {v}")
     for n in R.notes:

@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let attributes = parts.next().unwrap_or_default();
     let secrets = parts.next().unwrap_or_default();
     let permission = parts.next().unwrap_or_default();
-    let target = parts.next().unwrap_or("/var/lib/kubelet/pods/x/volumes/y/mount");
+    let target = parts
+        .next()
+        .unwrap_or("/var/lib/kubelet/pods/x/volumes/y/mount");
     let _ = params::parse_mount(attributes, secrets, permission, target);
     // The objects YAML on its own, inside otherwise valid attributes.
     let attrs = serde_json::json!({
