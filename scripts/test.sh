@@ -7,13 +7,16 @@ cd "$(dirname "$0")/.."
 echo "==> cargo test (workspace, all features)"
 cargo test --workspace --all-features --locked
 
+# The binaries `cargo test --workspace --all-features` just built (for the integration
+# tests): building them again with `cargo run`/`cargo build` would resolve other features.
+BIN="${CARGO_TARGET_DIR:-target}/debug"
+
 echo "==> the main job: akv-bridge dev, self-checked"
-cargo run --quiet --locked --features dev -- dev --check-only --vault-port 0 --dir target/dev-check
+"$BIN/akv-bridge" dev --check-only --vault-port 0 --dir target/dev-check
 
 echo "==> official Python SDKs against mock-vault"
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import azure.keyvault.keys, azure.identity' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r mock-vault/tests/python/requirements.txt
 fi
-cargo build --quiet --locked -p mock-vault
-.venv/bin/python mock-vault/tests/python/check_sdks.py "${CARGO_TARGET_DIR:-target}/debug/mock-vault"
+.venv/bin/python mock-vault/tests/python/check_sdks.py "$BIN/mock-vault"

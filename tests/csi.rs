@@ -929,3 +929,46 @@ async fn managed_identity_system_and_user_assigned_in_a_separate_process() {
     assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
     child.kill().await.unwrap();
 }
+
+/// Key Vault refuses an access token the provider still holds as valid (revoked, identity
+/// re-created): the provider gets a new one from Entra inside the same Mount, once.
+#[tokio::test]
+async fn a_rejected_unexpired_token_is_replaced_inside_the_mount() {
+    let env = env().await;
+    let token = env.token("apps", "web");
+    let attrs = |objects: &str| env.wi_attributes(APP, &token, "web-0", objects);
+    env.mount(
+        &attrs(&objects(&["objectName: db-password\nobjectType: secret"])),
+        &json!({}),
+    )
+    .await
+    .unwrap();
+    let before = env.mock.stats();
+
+    env.mock.expire_tokens();
+    // Uncached objects of all three clients (secret, certificate, key) of the identity.
+    let r = env
+        .mount(
+            &attrs(&objects(&[
+                "objectName: hexval\nobjectType: secret",
+                "objectName: web\nobjectType: cert",
+                "objectName: rsa-key\nobjectType: key",
+            ])),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(files(&r)["hexval"].1, b"68656c6c6f");
+    let after = env.mock.stats();
+    assert_eq!(
+        after.operation("entra.token") - before.operation("entra.token"),
+        1,
+        "the three clients share one rebuilt credential and one new token"
+    );
+    // Each client met one 401 with the old token and retried once with the new one.
+    assert_eq!(
+        after.by_status.get(&401).copied().unwrap_or(0)
+            - before.by_status.get(&401).copied().unwrap_or(0),
+        3
+    );
+}

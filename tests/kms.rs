@@ -583,6 +583,45 @@ async fn key_vault_outage_cached_seeds_keep_working_and_status_recovers() {
     );
 }
 
+/// Key Vault refuses an access token the plugin still holds as valid (revoked, identity
+/// re-created): the plugin gets a new one from Entra inside the same call, so the API
+/// server sees no failure.
+#[tokio::test]
+async fn a_rejected_unexpired_token_is_replaced_without_a_failed_call() {
+    let e = env(&[]).await;
+    let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
+    let mut c = v2(&e.socket).await;
+    let unseen = encrypt(&mut c, &[7; 32]).await;
+    let before = e.mock.stats();
+
+    e.mock.expire_tokens();
+    // Not in the decrypt cache: a Key Vault unwrap with the rejected token first.
+    let plain = c
+        .decrypt(decrypt_request(&unseen))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plain.plaintext, [7; 32]);
+    let after = e.mock.stats();
+    assert_eq!(
+        after.operation("entra.token") - before.operation("entra.token"),
+        1
+    );
+    assert_eq!(
+        after.by_status.get(&401).copied().unwrap_or(0)
+            - before.by_status.get(&401).copied().unwrap_or(0),
+        1,
+        "one rejected request, then the retry with the new token"
+    );
+
+    // Rebuilds are rate-limited: a second rejection inside the interval fails cleanly
+    // (UNAUTHENTICATED) instead of asking Entra on every call.
+    let again = encrypt(&mut c, &[8; 32]).await;
+    e.mock.expire_tokens();
+    let err = c.decrypt(decrypt_request(&again)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
+}
+
 #[tokio::test]
 async fn throttling_storm_is_bounded_and_ends_in_a_clear_error() {
     let e = env(&["--keyvault-timeout=1500ms", "--keyvault-max-retries=2"]).await;

@@ -17,6 +17,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientOptions;
 use azure_security_keyvault_certificates::models::CertificateClientGetCertificateOptions;
 use azure_security_keyvault_certificates::{CertificateClient, CertificateClientOptions};
@@ -179,8 +180,12 @@ impl Fetcher {
         l
     }
 
-    fn client_options(&self) -> ClientOptions {
-        keyvault::client_options(self.http.clone(), &self.config.policy)
+    /// Options of `identity`'s Key Vault clients: the transport, the call policy, and the
+    /// credential's renewal on a rejected token.
+    fn client_options(&self, identity: &Identity) -> ClientOptions {
+        let mut options = keyvault::client_options(self.http.clone(), &self.config.policy);
+        options.per_try_policies.push(identity.credential.policy());
+        options
     }
 
     fn clients(&self, identity: &Identity, vault_url: &str) -> Result<Arc<VaultClients>, KvError> {
@@ -201,13 +206,13 @@ impl Fetcher {
                 .to_string(),
             )
         };
-        let credential = Arc::clone(&identity.credential);
+        let credential: Arc<dyn TokenCredential> = identity.credential.clone();
         let built = Arc::new(VaultClients {
             secrets: SecretClient::new(
                 vault_url,
                 Arc::clone(&credential),
                 Some(SecretClientOptions {
-                    client_options: self.client_options(),
+                    client_options: self.client_options(identity),
                     verify_challenge_resource: verify,
                     ..SecretClientOptions::default()
                 }),
@@ -217,7 +222,7 @@ impl Fetcher {
                 vault_url,
                 Arc::clone(&credential),
                 Some(CertificateClientOptions {
-                    client_options: self.client_options(),
+                    client_options: self.client_options(identity),
                     verify_challenge_resource: verify,
                     ..CertificateClientOptions::default()
                 }),
@@ -227,7 +232,7 @@ impl Fetcher {
                 vault_url,
                 credential,
                 Some(KeyClientOptions {
-                    client_options: self.client_options(),
+                    client_options: self.client_options(identity),
                     verify_challenge_resource: verify,
                     ..KeyClientOptions::default()
                 }),
@@ -438,65 +443,44 @@ async fn list_versions(
     name: &str,
 ) -> Result<Fetched, KvError> {
     let what = format!("{} {name}", kind.as_str());
-    let rows: Vec<VersionRow> = match kind {
-        ObjectKind::Secret => {
-            bounded_call(limit, deadline, "secrets/list", &what, async {
-                let pager = clients
-                    .secrets
-                    .list_secret_properties_versions(name, None)?;
-                let items: Vec<_> = pager.try_collect().await?;
+    // The three clients' version listings differ only in types: one body for all.
+    macro_rules! rows {
+        ($permission:literal, $pager:expr, $id:ident) => {
+            bounded_call(limit, deadline, $permission, &what, async {
+                let items: Vec<_> = $pager?.try_collect().await?;
                 Ok(items
                     .iter()
                     .map(|p| {
                         let a = p.attributes.as_ref();
                         (
-                            id_version(p.id.as_deref()),
+                            id_version(p.$id.as_deref()),
                             a.and_then(|a| a.enabled).unwrap_or(true),
                             a.and_then(|a| a.created).map(|t| t.unix_timestamp()),
                         )
                     })
-                    .collect())
+                    .collect::<Vec<VersionRow>>())
             })
             .await?
-        }
-        ObjectKind::Cert => {
-            bounded_call(limit, deadline, "certificates/list", &what, async {
-                let pager = clients
-                    .certificates
-                    .list_certificate_properties_versions(name, None)?;
-                let items: Vec<_> = pager.try_collect().await?;
-                Ok(items
-                    .iter()
-                    .map(|p| {
-                        let a = p.attributes.as_ref();
-                        (
-                            id_version(p.id.as_deref()),
-                            a.and_then(|a| a.enabled).unwrap_or(true),
-                            a.and_then(|a| a.created).map(|t| t.unix_timestamp()),
-                        )
-                    })
-                    .collect())
-            })
-            .await?
-        }
-        ObjectKind::Key => {
-            bounded_call(limit, deadline, "keys/list", &what, async {
-                let pager = clients.keys.list_key_properties_versions(name, None)?;
-                let items: Vec<_> = pager.try_collect().await?;
-                Ok(items
-                    .iter()
-                    .map(|p| {
-                        let a = p.attributes.as_ref();
-                        (
-                            id_version(p.kid.as_deref()),
-                            a.and_then(|a| a.enabled).unwrap_or(true),
-                            a.and_then(|a| a.created).map(|t| t.unix_timestamp()),
-                        )
-                    })
-                    .collect())
-            })
-            .await?
-        }
+        };
+    }
+    let rows = match kind {
+        ObjectKind::Secret => rows!(
+            "secrets/list",
+            clients.secrets.list_secret_properties_versions(name, None),
+            id
+        ),
+        ObjectKind::Cert => rows!(
+            "certificates/list",
+            clients
+                .certificates
+                .list_certificate_properties_versions(name, None),
+            id
+        ),
+        ObjectKind::Key => rows!(
+            "keys/list",
+            clients.keys.list_key_properties_versions(name, None),
+            kid
+        ),
     };
     Ok(Fetched::Versions(newest_enabled(rows)))
 }

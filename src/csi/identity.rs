@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
-use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::credentials::Secret;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use lru::LruCache;
@@ -89,8 +89,8 @@ pub struct Identity {
     pub key: IdentityKey,
     /// A description without secrets, for logs and errors.
     pub label: String,
-    /// The credential Key Vault clients use.
-    pub credential: Arc<dyn TokenCredential>,
+    /// The credential Key Vault clients use, rebuilt when Key Vault rejects its token.
+    pub credential: Arc<credential::Renewable>,
     federated: Option<Federated>,
     /// Key Vault clients by vault URL.
     pub(crate) clients: Mutex<LruCache<String, Arc<super::fetch::VaultClients>>>,
@@ -228,6 +228,15 @@ impl Identities {
         keyvault::client_options(self.http.clone(), &self.policy)
     }
 
+    fn renewable(
+        &self,
+        source: CredentialSource,
+        authority: &str,
+    ) -> Result<Arc<credential::Renewable>, credential::CredentialError> {
+        let (authority, options) = (authority.to_owned(), self.client_options());
+        credential::Renewable::new(move || credential::build(&source, &authority, options.clone()))
+    }
+
     /// The identity of a mount, created on first use.
     pub fn resolve(
         &self,
@@ -308,14 +317,21 @@ impl Identities {
             } => {
                 // Starts with this request's token; `admit` decides whether it is accepted.
                 let holder = FederatedToken::new(token.expose_secret());
-                let credential = credential::federated(
-                    &tenant_id,
-                    client_id,
-                    holder.clone(),
-                    authority,
-                    self.client_options(),
-                )
-                .map_err(setup)?;
+                let credential = {
+                    let (tenant_id, client_id, holder) =
+                        (tenant_id.clone(), client_id.clone(), holder.clone());
+                    let (authority, options) = (authority.to_owned(), self.client_options());
+                    credential::Renewable::new(move || {
+                        credential::federated(
+                            &tenant_id,
+                            &client_id,
+                            holder.clone(),
+                            &authority,
+                            options.clone(),
+                        )
+                    })
+                    .map_err(setup)?
+                };
                 let federated = Federated {
                     tenant_id,
                     client_id: client_id.clone(),
@@ -337,10 +353,7 @@ impl Identities {
                     client_id: client_id.clone(),
                     secret: Secret::new(client_secret.expose_secret().to_owned()),
                 };
-                (
-                    credential::build(&source, authority, self.client_options()).map_err(setup)?,
-                    None,
-                )
+                (self.renewable(source, authority).map_err(setup)?, None)
             }
             AuthMode::ManagedIdentity {
                 user_assigned_client_id,
@@ -348,10 +361,7 @@ impl Identities {
                 let source = CredentialSource::ManagedIdentity {
                     user_assigned_client_id: user_assigned_client_id.clone(),
                 };
-                (
-                    credential::build(&source, authority, self.client_options()).map_err(setup)?,
-                    None,
-                )
+                (self.renewable(source, authority).map_err(setup)?, None)
             }
         };
         Ok(Identity {

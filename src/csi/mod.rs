@@ -290,30 +290,14 @@ pub async fn run(
         })?;
     tracing::info!(socket = %address, "CSI provider serving");
 
-    let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining in-flight mounts");
-        let _ = signal_tx.send(true);
-    });
-    let served = serve(
-        listener,
-        provider,
-        args.h2_authority_rewrite,
-        stopped(signal_rx.clone()),
-    );
-    tokio::pin!(served);
-    let grace = args.shutdown_grace;
-    let result = tokio::select! {
-        r = &mut served => r.map_err(CsiStartError::from),
-        () = async {
-            stopped(signal_rx).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(?grace, "drain timed out; stopping with mounts in flight");
-            Ok(())
-        }
-    };
+    let result = socket::serve_and_drain(
+        |stop| serve(listener, provider, args.h2_authority_rewrite, stop),
+        shutdown,
+        args.shutdown_grace,
+        "mounts",
+    )
+    .await
+    .map_err(CsiStartError::from);
     let _ = stop_tx.send(true);
     let _ = tokio::join!(checker, health_task, metrics_task);
     drop(socket_guard);

@@ -132,19 +132,21 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
         deadline: Duration::from_secs(30),
         ..policy.clone()
     };
-    let credential = credential::build(
-        &source,
-        &authority,
-        keyvault::client_options(http.clone(), &credential_policy),
-    )
-    .map_err(|e| KmsStartError::Identity(e.to_string()))?;
+    let credential = {
+        let (source, authority, http) = (source.clone(), authority.clone(), http.clone());
+        credential::Renewable::new(move || {
+            credential::build(
+                &source,
+                &authority,
+                keyvault::client_options(http.clone(), &credential_policy),
+            )
+        })
+        .map_err(|e| KmsStartError::Identity(e.to_string()))?
+    };
+    let mut vault_options = keyvault::client_options(http, &policy);
+    vault_options.per_try_policies.push(credential.policy());
     let key = KeyRef::new(&vault_url, &args.key_name);
-    let kv = KeyVault::new(
-        key,
-        credential,
-        keyvault::client_options(http, &policy),
-        &policy,
-    )?;
+    let kv = KeyVault::new(key, credential, vault_options, &policy)?;
 
     let kms_registry = registry.sub_registry_with_prefix("akv_bridge_kms");
     let key_metrics = KeyMetrics::register(kms_registry);
@@ -275,31 +277,21 @@ pub async fn run(
         })?;
     tracing::info!(socket = %address, key_id = %prepared.ring.current().map(|c| c.key_id).unwrap_or_default(), "KMS plugin serving");
 
-    let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining in-flight calls");
-        let _ = signal_tx.send(true);
-    });
-    let served = serve(
-        listener,
-        Arc::clone(&prepared.kms),
-        args.h2_authority_rewrite,
-        stopped(signal_rx.clone()),
-    );
-    tokio::pin!(served);
-    let grace = args.shutdown_grace;
-    // Drain for at most the grace period after the signal.
-    let result = tokio::select! {
-        r = &mut served => r.map_err(KmsStartError::from),
-        () = async {
-            stopped(signal_rx).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(?grace, "drain timed out; stopping with calls in flight");
-            Ok(())
-        }
-    };
+    let result = socket::serve_and_drain(
+        |stop| {
+            serve(
+                listener,
+                Arc::clone(&prepared.kms),
+                args.h2_authority_rewrite,
+                stop,
+            )
+        },
+        shutdown,
+        args.shutdown_grace,
+        "calls",
+    )
+    .await
+    .map_err(KmsStartError::from);
     let _ = stop_tx.send(true);
     let _ = tokio::join!(poller, health_task, metrics_task);
     drop(socket_guard);
