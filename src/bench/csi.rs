@@ -13,7 +13,6 @@ use tonic::transport::Channel;
 use super::procs::{Measure, Server};
 use super::report::{DesignFigure, Latencies, Row, Target, group_thousands};
 use super::{APP_CLIENT_ID, APP_SUBJECT, BenchError, Env, MOUNT_SIZES, VAULT};
-use crate::probe::{self, SocketSpec};
 use crate::proto::csi_v1alpha1 as pb;
 
 type Client = pb::csi_driver_provider_client::CsiDriverProviderClient<Channel>;
@@ -80,12 +79,7 @@ fn pod_mount(tenant: &str, pod: &str, index: usize, token: &str, objects: &[Stri
 }
 
 async fn connect(socket: &Path) -> Result<Client, BenchError> {
-    let channel = probe::connect(
-        &SocketSpec::Path(socket.to_owned()),
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let channel = super::channel(socket).await?;
     Ok(Client::new(channel).max_decoding_message_size(8 * 1024 * 1024))
 }
 

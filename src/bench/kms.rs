@@ -14,7 +14,6 @@ use tonic::transport::Channel;
 use super::procs::{Measure, Server};
 use super::report::{DesignFigure, Latencies, Row, Target, group_thousands};
 use super::{BenchError, Env, KMS_KEYVAULT_CONCURRENCY};
-use crate::probe::{self, SocketSpec};
 use crate::proto::kms_v2 as v2;
 
 type Client = v2::key_management_service_client::KeyManagementServiceClient<Channel>;
@@ -97,12 +96,7 @@ struct WorkerOut {
 }
 
 async fn connect(socket: &Path) -> Result<Client, BenchError> {
-    let channel = probe::connect(
-        &SocketSpec::Path(socket.to_owned()),
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let channel = super::channel(socket).await?;
     Ok(Client::new(channel))
 }
 

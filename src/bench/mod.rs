@@ -691,6 +691,16 @@ async fn run(args: BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// A channel to a server's socket, as both servers' clients use it.
+async fn channel(socket: &std::path::Path) -> Result<tonic::transport::Channel, BenchError> {
+    crate::probe::connect(
+        &crate::probe::SocketSpec::Path(socket.to_owned()),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| BenchError::Setup(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
