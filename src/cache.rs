@@ -195,6 +195,19 @@ where
         }
     }
 
+    /// A fresh value, without fetching (a stale one does not count).
+    pub fn peek(&self, key: &K) -> Option<V> {
+        match self.lookup(key) {
+            Lookup::Fresh(v) => Some(v),
+            Lookup::Stale(_) | Lookup::Absent => None,
+        }
+    }
+
+    /// Stores a value obtained another way (a seed the plugin wrapped itself).
+    pub fn put(&self, key: K, fresh: Fresh<V>) {
+        self.insert(key, fresh);
+    }
+
     /// Answers from the cache, joins a fetch in flight, or starts `fetch` as its own task.
     pub async fn get_or_fetch<F, Fut>(self: &Arc<Self>, key: K, fetch: F) -> (Result<V, E>, Outcome)
     where

@@ -309,7 +309,8 @@ pub struct KmsArgs {
     /// Liveness path (never calls Key Vault).
     #[arg(long, env = "AKV_BRIDGE_HEALTHZ_PATH", default_value = "/healthz")]
     pub healthz_path: String,
-    /// Readiness path (a key version is resolved and Key Vault is healthy).
+    /// Readiness path (a key version is resolved, the start-up round trip passed and Key
+    /// Vault is reachable).
     #[arg(long, env = "AKV_BRIDGE_READYZ_PATH", default_value = "/readyz")]
     pub readyz_path: String,
     /// Address the health endpoints bind.
@@ -359,6 +360,16 @@ pub struct KmsArgs {
     /// Time allowed to drain in-flight calls on SIGTERM.
     #[arg(long, env = "AKV_BRIDGE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Wrap every seed with Key Vault's `encrypt` operation, so each wrap shows in Key
+    /// Vault's own logs. By default seeds are wrapped locally with the key version's public
+    /// key (the same RSA-OAEP-256 Key Vault computes): no Key Vault call, and Encrypt keeps
+    /// working while Key Vault is down.
+    #[arg(long, env = "AKV_BRIDGE_REMOTE_ENCRYPT", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub remote_encrypt: bool,
+    /// The `version` Status reports: `v2beta1` (what Azure/kubernetes-kms reports; every
+    /// kube-apiserver from 1.27 accepts it) or `v2` (accepted from 1.29 only).
+    #[arg(long, env = "AKV_BRIDGE_STATUS_VERSION", default_value = "v2beta1", value_parser = ["v2beta1", "v2"])]
+    pub status_version: String,
 }
 
 /// Parses `90s`, `5m`, `2500ms`, `1h`.

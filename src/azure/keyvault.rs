@@ -138,6 +138,18 @@ impl KvError {
         )
     }
 
+    /// Whether this failure may pass by itself: an outage, throttling, a deadline, or a
+    /// failed token request (Entra down looks the same from here).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Throttled
+                | Self::Unavailable(_)
+                | Self::DeadlineExceeded(_)
+                | Self::Unauthenticated(_)
+        )
+    }
+
     /// A short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -184,7 +196,47 @@ pub struct KeyInfo {
     pub kty: Option<String>,
     /// Allowed operations (empty when the service did not say).
     pub key_ops: Vec<String>,
+    /// The RSA public key (`n`, `e` of the JWK), when the service returned one.
+    pub rsa: Option<RsaPublic>,
 }
+
+/// An RSA public key as a JWK carries it: big-endian modulus and exponent.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RsaPublic {
+    /// Modulus, big-endian, leading zero bytes removed.
+    pub n: Vec<u8>,
+    /// Public exponent, big-endian, leading zero bytes removed.
+    pub e: Vec<u8>,
+}
+
+impl std::fmt::Debug for RsaPublic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RsaPublic({} bits)", self.bits())
+    }
+}
+
+impl RsaPublic {
+    /// From JWK fields; `None` when either is empty.
+    pub fn new(n: &[u8], e: &[u8]) -> Option<Self> {
+        let strip = |b: &[u8]| -> Vec<u8> {
+            let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+            b.get(start..).unwrap_or_default().to_vec()
+        };
+        let (n, e) = (strip(n), strip(e));
+        (!n.is_empty() && !e.is_empty()).then_some(Self { n, e })
+    }
+
+    /// The modulus size in bits.
+    pub fn bits(&self) -> usize {
+        match self.n.first() {
+            Some(top) => (self.n.len() - 1) * 8 + (8 - top.leading_zeros() as usize),
+            None => 0,
+        }
+    }
+}
+
+/// The smallest RSA modulus accepted for wrapping (Key Vault's own minimum).
+pub const MIN_RSA_BITS: usize = 2048;
 
 impl KeyInfo {
     /// Why the version cannot be used now, if it cannot.
@@ -200,7 +252,16 @@ impl KeyInfo {
         }
     }
 
-    /// Whether the key can wrap with RSA (type RSA and, if listed, encrypt/decrypt allowed).
+    /// Why the version cannot wrap seeds, if it cannot: not enabled and valid now, not an
+    /// RSA key, `key_ops` without `encrypt` or `decrypt`, or smaller than 2048 bits.
+    pub fn wrap_problem(&self, now: i64) -> Option<String> {
+        self.unusable_reason(now)
+            .map(str::to_owned)
+            .or_else(|| self.rsa_wrap_problem())
+    }
+
+    /// Whether the key can wrap with RSA (type RSA and, if listed, encrypt/decrypt allowed,
+    /// at least 2048 bits when the modulus is known).
     pub fn rsa_wrap_problem(&self) -> Option<String> {
         match self.kty.as_deref() {
             Some("RSA" | "RSA-HSM") | None => {}
@@ -216,7 +277,13 @@ impl KeyInfo {
                 return Some(format!("the key's key_ops do not allow {op}"));
             }
         }
-        None
+        match &self.rsa {
+            Some(rsa) if rsa.bits() < MIN_RSA_BITS => Some(format!(
+                "the RSA key has {} bits; at least {MIN_RSA_BITS} are required",
+                rsa.bits()
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -493,6 +560,7 @@ fn version_info(resource: &impl ResourceExt, attrs: Option<&KeyAttributes>) -> O
         created: attrs.and_then(|a| a.created).map(|t| t.unix_timestamp()),
         kty: None,
         key_ops: Vec::new(),
+        rsa: None,
     })
 }
 
@@ -509,6 +577,7 @@ fn key_info(key: &Key) -> Option<KeyInfo> {
             other => format!("{other:?}"),
         }),
         key_ops: jwk.and_then(|j| j.key_ops.clone()).unwrap_or_default(),
+        rsa: jwk.and_then(|j| RsaPublic::new(j.n.as_deref()?, j.e.as_deref()?)),
         ..version_info(key, key.attributes.as_ref())?
     })
 }
@@ -611,7 +680,19 @@ mod tests {
             created: None,
             kty: Some("RSA".into()),
             key_ops: vec!["encrypt".into(), "decrypt".into()],
+            rsa: RsaPublic::new(&[0, 0xc0, 0, 0, 1], &[1, 0, 1]),
         };
+        assert_eq!(
+            base.rsa.as_ref().unwrap().bits(),
+            32,
+            "leading zeros stripped"
+        );
+        assert!(base.rsa_wrap_problem().unwrap().contains("32 bits"));
+        let base = KeyInfo {
+            rsa: RsaPublic::new(&[0x80; 256], &[1, 0, 1]),
+            ..base
+        };
+        assert_eq!(base.rsa.as_ref().unwrap().bits(), 2048);
         assert_eq!(base.unusable_reason(100), None);
         assert_eq!(base.rsa_wrap_problem(), None);
         let disabled = KeyInfo {

@@ -433,7 +433,7 @@ impl Provider {
 
     fn observe<T>(
         &self,
-        method: &str,
+        method: &'static str,
         started: Instant,
         result: Result<T, Status>,
     ) -> Result<Response<T>, Status> {

@@ -13,13 +13,14 @@ use zeroize::Zeroizing;
 use crate::azure::keyvault::KvError;
 pub use crate::cache::Outcome;
 use crate::cache::{CoalescingCache, Fresh};
+use crate::kms::envelope::CacheKey;
 
 /// A cached plaintext. Zeroized when the last reference goes.
 pub type Plaintext = Arc<Zeroizing<Vec<u8>>>;
 
-/// The cache: plaintext seeds by SHA-256 of the ciphertext.
+/// The cache: plaintext seeds by stored ciphertext, key id and annotations.
 pub struct DecryptCache {
-    inner: Arc<CoalescingCache<[u8; 32], Plaintext, KvError>>,
+    inner: Arc<CoalescingCache<CacheKey, Plaintext, KvError>>,
     ttl: Duration,
 }
 
@@ -51,10 +52,28 @@ impl DecryptCache {
         self.inner.is_empty()
     }
 
+    /// A cached seed, if fresh; no fetch.
+    pub fn peek(&self, key: &CacheKey) -> Option<Plaintext> {
+        self.inner.peek(key)
+    }
+
+    /// Stores a seed the plugin wrapped itself, exactly as if it had been decrypted.
+    pub fn put(&self, key: CacheKey, plaintext: Zeroizing<Vec<u8>>) {
+        self.inner.put(
+            key,
+            Fresh {
+                value: Arc::new(plaintext),
+                ttl: self.ttl,
+                stale_grace: Duration::ZERO,
+                weight: 1,
+            },
+        );
+    }
+
     /// Answers from the cache, joins a fetch in flight, or starts `fetch`.
     pub async fn get_or_fetch<F, Fut>(
         self: &Arc<Self>,
-        key: [u8; 32],
+        key: CacheKey,
         fetch: F,
     ) -> (Result<Plaintext, KvError>, Outcome)
     where
@@ -84,6 +103,18 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::kms::envelope::{DecryptMeta, WRAP_ALGORITHM};
+
+    fn k(n: u8) -> CacheKey {
+        CacheKey::new(
+            vec![n; 8],
+            "id".into(),
+            DecryptMeta {
+                algorithm: WRAP_ALGORITHM,
+                key_version: None,
+            },
+        )
+    }
 
     #[tokio::test]
     async fn concurrent_misses_share_one_fetch_and_later_calls_hit() {
@@ -95,7 +126,7 @@ mod tests {
             let calls = Arc::clone(&calls);
             tasks.push(tokio::spawn(async move {
                 cache
-                    .get_or_fetch([1; 32], move || async move {
+                    .get_or_fetch(k(1), move || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Ok(Zeroizing::new(vec![7; 32]))
@@ -112,7 +143,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(outcomes.iter().filter(|o| **o == Outcome::Miss).count(), 1);
         let (_, o) = cache
-            .get_or_fetch([1; 32], || async { Err(KvError::Throttled) })
+            .get_or_fetch(k(1), || async { Err(KvError::Throttled) })
             .await;
         assert_eq!(o, Outcome::Hit);
     }
@@ -121,31 +152,43 @@ mod tests {
     async fn errors_are_not_cached_and_ttl_and_capacity_evict() {
         let cache = Arc::new(DecryptCache::new(2, Duration::from_millis(30)));
         let (r, _) = cache
-            .get_or_fetch([1; 32], || async { Err(KvError::Throttled) })
+            .get_or_fetch(k(1), || async { Err(KvError::Throttled) })
             .await;
         assert_eq!(r.unwrap_err(), KvError::Throttled);
         let (r, o) = cache
-            .get_or_fetch([1; 32], || async { Ok(Zeroizing::new(vec![1])) })
+            .get_or_fetch(k(1), || async { Ok(Zeroizing::new(vec![1])) })
             .await;
         assert!(r.is_ok());
         assert_eq!(o, Outcome::Miss, "the error was not cached");
         tokio::time::sleep(Duration::from_millis(40)).await;
         let (_, o) = cache
-            .get_or_fetch([1; 32], || async { Ok(Zeroizing::new(vec![1])) })
+            .get_or_fetch(k(1), || async { Ok(Zeroizing::new(vec![1])) })
             .await;
         assert_eq!(o, Outcome::Miss, "expired by TTL");
-        for k in 2..5u8 {
+        for n in 2..5u8 {
             let _ = cache
-                .get_or_fetch([k; 32], move || async move { Ok(Zeroizing::new(vec![k])) })
+                .get_or_fetch(k(n), move || async move { Ok(Zeroizing::new(vec![n])) })
                 .await;
         }
         assert_eq!(cache.len(), 2, "bounded by capacity");
     }
 
     #[tokio::test]
+    async fn a_put_seed_is_a_hit_and_peek_never_fetches() {
+        let cache = Arc::new(DecryptCache::new(10, Duration::from_secs(60)));
+        assert!(cache.peek(&k(3)).is_none());
+        cache.put(k(3), Zeroizing::new(vec![3; 32]));
+        assert_eq!(cache.peek(&k(3)).unwrap().as_slice(), &[3; 32]);
+        let (r, o) = cache
+            .get_or_fetch(k(3), || async { Err(KvError::Throttled) })
+            .await;
+        assert_eq!((r.unwrap().as_slice(), o), (&[3u8; 32][..], Outcome::Hit));
+    }
+
+    #[tokio::test]
     async fn a_cancelled_caller_does_not_cancel_the_fetch() {
         let cache = Arc::new(DecryptCache::new(10, Duration::from_secs(60)));
-        let fut = cache.get_or_fetch([9; 32], || async {
+        let fut = cache.get_or_fetch(k(9), || async {
             tokio::time::sleep(Duration::from_millis(30)).await;
             Ok(Zeroizing::new(vec![9]))
         });
@@ -156,7 +199,7 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(60)).await;
         let (_, o) = cache
-            .get_or_fetch([9; 32], || async { Err(KvError::Throttled) })
+            .get_or_fetch(k(9), || async { Err(KvError::Throttled) })
             .await;
         assert_eq!(
             o,

@@ -175,14 +175,20 @@ pub fn check_key_id(key_id: &str) -> Result<(), EnvelopeError> {
     Ok(())
 }
 
+/// Checks a stored ciphertext's size (non-empty, at most 1 KiB), before anything else
+/// looks at it.
+pub fn check_ciphertext_len(ciphertext: &[u8]) -> Result<(), EnvelopeError> {
+    match ciphertext.len() {
+        0 => Err(EnvelopeError::EmptyCiphertext),
+        n if n > MAX_CIPHERTEXT => Err(EnvelopeError::CiphertextTooLarge(n)),
+        _ => Ok(()),
+    }
+}
+
 /// Decodes a stored ciphertext: Key Vault's base64url text (no padding) of the RSA
 /// ciphertext.
 pub fn decode_ciphertext(ciphertext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-    match ciphertext.len() {
-        0 => return Err(EnvelopeError::EmptyCiphertext),
-        n if n > MAX_CIPHERTEXT => return Err(EnvelopeError::CiphertextTooLarge(n)),
-        _ => {}
-    }
+    check_ciphertext_len(ciphertext)?;
     let trimmed = ciphertext
         .iter()
         .rposition(|b| *b != b'=')
@@ -241,7 +247,7 @@ pub fn encrypt_annotations(version: &KeyVersion, info: &ResponseInfo) -> HashMap
 }
 
 /// What the annotations of a Decrypt request say.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DecryptMeta {
     /// The Key Vault algorithm to unwrap with.
     pub algorithm: &'static str,
@@ -295,21 +301,47 @@ pub fn decrypt_meta(annotations: &HashMap<String, Vec<u8>>) -> Result<DecryptMet
     })
 }
 
-/// The decrypt-cache key: a digest of everything that determines the plaintext.
-pub fn cache_key(ciphertext: &[u8], key_id: &str, meta: &DecryptMeta) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for part in [
-        ciphertext,
-        key_id.as_bytes(),
-        meta.algorithm.as_bytes(),
-        meta.key_version
-            .as_ref()
-            .map_or(&b""[..], |v| v.as_str().as_bytes()),
-    ] {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part);
+/// The decrypt-cache key: everything that determines the plaintext, compared exactly (no
+/// digest to compute per call). The ciphertext is Key Vault's base64url text as stored,
+/// so a hit needs no decoding; at most 1 KiB, so 10,000 entries hold at most ~10 MiB.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    ciphertext: Vec<u8>,
+    key_id: String,
+    algorithm: &'static str,
+    key_version: Option<KeyVersion>,
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheKey")
+            .field("ciphertext_bytes", &self.ciphertext.len())
+            .field("key_id", &self.key_id)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
-    h.finalize().into()
+}
+
+impl CacheKey {
+    /// The key of a stored ciphertext. v1beta1 has no key id: it passes the version text.
+    pub fn new(ciphertext: Vec<u8>, key_id: String, meta: DecryptMeta) -> Self {
+        Self {
+            ciphertext,
+            key_id,
+            algorithm: meta.algorithm,
+            key_version: meta.key_version,
+        }
+    }
+
+    /// The stored ciphertext text.
+    pub fn ciphertext(&self) -> &[u8] {
+        &self.ciphertext
+    }
+
+    /// The Key Vault algorithm that wrapped it.
+    pub fn algorithm(&self) -> &'static str {
+        self.algorithm
+    }
 }
 
 /// A request uid made safe for logs: at most 64 printable characters.
@@ -430,7 +462,16 @@ mod tests {
             algorithm: WRAP_ALGORITHM,
             key_version: None,
         };
-        assert_ne!(cache_key(b"ab", "c", &meta), cache_key(b"a", "bc", &meta));
+        let key =
+            |c: &[u8], id: &str, m: &DecryptMeta| CacheKey::new(c.to_vec(), id.into(), m.clone());
+        assert_ne!(key(b"ab", "c", &meta), key(b"a", "bc", &meta));
+        let ours = DecryptMeta {
+            key_version: Some(v("v1")),
+            ..meta.clone()
+        };
+        assert_ne!(key(b"a", "b", &meta), key(b"a", "b", &ours));
+        assert_eq!(key(b"a", "b", &ours), key(b"a", "b", &ours));
+        assert!(!format!("{:?}", key(b"secretish", "b", &meta)).contains("secretish"));
         assert_eq!(loggable_uid("a\nb"), "a?b");
     }
 

@@ -1,67 +1,119 @@
 //! The key ring: which key version wraps new seeds, which versions we know by key id, and
-//! whether Key Vault is healthy.
+//! what Status, readiness and the metrics say.
 //!
-//! Status is answered from this state, never from a live call. A background poll makes one
-//! metadata read (`GET /keys/{name}/`, no cryptography) per interval: it picks up rotations
-//! (the newest enabled version, unless a version is pinned) and refreshes health. Real calls
-//! report their outcome here too, so a failure turns Status not-ok at once and a success
-//! heals it.
+//! - **Start-up never waits for Key Vault.** The ring starts empty; a background task
+//!   ([`KeyRing::spawn_maintainer`]) resolves the key version, retrying with backoff (1 s
+//!   doubling to 30 s) through outages, throttling and configuration errors alike, and
+//!   then polls the key's metadata once per interval. Status answers from the start: not
+//!   ok, with the reason, until a usable version is known.
+//! - **Which version wraps** (unless `--key-version` pins one): the newest usable version,
+//!   newest by creation time. Usable means enabled, inside its validity window, an RSA key
+//!   of at least 2048 bits whose `key_ops` (if listed) allow `encrypt` and `decrypt`, and
+//!   (for local wrapping) a public key in the metadata. An unusable newest version is
+//!   skipped with a warning and the `newest_version_usable` metric at 0. The choice moves
+//!   only when the set of usable versions changes (a new usable version, or the current
+//!   one disabled or expired); a failed poll never moves it, so the key id does not
+//!   oscillate.
+//! - **Status `healthz`** says whether kube-apiserver can be served now: a version to wrap
+//!   with is known, its wrap round-tripped through Key Vault once (the self-test), and,
+//!   when wraps go to Key Vault (`--remote-encrypt`, or no public key), Key Vault is
+//!   reachable. Seeds already seen decrypt from the cache whatever Key Vault does.
+//! - **Key Vault reachability** goes to readiness, the `keyvault_reachable` metric and the
+//!   log. It turns unhealthy on the first failed call and healthy again only after 30 s
+//!   without a failure and with a success, so a vault failing one operation and answering
+//!   another shows as one unhealthy period, not an alternation.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use rand::RngCore as _;
+use rand::{Rng as _, RngCore as _};
 
 use crate::azure::keyvault::{KeyInfo, KeyVault, KvError, unix_now};
 use crate::kms::envelope::{KeyRef, KeyVersion, WRAP_ALGORITHM};
+use crate::kms::wrap::PublicWrapKey;
 use crate::observability::metrics::KeyMetrics;
 
 /// The version new seeds are wrapped with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Current {
     /// Key version.
     pub version: KeyVersion,
     /// Its KMS key id.
-    pub key_id: String,
+    pub key_id: Arc<str>,
+    /// Its public key, for local wrapping; `None` when the identity may not read key
+    /// metadata (a pinned version without `keys/get`).
+    pub public: Option<Arc<PublicWrapKey>>,
 }
 
-/// Why the plugin cannot start. Each says what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    /// Key Vault refused or failed a start-up check.
-    #[error("key {key}: {error}")]
-    KeyVault {
-        /// The key.
-        key: String,
-        /// The failure.
-        error: KvError,
-    },
-    /// The key exists but cannot be used for wrapping.
-    #[error("key {key} version {version}: {reason}")]
-    Unusable {
-        /// The key.
-        key: String,
-        /// The version.
-        version: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// No version of the key is enabled and valid.
-    #[error("key {0} has no enabled, valid version")]
-    NoUsableVersion(String),
-    /// The round-trip self-test returned different bytes.
-    #[error("key {0}: the encrypt/decrypt self-test did not round-trip")]
-    SelfTest(String),
+/// How long Key Vault must go without a failed call, with a success, before it counts as
+/// reachable again.
+pub const RECOVERY: Duration = Duration::from_secs(30);
+/// How often an unknown key id may trigger a listing of versions.
+const LIST_COOLDOWN: Duration = Duration::from_secs(30);
+/// Versions read one by one when the newest is unusable, newest first.
+const MAX_FALLBACK_READS: usize = 16;
+/// First retry delay of an unsettled ring.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+/// Longest retry delay of an unsettled ring.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The start-up round trip: a seed wrapped as Encrypt wraps it, unwrapped by Key Vault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SelfTest {
+    /// Not run, or Key Vault could not be reached for it yet.
+    Pending,
+    /// Key Vault unwrapped what the plugin wrapped.
+    Passed,
+    /// Key Vault answered, and the wrap does not round-trip (a missing permission, an
+    /// unusable version): Encrypt is refused until it passes.
+    Failed(String),
+}
+
+/// Key Vault reachability with hysteresis (see the module documentation).
+#[derive(Debug)]
+struct Reachability {
+    status: Result<(), String>,
+    last_failure: Option<Instant>,
+}
+
+impl Reachability {
+    /// Records a failure; true when this turned the vault unhealthy.
+    fn failure(&mut self, reason: String) -> bool {
+        self.last_failure = Some(Instant::now());
+        let turned = self.status.is_ok();
+        self.status = Err(reason);
+        turned
+    }
+
+    /// Records a success; true when this turned the vault healthy.
+    fn success(&mut self) -> bool {
+        if self.status.is_ok() || self.last_failure.is_some_and(|t| t.elapsed() < RECOVERY) {
+            return false;
+        }
+        self.status = Ok(());
+        true
+    }
 }
 
 #[derive(Debug)]
 struct State {
-    current: Option<Current>,
+    current: Option<Arc<Current>>,
     /// key id → version, for every version seen.
     known: HashMap<String, KeyVersion>,
-    healthy: Result<(), String>,
+    /// version → key id (so the hot path hashes no URL).
+    ids: HashMap<KeyVersion, Arc<str>>,
+    vault: Reachability,
+    /// Why no version (or not the pinned one) can wrap, from the last answer.
+    key_problem: Option<String>,
+    /// The last failure while resolving the key version (start-up diagnostics).
+    resolve_error: Option<String>,
+    /// The newest version and why it is not used, when it is not.
+    newest_skipped: Option<(KeyVersion, String)>,
+    self_test: SelfTest,
     last_list: Option<Instant>,
+    last_list_error: Option<KvError>,
     /// Whether the identity may read key metadata (`keys/get`).
     can_get: bool,
 }
@@ -71,26 +123,83 @@ struct State {
 pub struct KeyRing {
     kv: KeyVault,
     pinned: Option<KeyVersion>,
+    remote_encrypt: bool,
     state: RwLock<State>,
+    /// Status `healthz` is ok (kept in step with `state`, for the per-call gauge).
+    status_ok: AtomicBool,
     metrics: KeyMetrics,
 }
 
-/// How often an unknown key id may trigger a listing of versions.
-const LIST_COOLDOWN: Duration = Duration::from_secs(30);
+/// What the ring decided about a version.
+enum Pick {
+    /// Wrap with this one; the newest was skipped for the reason given, if it was.
+    Use {
+        info: Box<KeyInfo>,
+        public: Option<Arc<PublicWrapKey>>,
+        skipped: Option<(KeyVersion, String)>,
+    },
+    /// No version can wrap, for this reason.
+    NoneUsable(String),
+}
+
+/// Whether a version can wrap seeds now, and its public key when local wrapping needs it.
+fn usable(
+    info: &KeyInfo,
+    now: i64,
+    need_public: bool,
+) -> Result<Option<Arc<PublicWrapKey>>, String> {
+    if let Some(problem) = info.wrap_problem(now) {
+        return Err(problem);
+    }
+    match &info.rsa {
+        Some(rsa) => PublicWrapKey::new(rsa)
+            .map(|k| Some(Arc::new(k)))
+            .map_err(|e| e.to_string()),
+        None if need_public => Err("Key Vault returned no RSA public key for it".into()),
+        None => Ok(None),
+    }
+}
+
+/// The order in which versions are tried when the newest is unusable: usable by their
+/// attributes, newest first by creation time (then by version, so the order is total).
+fn fallback_order(mut versions: Vec<KeyInfo>, newest: &KeyVersion, now: i64) -> Vec<KeyVersion> {
+    versions.retain(|v| &v.version != newest && v.unusable_reason(now).is_none());
+    versions.sort_by(|a, b| {
+        (b.created.unwrap_or(0), &b.version).cmp(&(a.created.unwrap_or(0), &a.version))
+    });
+    versions.into_iter().map(|v| v.version).collect()
+}
 
 impl KeyRing {
-    /// A key ring for `kv`'s key, following the newest enabled version unless `pinned`.
-    pub fn new(kv: KeyVault, pinned: Option<KeyVersion>, metrics: KeyMetrics) -> Self {
+    /// A key ring for `kv`'s key, following the newest usable version unless `pinned`.
+    /// With `remote_encrypt`, every wrap is a Key Vault `encrypt` call.
+    pub fn new(
+        kv: KeyVault,
+        pinned: Option<KeyVersion>,
+        remote_encrypt: bool,
+        metrics: KeyMetrics,
+    ) -> Self {
         Self {
             kv,
             pinned,
+            remote_encrypt,
             state: RwLock::new(State {
                 current: None,
                 known: HashMap::new(),
-                healthy: Err("starting".into()),
+                ids: HashMap::new(),
+                vault: Reachability {
+                    status: Err("Key Vault has not been reached yet".into()),
+                    last_failure: None,
+                },
+                key_problem: None,
+                resolve_error: None,
+                newest_skipped: None,
+                self_test: SelfTest::Pending,
                 last_list: None,
+                last_list_error: None,
                 can_get: true,
             }),
+            status_ok: AtomicBool::new(false),
             metrics,
         }
     }
@@ -101,10 +210,20 @@ impl KeyRing {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state
+    /// Changes the state, then brings the flags and gauges derived from it up to date.
+    fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let mut s = self
+            .state
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = f(&mut s);
+        let ok = self.status_of(&s).is_ok();
+        self.status_ok.store(ok, Ordering::Relaxed);
+        self.metrics.set_state(
+            s.vault.status.is_ok(),
+            s.newest_skipped.is_none() && s.current.is_some(),
+        );
+        r
     }
 
     /// The key.
@@ -123,244 +242,497 @@ impl KeyRing {
     }
 
     /// The current version.
-    pub fn current(&self) -> Option<Current> {
+    pub fn current(&self) -> Option<Arc<Current>> {
         self.read().current.clone()
     }
 
-    /// Health as Status reports it: `Ok` or a short reason.
-    pub fn health(&self) -> Result<(), String> {
-        let s = self.read();
-        match (&s.current, &s.healthy) {
-            (None, _) => Err("no key version resolved yet".into()),
-            (Some(_), h) => h.clone(),
+    /// The public key new seeds are wrapped with locally; `None`: wrap in Key Vault.
+    pub fn local_wrap_key<'a>(&self, current: &'a Current) -> Option<&'a Arc<PublicWrapKey>> {
+        if self.remote_encrypt {
+            None
+        } else {
+            current.public.as_ref()
         }
     }
 
-    /// Records the outcome of a real Key Vault call.
-    pub fn record<T>(&self, result: &Result<T, KvError>) {
-        let update = match result {
-            Ok(_) => Some(Ok(())),
-            Err(e) if e.is_health_failure() => Some(Err(e.to_string())),
-            Err(_) => None,
+    /// Whether Encrypt may wrap: refused only when the self-test found that Key Vault does
+    /// not unwrap what the plugin wraps.
+    pub fn wrap_allowed(&self) -> Result<(), String> {
+        match &self.read().self_test {
+            SelfTest::Failed(reason) => Err(reason.clone()),
+            SelfTest::Pending | SelfTest::Passed => Ok(()),
+        }
+    }
+
+    fn status_of(&self, s: &State) -> Result<(), String> {
+        let Some(current) = &s.current else {
+            let why = s
+                .key_problem
+                .as_deref()
+                .or(s.resolve_error.as_deref())
+                .unwrap_or("resolving the key version");
+            return Err(format!("no usable key version yet: {why}"));
         };
-        if let Some(h) = update {
-            let mut s = self.write();
-            if s.healthy != h {
-                match &h {
-                    Ok(()) => tracing::info!("Key Vault healthy again"),
-                    Err(reason) => tracing::warn!(%reason, "Key Vault unhealthy"),
+        if let Some(problem) = &s.key_problem {
+            return Err(problem.clone());
+        }
+        if let SelfTest::Failed(reason) = &s.self_test {
+            return Err(reason.clone());
+        }
+        if self.remote_encrypt || current.public.is_none() {
+            return s.vault.status.clone();
+        }
+        Ok(())
+    }
+
+    /// Status `healthz`: `Ok` when kube-apiserver can be served now, or a short reason.
+    pub fn status(&self) -> Result<(), String> {
+        self.status_of(&self.read())
+    }
+
+    /// Whether Status is ok, without building the reason (for the per-call gauge).
+    pub fn status_ok(&self) -> bool {
+        self.status_ok.load(Ordering::Relaxed)
+    }
+
+    /// Readiness: Status is ok, the self-test passed and Key Vault is reachable.
+    pub fn ready(&self) -> Result<(), String> {
+        let s = self.read();
+        self.status_of(&s)?;
+        if s.self_test == SelfTest::Pending {
+            return Err("the start-up round trip through Key Vault has not run yet".into());
+        }
+        s.vault.status.clone()
+    }
+
+    /// Records the outcome of a real Key Vault call for reachability.
+    pub fn record<T>(&self, result: &Result<T, KvError>) {
+        match result {
+            Ok(_) => {
+                if self.update(|s| s.vault.success()) {
+                    tracing::info!("Key Vault reachable again");
                 }
-                s.healthy = h;
             }
+            Err(e) if e.is_health_failure() => {
+                let reason = e.to_string();
+                if self.update(|s| s.vault.failure(reason.clone())) {
+                    tracing::warn!(%reason, "Key Vault unreachable: seeds already seen still decrypt from the cache");
+                }
+            }
+            Err(_) => {}
         }
     }
 
-    /// The current version first, then every other known version.
+    /// The current version first, then every other known version, newest version text
+    /// last (a stable order).
     pub fn versions_newest_first(&self) -> Vec<KeyVersion> {
         let s = self.read();
         let current = s.current.as_ref().map(|c| c.version.clone());
+        let pinned = self.pinned.clone().filter(|p| Some(p) != current.as_ref());
         let mut rest: Vec<KeyVersion> = s
             .known
             .values()
-            .filter(|v| Some(*v) != current.as_ref())
+            .filter(|v| Some(*v) != current.as_ref() && Some(*v) != pinned.as_ref())
             .cloned()
             .collect();
         rest.sort();
-        current.into_iter().chain(rest).collect()
+        current.into_iter().chain(pinned).chain(rest).collect()
     }
 
-    /// Remembers a version by its key id.
-    pub fn learn(&self, version: &KeyVersion) -> String {
-        let key_id = self.key().key_id(version);
-        self.write().known.insert(key_id.clone(), version.clone());
+    /// The key id of `version`, remembering the version by it.
+    pub fn key_id_of(&self, version: &KeyVersion) -> Arc<str> {
+        if let Some(id) = self.read().ids.get(version) {
+            return Arc::clone(id);
+        }
+        let key_id: Arc<str> = self.key().key_id(version).into();
+        self.update(|s| {
+            s.known.insert(key_id.to_string(), version.clone());
+            s.ids.insert(version.clone(), Arc::clone(&key_id));
+        });
         key_id
     }
 
-    fn set_current(&self, version: KeyVersion) -> bool {
-        let key_id = self.learn(&version);
-        let mut s = self.write();
-        let changed = s.current.as_ref().map(|c| &c.version) != Some(&version);
-        if changed {
-            if let Some(old) = &s.current {
-                tracing::info!(from = %old.version, to = %version, %key_id, "key rotation: new seeds use the new version");
-                self.metrics.rotations.inc();
+    fn set_current(&self, version: KeyVersion, public: Option<Arc<PublicWrapKey>>) {
+        let key_id = self.key_id_of(&version);
+        let changed = self.update(|s| {
+            let same = s
+                .current
+                .as_ref()
+                .is_some_and(|c| c.version == version && c.public.is_some() == public.is_some());
+            if same {
+                return None;
             }
-            self.metrics.set_current(version.as_str(), &key_id);
-            s.current = Some(Current { version, key_id });
+            let old = s.current.replace(Arc::new(Current {
+                version: version.clone(),
+                key_id: Arc::clone(&key_id),
+                public,
+            }));
+            Some(old.map(|o| o.version.clone()))
+        });
+        match changed {
+            Some(Some(old)) if old != version => {
+                tracing::info!(from = %old, to = %version, key_id = %key_id, "key rotation: new seeds use the new version");
+                self.metrics.rotations.inc();
+                self.metrics.set_current(version.as_str(), &key_id);
+            }
+            Some(None) => {
+                tracing::info!(version = %version, key_id = %key_id, local_wrap = !self.remote_encrypt, "key version resolved");
+                self.metrics.set_current(version.as_str(), &key_id);
+            }
+            _ => {}
         }
-        changed
     }
 
     /// The version a key id names, listing the key's versions (at most every 30 s) when it
-    /// is not known yet. `None` means the key id is not a version of the configured key.
-    pub async fn resolve(&self, key_id: &str) -> Option<KeyVersion> {
-        if let Some(v) = self.read().known.get(key_id) {
-            return Some(v.clone());
+    /// is not known yet. `Ok(None)`: the key id is not a version of the configured key.
+    /// `Err`: the listing failed, so that cannot be told now.
+    pub async fn resolve(&self, key_id: &str) -> Result<Option<KeyVersion>, KvError> {
+        {
+            let s = self.read();
+            if let Some(v) = s.known.get(key_id) {
+                return Ok(Some(v.clone()));
+            }
+            if s.last_list.is_some_and(|t| t.elapsed() < LIST_COOLDOWN) {
+                return match &s.last_list_error {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(None),
+                };
+            }
         }
-        let due = self
-            .read()
-            .last_list
-            .is_none_or(|t| t.elapsed() >= LIST_COOLDOWN);
-        if !due {
-            return None;
-        }
-        self.write().last_list = Some(Instant::now());
-        match self.kv.list_versions().await {
+        self.update(|s| s.last_list = Some(Instant::now()));
+        let listed = self.kv.list_versions().await;
+        self.record(&listed);
+        match listed {
             Ok(versions) => {
                 for v in versions {
-                    self.learn(&v.version);
+                    self.key_id_of(&v.version);
                 }
+                self.update(|s| s.last_list_error = None);
+                Ok(self.read().known.get(key_id).cloned())
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list key versions to resolve an unknown key id")
+                tracing::warn!(error = %e, "cannot list key versions to resolve an unknown key id");
+                self.update(|s| s.last_list_error = Some(e.clone()));
+                Err(e)
             }
         }
-        self.read().known.get(key_id).cloned()
     }
 
-    /// Start-up: resolve the current version, check it can wrap, run an encrypt/decrypt
-    /// self-test (which proves the `encrypt` and `decrypt` permissions), and learn the
-    /// other versions if the identity may list them.
-    pub async fn initialize(&self) -> Result<(), StartupError> {
-        let name = self.key().name().to_owned();
-        let kv_err = |error| StartupError::KeyVault {
-            key: name.clone(),
-            error,
-        };
-        let version = match self.fetch_current().await {
-            Ok(info) => {
-                if let Some(reason) = info.unusable_reason(unix_now()) {
-                    return Err(StartupError::Unusable {
-                        key: name.clone(),
-                        version: info.version.to_string(),
-                        reason: reason.to_owned(),
-                    });
+    /// Decides which version wraps: the pinned one, or the newest usable one.
+    async fn pick(&self) -> Result<Pick, KvError> {
+        let now = unix_now();
+        let need_public = !self.remote_encrypt;
+        if let Some(pinned) = &self.pinned {
+            let info = self.kv.get(Some(pinned)).await?;
+            return Ok(match usable(&info, now, need_public) {
+                Ok(public) => Pick::Use {
+                    info: Box::new(info),
+                    public,
+                    skipped: None,
+                },
+                Err(reason) => {
+                    Pick::NoneUsable(format!("pinned key version {pinned} cannot wrap: {reason}"))
                 }
-                if let Some(reason) = info.rsa_wrap_problem() {
-                    return Err(StartupError::Unusable {
-                        key: name.clone(),
-                        version: info.version.to_string(),
-                        reason,
-                    });
-                }
-                info.version
+            });
+        }
+        let newest = self.kv.get(None).await?;
+        let newest_reason = match usable(&newest, now, need_public) {
+            Ok(public) => {
+                return Ok(Pick::Use {
+                    info: Box::new(newest),
+                    public,
+                    skipped: None,
+                });
             }
-            // Pinned version and no `keys/get`: the Go plugin needs only encrypt/decrypt, so
-            // carry on; health then follows real calls only.
+            Err(reason) => reason,
+        };
+        let versions = match self.kv.list_versions().await {
+            Ok(v) => v,
+            Err(KvError::PermissionDenied(p)) => {
+                return Ok(Pick::NoneUsable(format!(
+                    "the newest key version {} cannot wrap ({newest_reason}), and finding an older one needs the {p} permission",
+                    newest.version
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        for version in fallback_order(versions, &newest.version, now)
+            .into_iter()
+            .take(MAX_FALLBACK_READS)
+        {
+            let info = self.kv.get(Some(&version)).await?;
+            if let Ok(public) = usable(&info, now, need_public) {
+                return Ok(Pick::Use {
+                    info: Box::new(info),
+                    public,
+                    skipped: Some((newest.version, newest_reason)),
+                });
+            }
+        }
+        Ok(Pick::NoneUsable(format!(
+            "no version of the key can wrap: the newest ({}) {newest_reason}, and no older version is enabled, valid and RSA",
+            newest.version
+        )))
+    }
+
+    /// Reads the key and applies what it says. `Err` only when Key Vault could not answer.
+    async fn refresh(&self) -> Result<(), KvError> {
+        let picked = self.pick().await;
+        self.record(&picked);
+        let picked = match picked {
+            Ok(p) => p,
+            // A pinned version and no `keys/get`: the Go plugin needs only encrypt/decrypt,
+            // so carry on with Key Vault wrapping; health then follows real calls only.
             Err(KvError::PermissionDenied("keys/get")) if self.pinned.is_some() => {
                 tracing::warn!(
-                    "the identity lacks keys/get: key metadata checks are off, health follows real calls only"
+                    "the identity lacks keys/get: the pinned version is used without its metadata, wraps go to Key Vault"
                 );
-                self.write().can_get = false;
-                self.pinned
-                    .clone()
-                    .ok_or_else(|| StartupError::NoUsableVersion(name.clone()))?
-            }
-            Err(e) => return Err(kv_err(e)),
-        };
-        let mut probe = vec![0u8; 32];
-        rand::rng().fill_bytes(&mut probe);
-        let (wrapped, _) = self
-            .kv
-            .encrypt(&version, WRAP_ALGORITHM, &probe)
-            .await
-            .map_err(kv_err)?;
-        let unwrapped = self
-            .kv
-            .decrypt(&version, WRAP_ALGORITHM, &wrapped)
-            .await
-            .map_err(kv_err)?;
-        if unwrapped.as_slice() != probe.as_slice() {
-            return Err(StartupError::SelfTest(name));
-        }
-        self.set_current(version);
-        self.write().healthy = Ok(());
-        if self.pinned.is_none() {
-            match self.kv.list_versions().await {
-                Ok(versions) => {
-                    for v in versions {
-                        self.learn(&v.version);
-                    }
-                    self.write().last_list = Some(Instant::now());
+                self.update(|s| {
+                    s.can_get = false;
+                    s.key_problem = None;
+                });
+                if let Some(pinned) = self.pinned.clone() {
+                    self.set_current(pinned, None);
                 }
-                Err(e) => {
-                    tracing::info!(error = %e, "not listing key versions; older key ids are resolved through our annotation")
+                return Ok(());
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let changed = self.update(|s| {
+                    let changed = s.resolve_error.as_deref() != Some(reason.as_str());
+                    s.resolve_error = Some(reason.clone());
+                    changed
+                });
+                if changed && self.current().is_none() {
+                    tracing::warn!(error = %reason, "cannot resolve the key version yet; retrying with backoff");
+                }
+                return Err(e);
+            }
+        };
+        match picked {
+            Pick::Use {
+                info,
+                public,
+                skipped,
+            } => {
+                let announce = self.update(|s| {
+                    s.key_problem = None;
+                    s.resolve_error = None;
+                    let announce = s.newest_skipped != skipped;
+                    s.newest_skipped.clone_from(&skipped);
+                    announce
+                });
+                if announce {
+                    match &skipped {
+                        Some((newest, reason)) => tracing::warn!(
+                            newest = %newest, %reason, using = %info.version,
+                            "the newest key version cannot wrap; using the newest usable one"
+                        ),
+                        None => {
+                            tracing::info!(version = %info.version, "the newest key version is usable")
+                        }
+                    }
+                }
+                self.set_current(info.version, public);
+            }
+            Pick::NoneUsable(reason) => {
+                let changed = self.update(|s| {
+                    let changed = s.key_problem.as_deref() != Some(reason.as_str());
+                    s.key_problem = Some(reason.clone());
+                    changed
+                });
+                if changed {
+                    tracing::error!(%reason, "no key version can wrap new seeds");
                 }
             }
         }
         Ok(())
     }
 
-    /// The version that should wrap new seeds: the pinned one, or the newest enabled one.
-    async fn fetch_current(&self) -> Result<KeyInfo, KvError> {
-        if let Some(v) = &self.pinned {
-            return self.kv.get(Some(v)).await;
-        }
-        let latest = self.kv.get(None).await?;
-        if latest.unusable_reason(unix_now()).is_none() {
-            return Ok(latest);
-        }
-        // The latest version is disabled or expired: fall back to the newest usable one.
-        let now = unix_now();
-        let mut versions = self.kv.list_versions().await?;
-        versions.retain(|v| v.unusable_reason(now).is_none());
-        versions.sort_by_key(|v| v.created.unwrap_or(0));
-        match versions.pop() {
-            Some(v) => self.kv.get(Some(&v.version)).await,
-            None => Ok(latest),
-        }
-    }
-
-    /// One poll: reads key metadata, follows a rotation, refreshes health.
-    pub async fn poll_once(&self) {
-        if !self.read().can_get {
-            return;
-        }
-        let result = self.fetch_current().await;
-        match &result {
-            Ok(info) => match info
-                .unusable_reason(unix_now())
-                .map(str::to_owned)
-                .or_else(|| info.rsa_wrap_problem())
-            {
-                None => {
-                    self.set_current(info.version.clone());
-                    self.record(&Ok::<(), KvError>(()));
-                }
-                Some(reason) => {
-                    // Keep wrapping with the last good version; report the problem.
-                    let mut s = self.write();
-                    s.healthy = Err(format!("key version {} is {reason}", info.version));
-                }
-            },
-            Err(e) => {
-                self.record(&Err::<(), _>(e.clone()));
-                if !e.is_health_failure() {
-                    self.write().healthy = Err(e.to_string());
+    /// Wraps a random seed as Encrypt would and has Key Vault unwrap it: proves the
+    /// `decrypt` permission, and that Key Vault opens the plugin's local wraps.
+    async fn self_test(&self, current: &Current) {
+        let mut probe = zeroize::Zeroizing::new(vec![0u8; 32]);
+        rand::rng().fill_bytes(&mut probe);
+        let wrapped = match self.local_wrap_key(current) {
+            Some(key) => key.wrap(WRAP_ALGORITHM, &probe).map_err(|e| e.to_string()),
+            None => {
+                let r = self
+                    .kv
+                    .encrypt(&current.version, WRAP_ALGORITHM, &probe)
+                    .await;
+                self.record(&r);
+                match r {
+                    Ok((raw, _)) => Ok(raw),
+                    Err(e) if e.is_transient() => return,
+                    Err(e) => Err(e.to_string()),
                 }
             }
+        };
+        let outcome = match wrapped {
+            Err(e) => SelfTest::Failed(format!("self-test: wrapping failed: {e}")),
+            Ok(wrapped) => {
+                let r = self
+                    .kv
+                    .decrypt(&current.version, WRAP_ALGORITHM, &wrapped)
+                    .await;
+                self.record(&r);
+                match r {
+                    Ok(plain) if plain.as_slice() == probe.as_slice() => SelfTest::Passed,
+                    Ok(_) => SelfTest::Failed(
+                        "self-test: Key Vault's decrypt did not return the wrapped seed".into(),
+                    ),
+                    Err(e) if e.is_transient() => return,
+                    Err(e) => SelfTest::Failed(format!("self-test: {e}")),
+                }
+            }
+        };
+        match &outcome {
+            SelfTest::Passed => tracing::info!(
+                version = %current.version,
+                local_wrap = self.local_wrap_key(current).is_some(),
+                "self-test passed: Key Vault unwrapped a seed wrapped as Encrypt wraps"
+            ),
+            SelfTest::Failed(reason) => {
+                tracing::error!(%reason, "self-test failed: Encrypt is refused until it passes")
+            }
+            SelfTest::Pending => {}
         }
+        self.update(|s| s.self_test = outcome);
     }
 
-    /// Polls every `interval` (every 10 s while unhealthy) until `shutdown` resolves.
-    pub fn spawn_poller(
+    /// One round of upkeep: read the key (unless the identity may not), run the self-test
+    /// until it passes. Returns whether the ring is settled (a version, no key problem,
+    /// the self-test passed, Key Vault reachable); an unsettled ring is polled again soon.
+    pub async fn poll_once(&self) -> bool {
+        if self.read().can_get {
+            let _ = self.refresh().await;
+        }
+        if let Some(current) = self.current()
+            && self.read().self_test != SelfTest::Passed
+        {
+            self.self_test(&current).await;
+        }
+        let s = self.read();
+        s.current.is_some()
+            && s.key_problem.is_none()
+            && s.self_test == SelfTest::Passed
+            && s.vault.status.is_ok()
+    }
+
+    /// Polls at once, then every `interval` while settled; while unsettled, again after a
+    /// backoff of 1 s doubling to 30 s (never longer than `interval`), with jitter.
+    pub fn spawn_maintainer(
         self: &Arc<Self>,
         interval: Duration,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let ring = Arc::clone(self);
         tokio::spawn(async move {
+            let mut backoff = BACKOFF_START;
             loop {
-                let wait = if ring.health().is_ok() {
+                let settled = tokio::select! {
+                    _ = shutdown.changed() => break,
+                    settled = ring.poll_once() => settled,
+                };
+                let wait = if settled {
+                    backoff = BACKOFF_START;
                     interval
                 } else {
-                    interval.min(Duration::from_secs(10))
+                    let jittered = backoff.mul_f64(rand::rng().random_range(0.8..1.2));
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    jittered.min(interval)
                 };
                 tokio::select! {
                     _ = shutdown.changed() => break,
-                    () = tokio::time::sleep(wait) => ring.poll_once().await,
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::keyvault::RsaPublic;
+
+    fn info(version: &str, created: i64) -> KeyInfo {
+        KeyInfo {
+            version: KeyVersion::parse(version).unwrap(),
+            enabled: true,
+            not_before: None,
+            expires: None,
+            created: Some(created),
+            kty: Some("RSA".into()),
+            key_ops: vec![],
+            rsa: None,
+        }
+    }
+
+    #[test]
+    fn fallback_tries_usable_versions_newest_first_and_never_the_newest_again() {
+        let disabled = KeyInfo {
+            enabled: false,
+            ..info("d", 50)
+        };
+        let expired = KeyInfo {
+            expires: Some(10),
+            ..info("x", 60)
+        };
+        let order = fallback_order(
+            vec![
+                info("a", 10),
+                info("newest", 90),
+                disabled,
+                info("c", 30),
+                expired,
+                info("b", 30),
+            ],
+            &KeyVersion::parse("newest").unwrap(),
+            100,
+        );
+        let names: Vec<&str> = order.iter().map(KeyVersion::as_str).collect();
+        assert_eq!(
+            names,
+            ["c", "b", "a"],
+            "creation time, then version, newest first"
+        );
+    }
+
+    #[test]
+    fn usable_needs_a_public_key_only_for_local_wrapping() {
+        let no_key = info("a", 1);
+        assert!(usable(&no_key, 2, true).unwrap_err().contains("public key"));
+        assert!(usable(&no_key, 2, false).unwrap().is_none());
+        let ec = KeyInfo {
+            kty: Some("EC".into()),
+            ..info("a", 1)
+        };
+        assert!(usable(&ec, 2, false).unwrap_err().contains("EC"));
+        let small = KeyInfo {
+            rsa: RsaPublic::new(&[0xc1; 128], &[1, 0, 1]),
+            ..info("a", 1)
+        };
+        assert!(usable(&small, 2, true).unwrap_err().contains("1024 bits"));
+    }
+
+    #[test]
+    fn reachability_turns_healthy_only_after_a_quiet_period() {
+        let mut r = Reachability {
+            status: Err("not yet".into()),
+            last_failure: None,
+        };
+        assert!(r.success(), "first contact heals at once");
+        assert!(r.failure("down".into()));
+        assert!(!r.failure("down again".into()), "one transition per period");
+        assert!(
+            !r.success(),
+            "a success right after a failure does not heal"
+        );
+        assert!(r.status.is_err());
+        r.last_failure = Instant::now().checked_sub(RECOVERY);
+        assert!(r.success());
+        assert!(r.status.is_ok());
     }
 }

@@ -1,10 +1,13 @@
-//! The KMS v2 plugin: `prepare` resolves configuration and checks the key at start,
-//! `serve` answers kube-apiserver on a Unix socket, `run` is the whole process.
+//! The KMS v2 plugin: `prepare` resolves configuration (no Key Vault call: start-up never
+//! depends on Key Vault), `serve` answers kube-apiserver on a Unix socket, `run` is the
+//! whole process, with the key ring's maintainer resolving the key in the background.
 
+pub mod audit;
 pub mod cache;
 pub mod envelope;
 pub mod keyring;
 pub mod service;
+pub mod wrap;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +23,8 @@ use crate::azure::keyvault::{self, CallPolicy, KeyVault, TransportConfig};
 use crate::cli::KmsArgs;
 use crate::kms::cache::DecryptCache;
 use crate::kms::envelope::{KeyRef, KeyVersion};
-use crate::kms::keyring::{KeyRing, StartupError};
-use crate::kms::service::{Kms, V1, V2};
+use crate::kms::keyring::KeyRing;
+use crate::kms::service::{Kms, ServiceConfig, V1, V2};
 use crate::observability::http as health_http;
 use crate::observability::metrics::{KeyMetrics, ServerMetrics};
 use crate::proto::{kms_v1beta1, kms_v2};
@@ -43,9 +46,6 @@ pub enum KmsStartError {
     /// The Key Vault client could not be built.
     #[error(transparent)]
     Setup(#[from] keyvault::SetupError),
-    /// The start-up checks of the key failed.
-    #[error(transparent)]
-    Key(#[from] StartupError),
     /// The socket could not be bound.
     #[error(transparent)]
     Socket(#[from] socket::SocketError),
@@ -71,8 +71,9 @@ pub struct Prepared {
     pub kms: Arc<Kms>,
 }
 
-/// Resolves configuration, builds the Key Vault client and runs the start-up checks
-/// (key exists, is enabled and can wrap, the identity may encrypt and decrypt).
+/// Resolves configuration and builds the Key Vault client and the services. Makes no Key
+/// Vault call: the key is resolved and checked by the ring's maintainer
+/// ([`KeyRing::spawn_maintainer`]), which [`run`] starts once the socket is bound.
 pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared, KmsStartError> {
     if args.key_name.is_empty() {
         return Err(KmsStartError::Config("--key-name is required".into()));
@@ -151,20 +152,36 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
     let kms_registry = registry.sub_registry_with_prefix("akv_bridge_kms");
     let key_metrics = KeyMetrics::register(kms_registry);
     let server_metrics = ServerMetrics::register(kms_registry);
-    let ring = Arc::new(KeyRing::new(kv, pinned, key_metrics));
+    let ring = Arc::new(KeyRing::new(
+        kv,
+        pinned,
+        args.remote_encrypt,
+        key_metrics.clone(),
+    ));
     tracing::info!(
         vault = %vault_url,
         key = %args.key_name,
         pinned = args.key_version.as_str(),
         identity = %source.describe(),
-        "checking the key"
+        wrap = if args.remote_encrypt { "keyvault" } else { "local" },
+        status_version = args.status_version.as_str(),
+        "KMS plugin configured"
     );
-    ring.initialize().await?;
     let cache = Arc::new(DecryptCache::new(
         args.decrypt_cache_size,
         args.decrypt_cache_ttl,
     ));
-    let kms = Arc::new(Kms::new(Arc::clone(&ring), cache, server_metrics));
+    let status_version = match args.status_version.as_str() {
+        service::STATUS_VERSION_V2 => service::STATUS_VERSION_V2,
+        _ => service::STATUS_VERSION_V2BETA1,
+    };
+    let kms = Arc::new(Kms::new(
+        Arc::clone(&ring),
+        cache,
+        server_metrics,
+        key_metrics,
+        ServiceConfig { status_version },
+    ));
     Ok(Prepared { ring, kms })
 }
 
@@ -229,7 +246,7 @@ impl health_http::Health for KmsHealth {
     }
 
     fn ready(&self) -> Result<(), String> {
-        self.ring.health()
+        self.ring.ready()
     }
 }
 
@@ -248,7 +265,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let poller = prepared
         .ring
-        .spawn_poller(args.key_poll_interval, stop_rx.clone());
+        .spawn_maintainer(args.key_poll_interval, stop_rx.clone());
     let health: Arc<dyn health_http::Health> = Arc::new(KmsHealth {
         ring: Arc::clone(&prepared.ring),
     });
@@ -275,7 +292,7 @@ pub async fn run(
             addr: args.metrics_addr,
             source,
         })?;
-    tracing::info!(socket = %address, key_id = %prepared.ring.current().map(|c| c.key_id).unwrap_or_default(), "KMS plugin serving");
+    tracing::info!(socket = %address, "KMS plugin serving; the key version is resolved in the background");
 
     let result = socket::serve_and_drain(
         |stop| {
@@ -294,6 +311,7 @@ pub async fn run(
     .map_err(KmsStartError::from);
     let _ = stop_tx.send(true);
     let _ = tokio::join!(poller, health_task, metrics_task);
+    prepared.kms.flush_audit().await;
     drop(socket_guard);
     result
 }

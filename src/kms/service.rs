@@ -5,18 +5,25 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tonic::{Code, Request, Response, Status};
+use zeroize::Zeroizing;
 
 use crate::azure::keyvault::KvError;
-use crate::kms::cache::{DecryptCache, Outcome};
+use crate::kms::audit::{AuditLog, Record};
+use crate::kms::cache::{DecryptCache, Outcome, Plaintext};
 use crate::kms::envelope::{
-    self, EnvelopeError, KeyVersion, V1_ALGORITHM, WRAP_ALGORITHM, loggable_uid,
+    self, CacheKey, DecryptMeta, EnvelopeError, KeyVersion, ResponseInfo, V1_ALGORITHM,
+    WRAP_ALGORITHM,
 };
-use crate::kms::keyring::KeyRing;
-use crate::observability::metrics::ServerMetrics;
+use crate::kms::keyring::{Current, KeyRing};
+use crate::kms::wrap::WrapError;
+use crate::observability::metrics::{KeyMetrics, ServerMetrics};
 use crate::proto::{kms_v1beta1 as v1, kms_v2 as v2};
 
-/// The version Status reports. It never changes while the plugin runs.
-pub const STATUS_VERSION: &str = "v2";
+/// The Status `version` kube-apiserver 1.29 and later accept besides `v2beta1`.
+pub const STATUS_VERSION_V2: &str = "v2";
+/// The Status `version` every kube-apiserver from 1.27 on accepts, and the one
+/// Azure/kubernetes-kms reports: the default.
+pub const STATUS_VERSION_V2BETA1: &str = "v2beta1";
 /// Runtime name reported by v1beta1 `Version`.
 pub const RUNTIME_NAME: &str = "akv-bridge";
 
@@ -33,8 +40,14 @@ pub enum KmsError {
     #[error("unsupported KMS API version {0:?}; this endpoint serves v1beta1")]
     BadApiVersion(String),
     /// No key version is usable yet.
-    #[error("no key version is available yet")]
-    NotReady,
+    #[error("no key version is available yet: {0}")]
+    NotReady(String),
+    /// The start-up round trip found that Key Vault does not unwrap what would be wrapped.
+    #[error("Encrypt is refused: {0}")]
+    WrapRefused(String),
+    /// Wrapping with the public key failed.
+    #[error(transparent)]
+    Wrap(#[from] WrapError),
     /// The plaintext did not decrypt with any candidate version (v1beta1).
     #[error("the ciphertext could not be decrypted with any known version of key {0}")]
     NoVersionDecrypts(String),
@@ -51,7 +64,9 @@ impl KmsError {
             Self::Invalid(_) | Self::UnknownKeyId(..) | Self::BadApiVersion(_) => {
                 Code::InvalidArgument
             }
-            Self::NotReady => Code::Unavailable,
+            Self::NotReady(_) => Code::Unavailable,
+            Self::WrapRefused(_) => Code::FailedPrecondition,
+            Self::Wrap(_) => Code::Internal,
             Self::NoVersionDecrypts(_) => Code::InvalidArgument,
             Self::KeyVault(e) => match e {
                 // Every authentication failure of a decrypt looks the same.
@@ -73,87 +88,169 @@ impl KmsError {
     }
 }
 
+/// How the services behave.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The Status `version` (`v2beta1` or `v2`); it never changes while the plugin runs.
+    pub status_version: &'static str,
+}
+
 /// State both API versions share.
 #[derive(Debug)]
 pub struct Kms {
     ring: Arc<KeyRing>,
     cache: Arc<DecryptCache>,
     metrics: ServerMetrics,
+    key_metrics: KeyMetrics,
+    audit: AuditLog,
+    config: ServiceConfig,
+}
+
+/// A wrapped seed: the stored ciphertext text, the version, and what Key Vault said.
+struct Wrapped {
+    ciphertext: Vec<u8>,
+    current: Arc<Current>,
+    info: ResponseInfo,
+    detail: &'static str,
+}
+
+/// The `Date` annotation of a local wrap: the time in HTTP-date form, as Key Vault's
+/// `Date` header would have said.
+fn http_date_now() -> String {
+    httpdate::fmt_http_date(std::time::SystemTime::now())
 }
 
 impl Kms {
-    /// The shared state.
-    pub fn new(ring: Arc<KeyRing>, cache: Arc<DecryptCache>, metrics: ServerMetrics) -> Self {
+    /// The shared state. Starts the audit writer (needs a Tokio runtime).
+    pub fn new(
+        ring: Arc<KeyRing>,
+        cache: Arc<DecryptCache>,
+        metrics: ServerMetrics,
+        key_metrics: KeyMetrics,
+        config: ServiceConfig,
+    ) -> Self {
+        let audit = AuditLog::start(key_metrics.audit_dropped.clone());
         Self {
             ring,
             cache,
             metrics,
+            key_metrics,
+            audit,
+            config,
         }
+    }
+
+    /// Waits (briefly) until the audit lines of finished calls are written.
+    pub async fn flush_audit(&self) {
+        self.audit.flush(std::time::Duration::from_secs(2)).await;
     }
 
     fn observe<T>(
         &self,
-        method: &str,
+        method: &'static str,
         started: Instant,
         result: Result<T, KmsError>,
     ) -> Result<Response<T>, Status> {
         let result = result.map_err(|e| e.to_status());
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
         self.metrics.rpc(method, code, started.elapsed());
-        self.metrics
-            .healthy
-            .set(i64::from(self.ring.health().is_ok()));
+        self.metrics.healthy.set(i64::from(self.ring.status_ok()));
         result.map(Response::new)
     }
 
-    /// Runs a Key Vault call, recording its outcome for health and metrics.
-    async fn keyvault<T>(
+    fn audit<T>(
         &self,
-        operation: &str,
-        call: impl std::future::Future<Output = Result<T, KvError>>,
-    ) -> Result<T, KvError> {
-        let started = Instant::now();
-        let result = call.await;
-        let outcome = result.as_ref().map_or_else(KvError::label, |_| "ok");
-        self.metrics.keyvault(operation, outcome, started.elapsed());
-        self.ring.record(&result);
-        result
+        rpc: &'static str,
+        uid: String,
+        key_id: Option<Arc<str>>,
+        started: Instant,
+        result: &Result<T, KmsError>,
+        detail: &'static str,
+    ) {
+        self.audit.log(Record {
+            rpc,
+            uid,
+            key_id,
+            error: result.as_ref().err().map(ToString::to_string),
+            latency: started.elapsed(),
+            detail,
+        });
     }
 
-    /// Wraps `plaintext` with the current version.
-    async fn wrap(
-        &self,
-        plaintext: &[u8],
-        algorithm: &str,
-    ) -> Result<(Vec<u8>, KeyVersion, envelope::ResponseInfo), KmsError> {
+    /// Wraps `plaintext` with the current version: locally with its public key, or with
+    /// Key Vault's `encrypt` (`--remote-encrypt`, or no public key). The seed then goes
+    /// into the decrypt cache, exactly as if it had been decrypted, so a restarted
+    /// kube-apiserver reads it back without Key Vault.
+    async fn wrap(&self, plaintext: &[u8], algorithm: &'static str) -> Result<Wrapped, KmsError> {
         envelope::check_plaintext(plaintext)?;
-        let current = self.ring.current().ok_or(KmsError::NotReady)?;
-        let (raw, info) = self
-            .keyvault(
-                "encrypt",
-                self.ring
+        let current = self
+            .ring
+            .current()
+            .ok_or_else(|| KmsError::NotReady(self.ring.status().err().unwrap_or_default()))?;
+        self.ring.wrap_allowed().map_err(KmsError::WrapRefused)?;
+        let (raw, info, detail) = match self.ring.local_wrap_key(&current) {
+            Some(key) => {
+                let raw = key.wrap(algorithm, plaintext)?;
+                self.key_metrics.local_wraps.inc();
+                let info = ResponseInfo {
+                    date: Some(http_date_now()),
+                    ..ResponseInfo::default()
+                };
+                (raw, info, "local")
+            }
+            None => {
+                let started = Instant::now();
+                let result = self
+                    .ring
                     .keyvault()
-                    .encrypt(&current.version, algorithm, plaintext),
-            )
-            .await?;
-        Ok((envelope::encode_ciphertext(&raw), current.version, info))
+                    .encrypt(&current.version, algorithm, plaintext)
+                    .await;
+                let outcome = result.as_ref().map_or_else(KvError::label, |_| "ok");
+                self.metrics.keyvault("encrypt", outcome, started.elapsed());
+                self.ring.record(&result);
+                let (raw, info) = result?;
+                (raw, info, "keyvault")
+            }
+        };
+        Ok(Wrapped {
+            ciphertext: envelope::encode_ciphertext(&raw),
+            current,
+            info,
+            detail,
+        })
     }
 
-    /// Unwraps through the cache, coalescing identical concurrent requests.
+    /// Caches a seed this plugin wrapped under the key its Decrypt will look up.
+    fn remember(&self, key: CacheKey, plaintext: &[u8]) {
+        self.cache.put(key, Zeroizing::new(plaintext.to_vec()));
+        self.metrics
+            .cache_entries
+            .set(i64::try_from(self.cache.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Unwraps through the cache, coalescing identical concurrent requests. A hit does no
+    /// decoding; a miss decodes the ciphertext and asks Key Vault.
     async fn unwrap(
         &self,
-        cache_key: [u8; 32],
+        key: CacheKey,
         version: &KeyVersion,
-        algorithm: &'static str,
-        raw: Vec<u8>,
-    ) -> (Result<Arc<zeroize::Zeroizing<Vec<u8>>>, KvError>, Outcome) {
+    ) -> (Result<Plaintext, KmsError>, Outcome) {
+        if let Some(plain) = self.cache.peek(&key) {
+            self.metrics.cache(Outcome::Hit.label());
+            return (Ok(plain), Outcome::Hit);
+        }
+        let raw = match envelope::decode_ciphertext(key.ciphertext()) {
+            Ok(raw) => raw,
+            Err(e) => return (Err(e.into()), Outcome::Miss),
+        };
+        let algorithm = key.algorithm();
         let kv = self.ring.keyvault().clone();
         let version = version.clone();
         let metrics = self.metrics.clone();
         let ring = Arc::clone(&self.ring);
         let (result, outcome) = self
             .cache
-            .get_or_fetch(cache_key, move || async move {
+            .get_or_fetch(key, move || async move {
                 let started = Instant::now();
                 let result = kv.decrypt(&version, algorithm, &raw).await;
                 let label = result.as_ref().map_or_else(KvError::label, |_| "ok");
@@ -166,26 +263,7 @@ impl Kms {
         self.metrics
             .cache_entries
             .set(i64::try_from(self.cache.len()).unwrap_or(i64::MAX));
-        (result, outcome)
-    }
-}
-
-fn audit(
-    rpc: &str,
-    uid: &str,
-    key_id: &str,
-    started: Instant,
-    result: &Result<impl Sized, KmsError>,
-    detail: &str,
-) {
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match result {
-        Ok(_) => {
-            tracing::info!(target: "audit", rpc, uid = %loggable_uid(uid), key_id, outcome = "ok", latency_ms, detail)
-        }
-        Err(e) => {
-            tracing::warn!(target: "audit", rpc, uid = %loggable_uid(uid), key_id, outcome = "error", error = %e, latency_ms, detail)
-        }
+        (result.map_err(KmsError::from), outcome)
     }
 }
 
@@ -201,8 +279,12 @@ impl v2::key_management_service_server::KeyManagementService for V2 {
     ) -> Result<Response<v2::StatusResponse>, Status> {
         let started = Instant::now();
         let kms = &self.0;
-        let key_id = kms.ring.current().map(|c| c.key_id).unwrap_or_default();
-        let healthz = match kms.ring.health() {
+        let key_id = kms
+            .ring
+            .current()
+            .map(|c| c.key_id.to_string())
+            .unwrap_or_default();
+        let healthz = match kms.ring.status() {
             Ok(()) => "ok".to_owned(),
             Err(reason) => reason.chars().take(200).collect(),
         };
@@ -210,76 +292,101 @@ impl v2::key_management_service_server::KeyManagementService for V2 {
             "v2.Status",
             started,
             Ok(v2::StatusResponse {
-                version: STATUS_VERSION.to_owned(),
+                version: kms.config.status_version.to_owned(),
                 healthz,
                 key_id,
             }),
         )
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "v2.Encrypt"))]
     async fn encrypt(
         &self,
         request: Request<v2::EncryptRequest>,
     ) -> Result<Response<v2::EncryptResponse>, Status> {
         let started = Instant::now();
         let kms = &self.0;
-        let req = request.into_inner();
-        let plaintext = zeroize::Zeroizing::new(req.plaintext);
+        let v2::EncryptRequest { plaintext, uid } = request.into_inner();
+        let plaintext = Zeroizing::new(plaintext);
+        let mut detail = "";
+        let mut key_id = None;
         let result = async {
-            let (ciphertext, version, info) = kms.wrap(&plaintext, WRAP_ALGORITHM).await?;
-            let key_id = kms.ring.key().key_id(&version);
-            let annotations = envelope::encrypt_annotations(&version, &info);
+            let wrapped = kms.wrap(&plaintext, WRAP_ALGORITHM).await?;
+            detail = wrapped.detail;
+            let current = &wrapped.current;
+            key_id = Some(Arc::clone(&current.key_id));
+            let annotations = envelope::encrypt_annotations(&current.version, &wrapped.info);
+            kms.remember(
+                CacheKey::new(
+                    wrapped.ciphertext.clone(),
+                    current.key_id.to_string(),
+                    DecryptMeta {
+                        algorithm: WRAP_ALGORITHM,
+                        key_version: Some(current.version.clone()),
+                    },
+                ),
+                &plaintext,
+            );
             Ok(v2::EncryptResponse {
-                ciphertext,
-                key_id,
+                ciphertext: wrapped.ciphertext,
+                key_id: current.key_id.to_string(),
                 annotations,
             })
         }
         .await;
-        let key_id = result
-            .as_ref()
-            .map(|r| r.key_id.clone())
-            .unwrap_or_default();
-        audit("Encrypt", &req.uid, &key_id, started, &result, "");
+        kms.audit("Encrypt", uid, key_id, started, &result, detail);
         kms.observe("v2.Encrypt", started, result)
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "v2.Decrypt"))]
     async fn decrypt(
         &self,
         request: Request<v2::DecryptRequest>,
     ) -> Result<Response<v2::DecryptResponse>, Status> {
         let started = Instant::now();
         let kms = &self.0;
-        let req = request.into_inner();
+        let v2::DecryptRequest {
+            ciphertext,
+            uid,
+            key_id,
+            annotations,
+        } = request.into_inner();
         let mut cache_outcome = "";
+        let mut audit_key_id = None;
         let result = async {
-            envelope::check_key_id(&req.key_id)?;
-            let raw = envelope::decode_ciphertext(&req.ciphertext)?;
-            let meta = envelope::decrypt_meta(&req.annotations)?;
+            envelope::check_key_id(&key_id)?;
+            envelope::check_ciphertext_len(&ciphertext)?;
+            let meta = envelope::decrypt_meta(&annotations)?;
             let version = match &meta.key_version {
                 // Written by akv-bridge: the annotation names the version; it must hash to
                 // the key id, or the request mixes up two envelopes.
-                Some(v) if kms.ring.key().key_id(v) == req.key_id => v.clone(),
-                Some(_) => return Err(KmsError::Invalid(EnvelopeError::KeyVersionMismatch)),
+                Some(v) => {
+                    let id = kms.ring.key_id_of(v);
+                    if *id != *key_id {
+                        return Err(KmsError::Invalid(EnvelopeError::KeyVersionMismatch));
+                    }
+                    audit_key_id = Some(id);
+                    v.clone()
+                }
                 // Written by Azure/kubernetes-kms: find the version by its key id.
-                None => kms.ring.resolve(&req.key_id).await.ok_or_else(|| {
-                    KmsError::UnknownKeyId(req.key_id.clone(), kms.ring.key().name().to_owned())
-                })?,
+                None => {
+                    let v = kms.ring.resolve(&key_id).await?.ok_or_else(|| {
+                        KmsError::UnknownKeyId(key_id.clone(), kms.ring.key().name().to_owned())
+                    })?;
+                    audit_key_id = Some(kms.ring.key_id_of(&v));
+                    v
+                }
             };
-            let cache_key = envelope::cache_key(&req.ciphertext, &req.key_id, &meta);
-            let (plain, outcome) = kms.unwrap(cache_key, &version, meta.algorithm, raw).await;
+            let key = CacheKey::new(ciphertext, key_id, meta);
+            let (plain, outcome) = kms.unwrap(key, &version).await;
             cache_outcome = outcome.label();
             Ok(v2::DecryptResponse {
                 plaintext: plain?.to_vec(),
             })
         }
         .await;
-        audit(
+        kms.audit(
             "Decrypt",
-            &req.uid,
-            &req.key_id,
+            uid,
+            audit_key_id,
             started,
             &result,
             cache_outcome,
@@ -298,6 +405,18 @@ fn check_v1_version(v: &str) -> Result<(), KmsError> {
     } else {
         Err(KmsError::BadApiVersion(v.chars().take(32).collect()))
     }
+}
+
+/// The cache key of a v1beta1 ciphertext under one candidate version (v1 has no key id).
+fn v1_key(cipher: &[u8], version: &KeyVersion) -> CacheKey {
+    CacheKey::new(
+        cipher.to_vec(),
+        version.as_str().to_owned(),
+        DecryptMeta {
+            algorithm: V1_ALGORITHM,
+            key_version: None,
+        },
+    )
 }
 
 #[tonic::async_trait]
@@ -322,15 +441,32 @@ impl v1::key_management_service_server::KeyManagementService for V1 {
     ) -> Result<Response<v1::EncryptResponse>, Status> {
         let started = Instant::now();
         let kms = &self.0;
-        let req = request.into_inner();
-        let plain = zeroize::Zeroizing::new(req.plain);
+        let v1::EncryptRequest { version, plain } = request.into_inner();
+        let plain = Zeroizing::new(plain);
+        let mut detail = "";
+        let mut key_id = None;
         let result = async {
-            check_v1_version(&req.version)?;
-            let (cipher, _, _) = kms.wrap(&plain, V1_ALGORITHM).await?;
-            Ok(v1::EncryptResponse { cipher })
+            check_v1_version(&version)?;
+            let wrapped = kms.wrap(&plain, V1_ALGORITHM).await?;
+            detail = wrapped.detail;
+            key_id = Some(Arc::clone(&wrapped.current.key_id));
+            kms.remember(
+                v1_key(&wrapped.ciphertext, &wrapped.current.version),
+                &plain,
+            );
+            Ok(v1::EncryptResponse {
+                cipher: wrapped.ciphertext,
+            })
         }
         .await;
-        audit("v1beta1.Encrypt", "", "", started, &result, "");
+        kms.audit(
+            "v1beta1.Encrypt",
+            String::new(),
+            key_id,
+            started,
+            &result,
+            detail,
+        );
         kms.observe("v1beta1.Encrypt", started, result)
     }
 
@@ -340,42 +476,64 @@ impl v1::key_management_service_server::KeyManagementService for V1 {
     ) -> Result<Response<v1::DecryptResponse>, Status> {
         let started = Instant::now();
         let kms = &self.0;
-        let req = request.into_inner();
+        let v1::DecryptRequest { version, cipher } = request.into_inner();
+        let mut detail = "";
         let result = async {
-            check_v1_version(&req.version)?;
-            let raw = envelope::decode_ciphertext(&req.cipher)?;
-            // v1 ciphertexts carry no key id: the pinned version, else the current one and
-            // then every other version of the key we know of.
-            let candidates: Vec<KeyVersion> = match kms.ring.pinned() {
-                Some(v) => vec![v.clone()],
-                None => kms.ring.versions_newest_first(),
-            };
-            let meta = envelope::DecryptMeta {
-                algorithm: V1_ALGORITHM,
-                key_version: None,
-            };
-            for version in candidates {
-                let cache_key = envelope::cache_key(&req.cipher, version.as_str(), &meta);
-                match kms
-                    .unwrap(cache_key, &version, V1_ALGORITHM, raw.clone())
-                    .await
-                    .0
-                {
-                    Ok(plain) => {
+            check_v1_version(&version)?;
+            envelope::decode_ciphertext(&cipher)?;
+            // v1 ciphertexts carry no key id: try the current version, the pinned one and
+            // every other known version. The cache answers first for any of them; then
+            // Key Vault, where a version that refuses (wrong key, disabled, deleted) is
+            // skipped, never fatal. An outage is reported only if no version decrypts.
+            let candidates = kms.ring.versions_newest_first();
+            for version in &candidates {
+                if let Some(plain) = kms.cache.peek(&v1_key(&cipher, version)) {
+                    kms.metrics.cache(Outcome::Hit.label());
+                    detail = Outcome::Hit.label();
+                    return Ok(v1::DecryptResponse {
+                        plain: plain.to_vec(),
+                    });
+                }
+            }
+            let mut outage = None;
+            for version in &candidates {
+                match kms.unwrap(v1_key(&cipher, version), version).await {
+                    (Ok(plain), outcome) => {
+                        detail = outcome.label();
                         return Ok(v1::DecryptResponse {
                             plain: plain.to_vec(),
                         });
                     }
-                    Err(KvError::Rejected(_)) => continue,
-                    Err(e) => return Err(KmsError::KeyVault(e)),
+                    (
+                        Err(KmsError::KeyVault(
+                            KvError::Rejected(_)
+                            | KvError::KeyUnusable { .. }
+                            | KvError::NotFound(_),
+                        )),
+                        _,
+                    ) => {}
+                    (Err(KmsError::KeyVault(e)), _) if e.is_transient() => {
+                        outage.get_or_insert(e);
+                    }
+                    (Err(e), _) => return Err(e),
                 }
             }
-            Err(KmsError::NoVersionDecrypts(
-                kms.ring.key().name().to_owned(),
-            ))
+            match outage {
+                Some(e) => Err(KmsError::KeyVault(e)),
+                None => Err(KmsError::NoVersionDecrypts(
+                    kms.ring.key().name().to_owned(),
+                )),
+            }
         }
         .await;
-        audit("v1beta1.Decrypt", "", "", started, &result, "");
+        kms.audit(
+            "v1beta1.Decrypt",
+            String::new(),
+            None,
+            started,
+            &result,
+            detail,
+        );
         kms.observe("v1beta1.Decrypt", started, result)
     }
 }

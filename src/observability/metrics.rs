@@ -15,32 +15,32 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
     /// gRPC method, e.g. `v2.Decrypt`.
-    pub method: String,
+    pub method: &'static str,
     /// gRPC status code name, e.g. `OK`, `INVALID_ARGUMENT`.
-    pub code: String,
+    pub code: &'static str,
 }
 
 /// Labels naming a method or operation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
     /// Method or operation name.
-    pub operation: String,
+    pub operation: &'static str,
 }
 
 /// Labels of a Key Vault call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyVaultLabels {
     /// `encrypt`, `decrypt`, `get`, `list`, `get_secret`, ...
-    pub operation: String,
+    pub operation: &'static str,
     /// `ok` or the failure class.
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 /// Labels of a cache lookup.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
     /// `hit`, `miss` or `coalesced`.
-    pub result: String,
+    pub result: &'static str,
 }
 
 /// Labels of the current key.
@@ -122,41 +122,32 @@ impl ServerMetrics {
     }
 
     /// Records one RPC.
-    pub fn rpc(&self, method: &str, code: tonic::Code, elapsed: Duration) {
+    pub fn rpc(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
         self.rpc_total
             .get_or_create(&RpcLabels {
-                method: method.to_owned(),
-                code: code_name(code).to_owned(),
+                method,
+                code: code_name(code),
             })
             .inc();
         self.rpc_seconds
-            .get_or_create(&OperationLabels {
-                operation: method.to_owned(),
-            })
+            .get_or_create(&OperationLabels { operation: method })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Records one Key Vault operation.
-    pub fn keyvault(&self, operation: &str, outcome: &str, elapsed: Duration) {
+    pub fn keyvault(&self, operation: &'static str, outcome: &'static str, elapsed: Duration) {
         self.keyvault_total
-            .get_or_create(&KeyVaultLabels {
-                operation: operation.to_owned(),
-                outcome: outcome.to_owned(),
-            })
+            .get_or_create(&KeyVaultLabels { operation, outcome })
             .inc();
         self.keyvault_seconds
-            .get_or_create(&OperationLabels {
-                operation: operation.to_owned(),
-            })
+            .get_or_create(&OperationLabels { operation })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Records one cache lookup.
-    pub fn cache(&self, result: &str) {
+    pub fn cache(&self, result: &'static str) {
         self.cache_total
-            .get_or_create(&CacheLabels {
-                result: result.to_owned(),
-            })
+            .get_or_create(&CacheLabels { result })
             .inc();
     }
 }
@@ -234,12 +225,18 @@ impl MountMetrics {
     }
 }
 
-/// KMS-only metrics: the current key and rotations seen.
+/// KMS-only metrics: the current key, rotations seen, Key Vault reachability.
 #[derive(Debug, Clone, Default)]
 pub struct KeyMetrics {
     key_info: Family<KeyLabels, Gauge>,
     /// Key rotations observed.
     pub rotations: Counter,
+    keyvault_reachable: Gauge,
+    newest_version_usable: Gauge,
+    /// Seeds wrapped locally with the key version's public key (no Key Vault call).
+    pub local_wraps: Counter,
+    /// Audit lines dropped because the audit writer fell behind.
+    pub audit_dropped: Counter,
 }
 
 impl KeyMetrics {
@@ -256,7 +253,34 @@ impl KeyMetrics {
             "Key rotations observed",
             m.rotations.clone(),
         );
+        registry.register(
+            "keyvault_reachable",
+            "1 when Key Vault answered the last calls (0 from the first failure until 30 s without one)",
+            m.keyvault_reachable.clone(),
+        );
+        registry.register(
+            "newest_version_usable",
+            "1 when the key's newest version is the one wrapping new seeds; 0 when it was skipped as unusable or none is known",
+            m.newest_version_usable.clone(),
+        );
+        registry.register(
+            "local_wraps",
+            "Seeds wrapped locally with the key version's public key (no Key Vault call)",
+            m.local_wraps.clone(),
+        );
+        registry.register(
+            "audit_lines_dropped",
+            "Audit lines dropped because the audit writer fell behind",
+            m.audit_dropped.clone(),
+        );
         m
+    }
+
+    /// Sets the reachability and newest-version gauges.
+    pub fn set_state(&self, keyvault_reachable: bool, newest_version_usable: bool) {
+        self.keyvault_reachable.set(i64::from(keyvault_reachable));
+        self.newest_version_usable
+            .set(i64::from(newest_version_usable));
     }
 
     /// Marks `version` as current.
