@@ -233,6 +233,11 @@ pub struct ProbeKmsArgs {
     /// Timeout of each call (the API server uses 3 s).
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Replay a restarted API server with this store file (JSON lines, created 0600):
+    /// Status and Encrypt, read every record earlier runs wrote, then write and append one
+    /// more. Fails if any stored record no longer reads.
+    #[arg(long, conflicts_with = "envelope")]
+    pub store: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -479,6 +484,24 @@ mod tests {
         assert!(a.log_format_json);
         assert_eq!(a.verbosity, 5);
         assert!(csi(&["--socket-mode=0606"]).is_err());
+    }
+
+    #[test]
+    fn probe_kms_store_flag() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["akv-bridge", "probe", "kms"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).map(|c| match c.command {
+                Command::Probe(ProbeCommand::Kms(k)) => k,
+                _ => panic!("not probe kms"),
+            })
+        };
+        assert_eq!(parse(&[]).unwrap().store, None);
+        assert_eq!(
+            parse(&["--store", "/var/lib/probe.jsonl"]).unwrap().store,
+            Some(PathBuf::from("/var/lib/probe.jsonl"))
+        );
+        assert!(parse(&["--store", "x", "--envelope"]).is_err());
     }
 
     #[test]

@@ -56,6 +56,7 @@ async fn probe_kms(args: akv_bridge::cli::ProbeKmsArgs) -> ExitCode {
         timeout: args.timeout,
         envelope: args.envelope,
         provider_name: args.provider_name,
+        store: args.store,
         ..ProbeOptions::default()
     };
     if let Err(e) = options.validate() {

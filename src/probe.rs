@@ -13,6 +13,15 @@
 //! 4. Optionally (`ProbeOptions::envelope`) the **envelope** kube-apiserver writes to etcd for
 //!    a sample Secret, and reads it back through the plugin.
 //!
+//! With [`ProbeOptions::store`] it instead replays a restarted kube-apiserver (`replay`):
+//! an [`ApiServer`] polls (Status, Encrypt), reads every record a previous run left in the
+//! store file, writes one more and appends it.
+//!
+//! Layout: this file holds the socket addresses, the one-shot probe, kube-apiserver's limits
+//! and the envelope functions (pure); `apiserver.rs` holds [`ApiServer`], kube-apiserver's
+//! KMS v2 transformer state (write state, seed cache); `replay.rs` the `--store` replay and
+//! its file; `tests.rs` the tests, with a fake plugin on a real Unix socket.
+//!
 //! Every RPC runs under [`ProbeOptions::timeout`] (3 s by default, kube-apiserver's default):
 //! a timeout is a failed step, never a hang.
 //!
@@ -59,6 +68,12 @@ use zeroize::Zeroizing;
 
 use crate::proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
 use crate::proto::kms_v2::{DecryptRequest, EncryptRequest, EncryptResponse, StatusRequest};
+
+mod apiserver;
+mod replay;
+
+pub use apiserver::{ApiServer, NIL_TRANSFORMER, StatusSeen, WRITE_STATE_MAX_TTL};
+pub use replay::{STORE_MAX_BYTES, STORE_MAX_RECORDS};
 
 /// kube-apiserver's default KMS call timeout (`timeout` in the EncryptionConfiguration).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -150,6 +165,14 @@ pub enum ProbeError {
     /// Sealing, opening, encoding or decoding an envelope failed (no secret bytes included).
     #[error("envelope: {0}")]
     Envelope(String),
+    /// The replay's store file cannot be read or appended to, or is over its limits.
+    #[error("store {}: {reason}", path.display())]
+    Store {
+        /// The store file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -397,8 +420,12 @@ pub struct ProbeOptions {
     /// prefix `k8s:enc:kms:v2:<name>:`.
     pub provider_name: String,
     /// The etcd key of the sample Secret: kube-apiserver uses the etcd key as AES-GCM
-    /// additional data, so a value only opens under the key it was written to.
+    /// additional data, so a value only opens under the key it was written to. The replay
+    /// appends a random suffix per record.
     pub storage_key: String,
+    /// Replay a restarted kube-apiserver with this store file (`--store`) instead of the
+    /// Status/Encrypt/Decrypt/envelope steps: see the module documentation.
+    pub store: Option<PathBuf>,
 }
 
 impl Default for ProbeOptions {
@@ -408,6 +435,7 @@ impl Default for ProbeOptions {
             envelope: false,
             provider_name: DEFAULT_PROVIDER_NAME.to_owned(),
             storage_key: DEFAULT_STORAGE_KEY.to_owned(),
+            store: None,
         }
     }
 }
@@ -444,8 +472,9 @@ impl ProbeOptions {
 /// One step of the probe.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeStep {
-    /// `connect`, `status`, `encrypt`, `decrypt`, `envelope-write`, `envelope-read`
-    /// (or `options` when the options are invalid).
+    /// `connect`, `status`, `encrypt`, `decrypt`, `envelope-write`, `envelope-read`; with a
+    /// store `connect`, `status`, `encrypt`, `stored-read`, `write` (or `options` when the
+    /// options are invalid).
     pub name: String,
     /// Whether the step passed every check.
     pub ok: bool,
@@ -644,8 +673,9 @@ pub async fn probe_socket(socket: &SocketSpec, options: &ProbeOptions) -> ProbeR
 
 /// Probes a KMS v2 plugin over `channel` exactly as kube-apiserver uses it (see the module
 /// documentation): Status, Encrypt of a fresh seed, Decrypt, and with `options.envelope`
-/// the etcd envelope of a sample Secret. Never fails and never hangs: every RPC is bounded
-/// by `options.timeout`, and failures are failed steps.
+/// the etcd envelope of a sample Secret; with `options.store` the restarted-API-server
+/// replay instead. Never fails and never hangs: every RPC is bounded by `options.timeout`,
+/// and failures are failed steps.
 pub async fn probe_kms(channel: Channel, options: &ProbeOptions) -> ProbeReport {
     let mut report = ProbeReport::new(None, options);
     if let Err(e) = options.validate() {
@@ -656,6 +686,9 @@ pub async fn probe_kms(channel: Channel, options: &ProbeOptions) -> ProbeReport 
             vec![e.to_string()],
         ));
         return report;
+    }
+    if let Some(store) = &options.store {
+        return replay::replay(channel, options, store).await;
     }
     let mut client = KeyManagementServiceClient::new(channel);
 
@@ -1375,594 +1408,4 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::kms_v2::key_management_service_server::{
-        KeyManagementService, KeyManagementServiceServer,
-    };
-    use crate::proto::kms_v2::{DecryptResponse, StatusResponse};
-    use sha2::Digest as _;
-
-    // ----- SocketSpec -----
-
-    #[test]
-    fn socket_spec_parses_what_kube_apiserver_accepts() {
-        let path = |p: &str| SocketSpec::Path(PathBuf::from(p));
-        let cases = [
-            ("unix:///opt/azurekms.socket", path("/opt/azurekms.socket")),
-            ("UNIX:///opt/azurekms.socket", path("/opt/azurekms.socket")),
-            ("unix:/opt/azurekms.socket", path("/opt/azurekms.socket")),
-            ("unix:///@azurekms", SocketSpec::Abstract("azurekms".into())),
-            (
-                "unix:///%40azurekms",
-                SocketSpec::Abstract("azurekms".into()),
-            ),
-            ("unix:///tmp/a%20b.sock", path("/tmp/a b.sock")),
-            ("/opt/azurekms.socket", path("/opt/azurekms.socket")),
-            ("relative/kms.sock", path("relative/kms.sock")),
-            ("@azurekms", SocketSpec::Abstract("azurekms".into())),
-            ("/tmp/odd://name", path("/tmp/odd://name")),
-        ];
-        for (input, want) in cases {
-            assert_eq!(SocketSpec::parse(input).unwrap(), want, "{input}");
-        }
-    }
-
-    #[test]
-    fn socket_spec_refuses_other_schemes_and_mistakes() {
-        for input in ["tcp://127.0.0.1:8080", "http://localhost/kms", "grpc:///x"] {
-            let err = SocketSpec::parse(input).unwrap_err();
-            assert!(
-                matches!(err, ProbeError::UnsupportedScheme { .. }),
-                "{input}"
-            );
-            assert!(
-                err.to_string()
-                    .contains("only dials KMS plugins on unix sockets")
-            );
-        }
-        let err = SocketSpec::parse("unix://opt/azurekms.socket").unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("unix:///opt/azurekms.socket"), "{msg}");
-        assert!(msg.contains("\"/azurekms.socket\""), "{msg}");
-        let err = SocketSpec::parse("unix://@name").unwrap_err().to_string();
-        assert!(err.contains("unix:///@name"), "{err}");
-        for input in [
-            "",
-            "@",
-            "unix://",
-            "unix:///",
-            "unix:///@",
-            "unix:@name",
-            "unix:///tmp/a?b",
-            "unix:///tmp/a#b",
-            "unix:///tmp/%zz",
-        ] {
-            assert!(
-                matches!(
-                    SocketSpec::parse(input),
-                    Err(ProbeError::InvalidSocket { .. })
-                ),
-                "{input}"
-            );
-        }
-        let long = format!("/{}", "a".repeat(107));
-        assert!(SocketSpec::parse(&long).is_err());
-        assert!(SocketSpec::parse(&long[..107]).is_ok());
-        assert!(SocketSpec::parse(&format!("@{}", "a".repeat(108))).is_err());
-    }
-
-    #[test]
-    fn socket_spec_displays_as_url() {
-        assert_eq!(
-            SocketSpec::parse("/opt/a.sock").unwrap().to_string(),
-            "unix:///opt/a.sock"
-        );
-        assert_eq!(SocketSpec::parse("@x").unwrap().to_string(), "unix:///@x");
-    }
-
-    // ----- kube-apiserver's limits -----
-
-    #[test]
-    fn annotation_keys_must_be_fully_qualified_domain_names() {
-        let label63 = "a".repeat(63);
-        let label64 = "a".repeat(64);
-        let name253 = format!(
-            "{}.{}.{}.{}",
-            "a".repeat(63),
-            "b".repeat(63),
-            "c".repeat(63),
-            "d".repeat(61)
-        );
-        assert_eq!(name253.len(), 253);
-        let name254 = format!("{name253}e");
-        let valid = [
-            "version.azure.akv.io",
-            "x-ms-request-id.azure.akv.io",
-            "key-version.akv-bridge.io",
-            "a.b",
-            "1.2",
-            "a-b.c-d",
-            "a.b.",
-            &format!("{label63}.io"),
-            &name253,
-            &format!("{name253}."),
-        ];
-        for key in valid {
-            assert!(
-                validate_annotation_key(key).is_ok(),
-                "{key:?} should be valid"
-            );
-        }
-        let invalid = [
-            "",
-            ".",
-            "a.",
-            "version",
-            "Version.azure.akv.io",
-            "a_b.io",
-            "-a.io",
-            "a-.io",
-            "a.-b",
-            "a..b",
-            ".a.b",
-            "a.b..",
-            "a b.io",
-            "a.b/c",
-            "ä.io",
-            "a.b\n",
-            &format!("{label64}.io"),
-            &name254,
-        ];
-        for key in invalid {
-            assert!(
-                validate_annotation_key(key).is_err(),
-                "{key:?} should be invalid"
-            );
-        }
-    }
-
-    #[test]
-    fn annotation_total_size_is_limited_to_32_kib() {
-        let key = "big.azure.akv.io".to_owned();
-        let at_limit = HashMap::from([(key.clone(), vec![b'x'; ANNOTATIONS_MAX_SIZE - key.len()])]);
-        assert_eq!(annotations_size(&at_limit), ANNOTATIONS_MAX_SIZE);
-        assert!(validate_annotations(&at_limit).is_empty());
-        let over = HashMap::from([(
-            key.clone(),
-            vec![b'x'; ANNOTATIONS_MAX_SIZE - key.len() + 1],
-        )]);
-        let problems = validate_annotations(&over);
-        assert_eq!(problems.len(), 1);
-        assert!(problems[0].contains("32769"), "{problems:?}");
-        // Keys count too, across entries.
-        let two = HashMap::from([
-            ("a.io".to_owned(), vec![0u8; 16 * 1024]),
-            ("b.io".to_owned(), vec![0u8; 16 * 1024 - 8]),
-        ]);
-        assert_eq!(annotations_size(&two), ANNOTATIONS_MAX_SIZE);
-        assert!(validate_annotations(&two).is_empty());
-    }
-
-    #[test]
-    fn key_id_and_ciphertext_limits() {
-        assert!(validate_key_id("").is_err());
-        assert!(validate_key_id(&"k".repeat(1024)).is_ok());
-        assert!(validate_key_id(&"k".repeat(1025)).is_err());
-        assert!(validate_ciphertext(&[]).is_err());
-        assert!(validate_ciphertext(&[1; 1024]).is_ok());
-        assert!(validate_ciphertext(&[1; 1025]).is_err());
-    }
-
-    #[test]
-    fn status_checks() {
-        assert!(check_status("ok", "v2", "k").is_empty());
-        assert!(check_status("ok", "v2beta1", "k").is_empty());
-        assert_eq!(check_status("degraded", "v1", "").len(), 3);
-    }
-
-    // ----- the envelope -----
-
-    const SEED: [u8; 32] = [7; 32];
-    const INFO: [u8; 32] = [1; 32];
-    const NONCE: [u8; 12] = [2; 12];
-    const AAD: &[u8] = b"/registry/secrets/default/x";
-
-    /// HMAC-SHA256 written out, to check the KDF independently of the hkdf crate's API.
-    fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-        let mut k = [0u8; 64];
-        k[..key.len()].copy_from_slice(key);
-        let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
-        let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
-        let inner = sha2::Sha256::new()
-            .chain_update(&ipad)
-            .chain_update(msg)
-            .finalize();
-        sha2::Sha256::new()
-            .chain_update(&opad)
-            .chain_update(inner)
-            .finalize()
-            .into()
-    }
-
-    #[test]
-    fn kdf_is_hkdf_expand_only_as_kube_apiserver() {
-        // Go: hkdf.Expand(sha256.New, seed, info), 32 bytes = T(1) = HMAC(seed, info || 0x01).
-        let mut msg = INFO.to_vec();
-        msg.push(1);
-        let key = hmac_sha256(&SEED, &msg);
-        let sealed = seal_kdf_with(&SEED, &INFO, &NONCE, b"hello", AAD).unwrap();
-        let cipher = Aes256Gcm::new_from_slice(&key).unwrap();
-        let plain = cipher
-            .decrypt(
-                aes_gcm::Nonce::from_slice(&NONCE),
-                Payload {
-                    msg: &sealed[44..],
-                    aad: AAD,
-                },
-            )
-            .unwrap();
-        assert_eq!(plain, b"hello");
-    }
-
-    #[test]
-    fn envelope_layout_and_round_trip() {
-        let sealed = seal_kdf_with(&SEED, &INFO, &NONCE, SAMPLE_SECRET, AAD).unwrap();
-        assert_eq!(
-            sealed.len(),
-            INFO_SIZE + NONCE_SIZE + SAMPLE_SECRET.len() + TAG_SIZE
-        );
-        assert_eq!(&sealed[..32], &INFO);
-        assert_eq!(&sealed[32..44], &NONCE);
-        assert_eq!(
-            open_kdf(&SEED, &sealed, AAD).unwrap().as_slice(),
-            SAMPLE_SECRET
-        );
-
-        // Random info and nonce: two seals differ, both open.
-        let a = seal_kdf(&SEED, b"x", AAD).unwrap();
-        let b = seal_kdf(&SEED, b"x", AAD).unwrap();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 32 + 12 + 1 + 16);
-        assert_eq!(open_kdf(&SEED, &b, AAD).unwrap().as_slice(), b"x");
-    }
-
-    #[test]
-    fn envelope_open_fails_with_wrong_seed_aad_or_data() {
-        let sealed = seal_kdf_with(&SEED, &INFO, &NONCE, SAMPLE_SECRET, AAD).unwrap();
-        let wrong_seed = [8u8; 32];
-        assert!(open_kdf(&wrong_seed, &sealed, AAD).is_err());
-        assert!(open_kdf(&SEED, &sealed, b"/registry/secrets/default/y").is_err());
-        let mut flipped = sealed.clone();
-        flipped[5] ^= 1; // info is authenticated through the key
-        assert!(open_kdf(&SEED, &flipped, AAD).is_err());
-        assert!(open_kdf(&SEED, &sealed[..32 + 12 + 15], AAD).is_err());
-        assert!(open_kdf(&SEED, &[], AAD).is_err());
-        assert!(seal_kdf(&[0u8; 31], b"x", AAD).is_err());
-        let err = open_kdf(&wrong_seed, &sealed, AAD).unwrap_err().to_string();
-        assert!(!err.contains("07070707"));
-    }
-
-    #[test]
-    fn etcd_value_prefix_and_protobuf_fields() {
-        let object = EncryptedObject {
-            encrypted_data: vec![0xaa; 3],
-            key_id: "kid".into(),
-            encrypted_dek_source: vec![0xbb; 2],
-            annotations: HashMap::from([("version.azure.akv.io".into(), b"1".to_vec())]),
-            encrypted_dek_source_type: EncryptedDekSourceType::HkdfSha256XnonceAesGcmSeed as i32,
-        };
-        let value = encode_etcd_value("azurekmsprovider", &object);
-        let prefix = b"k8s:enc:kms:v2:azurekmsprovider:";
-        assert!(value.starts_with(prefix));
-        let body = &value[prefix.len()..];
-        // field 1 bytes, field 2 string, field 3 bytes, field 4 map entry, field 5 varint 1
-        assert_eq!(&body[..5], &[0x0a, 3, 0xaa, 0xaa, 0xaa]);
-        assert_eq!(&body[5..10], &[0x12, 3, b'k', b'i', b'd']);
-        assert_eq!(&body[10..14], &[0x1a, 2, 0xbb, 0xbb]);
-        assert_eq!(body[14], 0x22);
-        assert_eq!(&body[body.len() - 2..], &[0x28, 0x01]);
-        assert_eq!(
-            decode_etcd_value("azurekmsprovider", &value).unwrap(),
-            object
-        );
-        assert!(decode_etcd_value("other", &value).is_err());
-        assert!(validate_encrypted_object(&object).is_empty());
-
-        let bad = EncryptedObject {
-            encrypted_data: vec![],
-            key_id: String::new(),
-            encrypted_dek_source: vec![],
-            annotations: HashMap::from([("Bad_Key".into(), vec![])]),
-            encrypted_dek_source_type: 7,
-        };
-        assert_eq!(validate_encrypted_object(&bad).len(), 5);
-    }
-
-    #[test]
-    fn options_validation() {
-        assert!(ProbeOptions::default().validate().is_ok());
-        let colon = ProbeOptions {
-            provider_name: "a:b".into(),
-            ..ProbeOptions::default()
-        };
-        assert!(colon.validate().unwrap_err().to_string().contains("':'"));
-        let zero = ProbeOptions {
-            timeout: Duration::ZERO,
-            ..ProbeOptions::default()
-        };
-        assert!(zero.validate().is_err());
-    }
-
-    #[test]
-    fn uid_is_a_v4_uuid() {
-        let uid = new_uid();
-        assert_eq!(uid.len(), 36);
-        assert_eq!(&uid[14..15], "4");
-        assert!(matches!(&uid[19..20], "8" | "9" | "a" | "b"), "{uid}");
-        assert_ne!(new_uid(), uid);
-    }
-
-    #[test]
-    fn display_helpers_hide_and_escape() {
-        assert_eq!(show_annotation_value(b"1"), "\"1\"");
-        assert_eq!(show_annotation_value(&[0xff, 0x00]), "<2 bytes>");
-        assert_eq!(show_annotation_value(&[b'a'; 129]), "<129 bytes>");
-        assert_eq!(printable("a\x1b[2Jb", 100), "a\\u{1b}[2Jb");
-        assert!(printable(&"k".repeat(2000), 1024).ends_with("… (2000 bytes)"));
-    }
-
-    // ----- a fake plugin over a real Unix socket -----
-
-    #[derive(Clone)]
-    struct FakeKms {
-        status_key_id: String,
-        encrypt_key_id: String,
-        annotations: HashMap<String, Vec<u8>>,
-        status_delay: Duration,
-    }
-
-    impl FakeKms {
-        fn good() -> Self {
-            Self {
-                status_key_id: "key-1".into(),
-                encrypt_key_id: "key-1".into(),
-                annotations: HashMap::from([
-                    ("version.azure.akv.io".into(), b"1".to_vec()),
-                    ("algorithm.azure.akv.io".into(), b"RSA-OAEP-256".to_vec()),
-                    ("blob.akv-bridge.io".into(), vec![0xff; 200]),
-                ]),
-                status_delay: Duration::ZERO,
-            }
-        }
-    }
-
-    fn xor(data: &[u8]) -> Vec<u8> {
-        data.iter().map(|b| b ^ 0x5a).collect()
-    }
-
-    #[tonic::async_trait]
-    impl KeyManagementService for FakeKms {
-        async fn status(
-            &self,
-            _request: tonic::Request<StatusRequest>,
-        ) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
-            tokio::time::sleep(self.status_delay).await;
-            Ok(tonic::Response::new(StatusResponse {
-                version: "v2".into(),
-                healthz: "ok".into(),
-                key_id: self.status_key_id.clone(),
-            }))
-        }
-
-        async fn decrypt(
-            &self,
-            request: tonic::Request<DecryptRequest>,
-        ) -> Result<tonic::Response<DecryptResponse>, tonic::Status> {
-            let request = request.into_inner();
-            if request.key_id != self.status_key_id && request.key_id != self.encrypt_key_id {
-                return Err(tonic::Status::invalid_argument("unknown key id"));
-            }
-            if request.annotations != self.annotations || request.uid.len() != 36 {
-                return Err(tonic::Status::invalid_argument("annotations or uid lost"));
-            }
-            Ok(tonic::Response::new(DecryptResponse {
-                plaintext: xor(&request.ciphertext),
-            }))
-        }
-
-        async fn encrypt(
-            &self,
-            request: tonic::Request<EncryptRequest>,
-        ) -> Result<tonic::Response<EncryptResponse>, tonic::Status> {
-            let request = request.into_inner();
-            Ok(tonic::Response::new(EncryptResponse {
-                ciphertext: xor(&request.plaintext),
-                key_id: self.encrypt_key_id.clone(),
-                annotations: self.annotations.clone(),
-            }))
-        }
-    }
-
-    async fn serve(fake: FakeKms) -> (tempfile::TempDir, SocketSpec) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kms.sock");
-        let listener = tokio::net::UnixListener::bind(&path).unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(KeyManagementServiceServer::new(fake))
-                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
-        );
-        (dir, SocketSpec::Path(path))
-    }
-
-    fn step<'a>(report: &'a ProbeReport, name: &str) -> &'a ProbeStep {
-        report.steps.iter().find(|s| s.name == name).unwrap()
-    }
-
-    #[tokio::test]
-    async fn probe_passes_against_a_good_plugin() {
-        let (_dir, socket) = serve(FakeKms::good()).await;
-        let options = ProbeOptions {
-            envelope: true,
-            ..ProbeOptions::default()
-        };
-        let report = probe_socket(&socket, &options).await;
-        let table = report.to_table();
-        println!("{table}");
-        assert!(report.ok(), "{table}");
-        let names: Vec<&str> = report.steps.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "connect",
-                "status",
-                "encrypt",
-                "decrypt",
-                "envelope-write",
-                "envelope-read"
-            ]
-        );
-        assert_eq!(report.key_id.as_deref(), Some("key-1"));
-        let encrypt = step(&report, "encrypt");
-        assert!(
-            encrypt.detail.contains("ciphertext 32 bytes"),
-            "{}",
-            encrypt.detail
-        );
-        assert!(encrypt.detail.contains("version.azure.akv.io = \"1\""));
-        assert!(encrypt.detail.contains("blob.akv-bridge.io = <200 bytes>"));
-        assert!(
-            step(&report, "envelope-write")
-                .detail
-                .contains("k8s:enc:kms:v2:azurekmsprovider:")
-        );
-        assert!(table.contains("result: OK"));
-
-        let json = serde_json::to_value(&report).unwrap();
-        assert_eq!(json["ok"], true);
-        assert_eq!(json["timeout_ms"], 3000);
-        assert_eq!(json["steps"].as_array().unwrap().len(), 6);
-        assert!(json["steps"][1]["latency_ms"].is_number());
-    }
-
-    #[tokio::test]
-    async fn probe_without_envelope_has_three_steps() {
-        let (_dir, socket) = serve(FakeKms::good()).await;
-        let channel = connect(&socket, DEFAULT_TIMEOUT).await.unwrap();
-        let report = probe_kms(channel, &ProbeOptions::default()).await;
-        assert!(report.ok(), "{}", report.to_table());
-        assert_eq!(report.steps.len(), 3);
-    }
-
-    #[tokio::test]
-    async fn probe_flags_a_key_id_mismatch() {
-        let fake = FakeKms {
-            encrypt_key_id: "key-2".into(),
-            ..FakeKms::good()
-        };
-        let (_dir, socket) = serve(fake).await;
-        let report = probe_socket(&socket, &ProbeOptions::default()).await;
-        let table = report.to_table();
-        println!("{table}");
-        assert!(!report.ok(), "{table}");
-        let encrypt = step(&report, "encrypt");
-        assert!(!encrypt.ok);
-        assert!(
-            encrypt
-                .problems
-                .iter()
-                .any(|p| p.contains("key_id mismatch")
-                    && p.contains("key-2")
-                    && p.contains("key-1")),
-            "{table}"
-        );
-        assert!(table.contains("key_id mismatch"), "{table}");
-        assert!(table.contains("result: FAILED"), "{table}");
-    }
-
-    #[tokio::test]
-    async fn probe_flags_bad_annotations() {
-        let fake = FakeKms {
-            annotations: HashMap::from([("Not_A_Domain".into(), b"v".to_vec())]),
-            ..FakeKms::good()
-        };
-        let (_dir, socket) = serve(fake).await;
-        let options = ProbeOptions {
-            envelope: true,
-            ..ProbeOptions::default()
-        };
-        let report = probe_socket(&socket, &options).await;
-        assert!(!report.ok());
-        assert!(!step(&report, "encrypt").ok);
-        assert!(!step(&report, "envelope-write").ok);
-        assert!(step(&report, "envelope-read").skipped);
-    }
-
-    #[tokio::test]
-    async fn probe_times_out_instead_of_hanging() {
-        let fake = FakeKms {
-            status_delay: Duration::from_secs(30),
-            ..FakeKms::good()
-        };
-        let (_dir, socket) = serve(fake).await;
-        let options = ProbeOptions {
-            timeout: Duration::from_millis(200),
-            ..ProbeOptions::default()
-        };
-        let start = Instant::now();
-        let report = probe_socket(&socket, &options).await;
-        println!("{}", report.to_table());
-        assert!(start.elapsed() < Duration::from_secs(5));
-        let status = step(&report, "status");
-        assert!(!status.ok);
-        assert!(!report.ok());
-        // The other calls still ran and answered.
-        assert!(step(&report, "decrypt").ok, "{}", report.to_table());
-    }
-
-    #[tokio::test]
-    async fn connect_fails_cleanly_without_a_server() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = SocketSpec::Path(dir.path().join("missing.sock"));
-        let err = connect(&socket, Duration::from_secs(1)).await.unwrap_err();
-        assert!(matches!(err, ProbeError::Connect { .. }), "{err}");
-        let report = probe_socket(&socket, &ProbeOptions::default()).await;
-        println!("{}", report.to_table());
-        assert!(!report.ok());
-        assert_eq!(report.steps.len(), 1);
-        assert!(report.to_table().contains("could not connect"));
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn probe_over_an_abstract_socket() {
-        use std::os::linux::net::SocketAddrExt as _;
-        let name = format!("akv-bridge-probe-test-{}", new_uid());
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-        let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let listener = tokio::net::UnixListener::from_std(listener).unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(KeyManagementServiceServer::new(FakeKms::good()))
-                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
-        );
-        let socket = SocketSpec::parse(&format!("unix:///@{name}")).unwrap();
-        let report = probe_socket(&socket, &ProbeOptions::default()).await;
-        assert!(report.ok(), "{}", report.to_table());
-    }
-
-    #[tokio::test]
-    async fn invalid_options_are_a_failed_step() {
-        let (_dir, socket) = serve(FakeKms::good()).await;
-        let channel = connect(&socket, DEFAULT_TIMEOUT).await.unwrap();
-        let options = ProbeOptions {
-            provider_name: "bad:name".into(),
-            ..ProbeOptions::default()
-        };
-        let report = probe_kms(channel, &options).await;
-        assert!(!report.ok());
-        assert_eq!(report.steps[0].name, "options");
-    }
-}
+mod tests;
