@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 
 use super::procs::{Measure, Server};
 use super::report::{DesignFigure, Latencies, Row, Target, group_thousands};
-use super::{BenchError, Env, KMS_KEYVAULT_CONCURRENCY};
+use super::{BenchError, Env, KMS_KEYVAULT_CONCURRENCY, hot_path};
 use crate::proto::kms_v2 as v2;
 
 type Client = v2::key_management_service_client::KeyManagementServiceClient<Channel>;
@@ -318,15 +318,76 @@ fn row_from(scenario: &str, concurrency: usize, latency: u64, o: &Outcome, m: Me
     )
 }
 
+fn floor_row(call: &str, concurrency: usize, o: &Outcome, m: Measure) -> Row {
+    Row::new(
+        "floor",
+        format!("floor (bare tonic) {call}"),
+        concurrency,
+        0,
+        &o.latencies,
+        o.errors,
+        o.first_error.clone(),
+        o.seconds,
+        m,
+    )
+}
+
+/// Starts the floor ([`super::floor`]) as its own process, as the plugin is started.
+async fn start_floor(env: &Env) -> Result<Server, BenchError> {
+    let socket = env.dir.path().join("kms-floor.sock");
+    let flags = vec![
+        "bench".to_owned(),
+        format!("--serve-floor={}", socket.display()),
+    ];
+    Server::start(
+        "kms-floor",
+        &flags,
+        None,
+        &socket,
+        env.dir.path().join("kms-floor.log"),
+    )
+    .await
+}
+
+/// Runs `work` on `socket` for `slice` with `c` clients, measuring `pid`, and adds the
+/// figures to `into`.
+async fn round(
+    env: &Env,
+    pid: u32,
+    socket: &Path,
+    c: usize,
+    work: Work,
+    slice: Duration,
+    into: &mut (Outcome, Measure),
+) -> Result<(), BenchError> {
+    let (o, m) = env
+        .measured(pid, drive(socket, c, work, Some(slice)))
+        .await?;
+    into.0.merge(o);
+    into.1.add(&m);
+    Ok(())
+}
+
 /// Scenario 1: Status, Decrypt hit, Decrypt miss and Encrypt at each latency and
-/// concurrency, on one plugin process.
+/// concurrency, on one plugin process; at 0 ms, the floor's Status and Decrypt beside the
+/// plugin's Status and cache hits.
 pub async fn matrix(env: &mut Env, pool: &Pool) -> Result<(), BenchError> {
     let mut server = start_plugin(env, "kms", &[]).await?;
     let socket = server.socket.clone();
     let duration = env.plan.duration;
     let latencies = env.plan.args.latency_ms.clone();
     let concurrencies = env.plan.args.concurrency.clone();
-    let mut pairs = Vec::new();
+    // The floor answers without Key Vault: it runs in the 0 ms cells only.
+    let mut floor = if latencies.contains(&0) {
+        Some(start_floor(env).await?)
+    } else {
+        None
+    };
+    // Size of a cache-hit Decrypt request on the wire (protobuf, before gRPC framing).
+    let request_bytes = pool.hit_set.first().map_or(0, |w| {
+        prost::Message::encoded_len(&w.decrypt_request("bench-0-0".to_owned()))
+    });
+    let mut cells = Vec::new();
     let mut miss_calls = (0u64, 0u64);
     let mut encrypt_calls = (0u64, 0u64);
     for &latency in &latencies {
@@ -334,26 +395,55 @@ pub async fn matrix(env: &mut Env, pool: &Pool) -> Result<(), BenchError> {
         for &c in &concurrencies {
             eprintln!("bench: KMS, {c} clients, {latency} ms Key Vault latency");
             fill_cache(&socket, &pool.hit_set).await?;
-            // Status and cache hits are compared: they alternate in short rounds, so
-            // that a disturbance on the machine falls on both.
+            let cell_floor = floor.as_ref().filter(|_| latency == 0);
+            // Status and cache hits (the plugin's and, at 0 ms, the floor's) alternate in
+            // short rounds, so that a disturbance on the machine falls on all of them.
             let mut status = (Outcome::default(), Measure::default());
             let mut hit = (Outcome::default(), Measure::default());
+            let mut floor_status = (Outcome::default(), Measure::default());
+            let mut floor_decrypt = (Outcome::default(), Measure::default());
             let slice = duration / PAIR_ROUNDS;
+            let hits = || Work::DecryptHit(Arc::clone(&pool.hit_set));
             for _ in 0..PAIR_ROUNDS {
-                let (o, m) = env
-                    .measured(server.pid(), drive(&socket, c, Work::Status, Some(slice)))
+                let pid = server.pid();
+                round(env, pid, &socket, c, Work::Status, slice, &mut status).await?;
+                if let Some(f) = cell_floor {
+                    round(
+                        env,
+                        f.pid(),
+                        &f.socket,
+                        c,
+                        Work::Status,
+                        slice,
+                        &mut floor_status,
+                    )
                     .await?;
-                status.0.merge(o);
-                status.1.add(&m);
-                let work = Work::DecryptHit(Arc::clone(&pool.hit_set));
-                let (o, m) = env
-                    .measured(server.pid(), drive(&socket, c, work, Some(slice)))
+                }
+                round(env, pid, &socket, c, hits(), slice, &mut hit).await?;
+                if let Some(f) = cell_floor {
+                    // The very requests the plugin's cache-hit runs send.
+                    round(
+                        env,
+                        f.pid(),
+                        &f.socket,
+                        c,
+                        hits(),
+                        slice,
+                        &mut floor_decrypt,
+                    )
                     .await?;
-                hit.0.merge(o);
-                hit.1.add(&m);
+                }
             }
             let status_row = row_from("KMS Status", c, latency, &status.0, status.1);
             let hit_row = row_from("KMS Decrypt, cache hit", c, latency, &hit.0, hit.1);
+            let floor_rows = cell_floor.is_some().then(|| {
+                let mut decrypt = floor_row("Decrypt", c, &floor_decrypt.0, floor_decrypt.1);
+                decrypt.note = format!("the cache-hit requests, {request_bytes} bytes each");
+                (
+                    floor_row("Status", c, &floor_status.0, floor_status.1),
+                    decrypt,
+                )
+            });
 
             let (o, m) = env
                 .measured(
@@ -391,72 +481,51 @@ pub async fn matrix(env: &mut Env, pool: &Pool) -> Result<(), BenchError> {
             encrypt_calls.0 += encrypt_row.kv.authenticated("keys.encrypt");
             encrypt_calls.1 += encrypt_row.ops;
 
-            let first = env.rows.len();
-            env.rows
-                .extend([status_row, hit_row, miss_row, encrypt_row]);
-            pairs.push((first, first + 1, c, latency));
+            // Rows: the floor's Status, the plugin's, the floor's Decrypt, the plugin's
+            // hit, miss, Encrypt.
+            let mut push = |row: Row| {
+                env.rows.push(row);
+                env.rows.len() - 1
+            };
+            let (floor_status_row, floor_decrypt_row) = floor_rows.unzip();
+            let floor_status_i = floor_status_row.map(&mut push);
+            let status_i = push(status_row);
+            let floor_decrypt_i = floor_decrypt_row.map(&mut push);
+            let hit_i = push(hit_row);
+            push(miss_row);
+            let encrypt_i = push(encrypt_row);
+            cells.push(hot_path::Cell {
+                concurrency: c,
+                latency_ms: latency,
+                status: status_i,
+                hit: hit_i,
+                encrypt: encrypt_i,
+                floor: floor_status_i
+                    .zip(floor_decrypt_i)
+                    .map(|(status, decrypt)| hot_path::FloorRows { status, decrypt }),
+            });
             server.check_running()?;
+            if let Some(f) = floor.as_mut() {
+                f.check_running()?;
+            }
         }
     }
     env.control().set_latency(0).await?;
     stop_plugin(env, server).await;
+    if let Some(f) = floor {
+        f.stop().await;
+    }
 
-    for (i, (status_i, hit_i, c, latency)) in pairs.into_iter().enumerate() {
-        let (Some(status), Some(hit)) = (env.rows.get(status_i), env.rows.get(hit_i)) else {
-            continue;
-        };
-        let p50_ratio = ratio(hit.p50_ms, status.p50_ms);
-        let ops_ratio = ratio(hit.ops_per_sec, status.ops_per_sec);
-        let pass = p50_ratio <= 1.3 && ops_ratio >= 0.8 && hit.errors == 0;
-        let id = format!("T1.{}", i + 1);
-        let why = (!pass).then(|| {
-            let cpu = |r: &Row| r.server_cpu_us_per_op + r.client_cpu_us_per_op;
-            format!(
-                "per call, a Decrypt hit carries ~0.7 KB (ciphertext, key_id, annotations) \
-                 against Status's empty message, and the plugin validates it, hashes it \
-                 (SHA-256) into the cache key, copies the seed out and writes one audit log \
-                 line; measured CPU per call: plugin {:.0} µs vs {:.0} µs, bench clients \
-                 {:.0} µs vs {:.0} µs. Plugin and clients share 2 CPUs, so {}",
-                hit.server_cpu_us_per_op,
-                status.server_cpu_us_per_op,
-                hit.client_cpu_us_per_op,
-                status.client_cpu_us_per_op,
-                if c > 1 {
-                    format!(
-                        "with {c} clients throughput follows total CPU per call ({:.0} vs {:.0} µs)",
-                        cpu(hit),
-                        cpu(status)
-                    )
-                } else {
-                    format!(
-                        "one client's round trip is that CPU plus the socket: +{:.0} µs at p50",
-                        (hit.p50_ms - status.p50_ms) * 1000.0
-                    )
-                }
-            )
-        });
-        env.targets.push(Target {
-            id: id.clone(),
-            target: format!(
-                "Decrypt cache hit p50 within 1.3× of Status p50 and throughput at least 80 % of Status's ({c} clients, {latency} ms)"
-            ),
-            figure: format!(
-                "p50 {:.3} ms vs {:.3} ms = {p50_ratio:.2}×; {} vs {} ops/s = {:.0} %",
-                hit.p50_ms,
-                status.p50_ms,
-                group_thousands(hit.ops_per_sec.round() as u64),
-                group_thousands(status.ops_per_sec.round() as u64),
-                ops_ratio * 100.0
-            ),
-            pass,
-            why,
-        });
-        for r in [status_i, hit_i] {
+    let judged = hot_path::judge(&env.rows, &cells);
+    for j in judged.targets {
+        for r in j.rows {
             if let Some(row) = env.rows.get_mut(r) {
-                row.targets.push(id.clone());
+                row.targets.push(j.target.id.clone());
             }
         }
+        env.targets.push(j.target);
     }
+    env.references.extend(judged.references);
     env.design.push(DesignFigure {
         workload: "KMS Decrypt".into(),
         akv_bridge_measured: format!(
@@ -493,10 +562,6 @@ async fn fill_cache(socket: &Path, set: &Arc<Vec<Wrapped>>) -> Result<(), BenchE
             status,
         }),
     }
-}
-
-fn ratio(a: f64, b: f64) -> f64 {
-    if b > 0.0 { a / b } else { f64::INFINITY }
 }
 
 /// Scenario 2: a fresh plugin (empty cache) gets `cold_seeds` distinct ciphertexts, each

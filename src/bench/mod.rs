@@ -9,19 +9,24 @@
 //! - memory from `/proc/<pid>/status` (`VmRSS` sampled every 50 ms, `VmHWM`).
 //!
 //! Scenarios, as the issue lists them:
-//! 1. KMS Status (the RPC floor), Decrypt cache hit, Decrypt miss, Encrypt; each at each
-//!    concurrency and injected Key Vault latency.
+//! 1. KMS Status, Decrypt cache hit, Decrypt miss, Encrypt; each at each concurrency and
+//!    injected Key Vault latency. Beside the plugin's Status and cache hits, at 0 ms, the
+//!    same calls to the floor: a bare tonic server answering constants ([`floor`]).
 //! 2. API-server cold start: a fresh plugin, distinct seeds each asked several times.
 //! 3. Idle cost: Status and liveness probes for a time-compressed hour.
 //! 4. CSI mount latency: 1, 10 and 50 objects, cold and warm.
 //! 5. CSI at scale: many pods of one identity, two rotation windows.
 //!
 //! Layout: [`procs`] (processes, control API, `/proc`), [`kms`] and [`csi`] (the load and
-//! the scenarios), [`report`] (figures, targets, table, JSON; pure).
+//! the scenarios), [`floor`] (the bare tonic server), [`hot_path`] (the KMS hot-path
+//! targets judged from the matrix's rows; pure), [`report`] (figures, targets, table,
+//! JSON; pure).
 //!
 //! Built only with the `dev` feature. Tests never assert on these figures.
 
 pub mod csi;
+pub mod floor;
+pub mod hot_path;
 pub mod kms;
 pub mod procs;
 pub mod report;
@@ -34,7 +39,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use self::procs::{Control, Measure, Mock, RssSampler, WorkDir};
-use self::report::{DesignFigure, Machine, Report, Row, Target};
+use self::report::{DesignFigure, Machine, Reference, Report, Row, Target};
 
 /// Why the bench could not run. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +172,11 @@ pub struct BenchArgs {
     /// Keep the work directory (servers' logs) instead of removing it.
     #[arg(long)]
     pub keep_dir: bool,
+    /// Internal: instead of benchmarking, serve the floor (a bare tonic KMS v2 server
+    /// answering constants) on this Unix socket until SIGTERM. The bench starts itself
+    /// with it, as a separate process like the plugin.
+    #[arg(long, hide = true, value_name = "SOCKET")]
+    pub serve_floor: Option<PathBuf>,
 }
 
 /// Sizes of the SecretProviderClasses of the mount-latency scenario.
@@ -261,6 +271,7 @@ impl Plan {
             "kms_latency_ms": a.latency_ms,
             "cloud_latency_ms": a.cloud_latency_ms,
             "kms_key": "RSA 2048, RSA-OAEP-256",
+            "kms_floor": "bare tonic KMS v2 server answering constants, its own process, in the 0 ms rounds",
             "kms_keyvault_concurrency": KMS_KEYVAULT_CONCURRENCY,
             "miss_pool": self.miss_pool,
             "cold_start": {"distinct_seeds": a.cold_seeds, "copies_each": a.cold_copies, "concurrency": a.cold_concurrency},
@@ -295,6 +306,8 @@ pub struct Env {
     pub rows: Vec<Row>,
     /// Targets judged so far.
     pub targets: Vec<Target>,
+    /// Ratios for reference so far.
+    pub references: Vec<Reference>,
     /// Design comparisons so far.
     pub design: Vec<DesignFigure>,
     /// Largest `VmHWM` of a KMS plugin process, KiB.
@@ -515,7 +528,11 @@ fn command_line() -> String {
 }
 
 /// Runs the bench; prints progress on stderr, the table and the JSON document on stdout.
+/// With `--serve-floor`, serves the floor instead (see [`floor`]).
 pub async fn main(args: BenchArgs) -> ExitCode {
+    if let Some(socket) = &args.serve_floor {
+        return floor::main(socket).await;
+    }
     tokio::select! {
         r = run(args) => match r {
             Ok(()) => ExitCode::SUCCESS,
@@ -569,6 +586,7 @@ async fn run(args: BenchArgs) -> Result<(), BenchError> {
         azure_json,
         rows: Vec::new(),
         targets: Vec::new(),
+        references: Vec::new(),
         design: Vec::new(),
         kms_hwm_kib: 0,
         csi_hwm_kib: 0,
@@ -647,6 +665,7 @@ async fn run(args: BenchArgs) -> Result<(), BenchError> {
         plan,
         rows,
         targets,
+        references,
         design,
         kms_hwm_kib,
         csi_hwm_kib,
@@ -662,6 +681,7 @@ async fn run(args: BenchArgs) -> Result<(), BenchError> {
         settings: plan.settings(),
         rows,
         targets,
+        references,
         peak_rss_mib: json!({
             "kms_plugin": report::mib(kms_hwm_kib),
             "csi_provider": report::mib(csi_hwm_kib),
@@ -670,6 +690,12 @@ async fn run(args: BenchArgs) -> Result<(), BenchError> {
     };
     println!("\n{}", report.table());
     println!("Targets (issue 7):\n\n{}", report.targets_text());
+    if !report.references.is_empty() {
+        println!(
+            "Against the floor (bare tonic), for reference:\n\n{}",
+            report.references_text()
+        );
+    }
     println!(
         "Key Vault calls against the Go plugins' designs:\n\n{}",
         report.design_text()
@@ -730,6 +756,23 @@ mod tests {
         assert!(q.runs(Scenario::Scale) && !q.runs(Scenario::Mount));
         assert!(plan(&["--concurrency=0"]).is_err());
         assert!(plan(&["--miss-pool=10"]).is_err());
+    }
+
+    #[test]
+    fn the_floor_flag_is_hidden_and_takes_a_socket() {
+        let p = plan(&["--serve-floor=/tmp/floor.sock"]).unwrap();
+        assert_eq!(
+            p.args.serve_floor.as_deref(),
+            Some(std::path::Path::new("/tmp/floor.sock"))
+        );
+        assert_eq!(plan(&[]).unwrap().args.serve_floor, None);
+        let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+        let help = cmd
+            .find_subcommand_mut("bench")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(!help.contains("serve-floor"), "{help}");
     }
 
     #[test]

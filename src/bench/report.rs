@@ -50,7 +50,8 @@ impl Latencies {
 /// One scenario run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// `kms`, `kms-cold-start`, `kms-idle`, `csi-mount`, `csi-scale`.
+    /// `kms`, `floor` (the bare tonic server), `kms-cold-start`, `kms-idle`, `csi-mount`,
+    /// `csi-scale`.
     pub group: String,
     /// What was measured.
     pub scenario: String,
@@ -193,6 +194,17 @@ pub struct Target {
     pub why: Option<String>,
 }
 
+/// A ratio printed for reference beside the targets, judged by none.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reference {
+    /// What is compared with what.
+    pub what: String,
+    /// The ratio (`None` when the divisor was zero).
+    pub ratio: Option<f64>,
+    /// The figures it comes from.
+    pub figure: String,
+}
+
 /// A design figure of the Go plugins, for comparison (not measured here).
 #[derive(Debug, Clone, Serialize)]
 pub struct DesignFigure {
@@ -232,6 +244,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// The targets.
     pub targets: Vec<Target>,
+    /// Ratios for reference, with no target (the plugin against the floor).
+    pub references: Vec<Reference>,
     /// Peak `VmHWM` of each server process kind over the whole run, in MiB.
     pub peak_rss_mib: serde_json::Value,
     /// The Go plugins' design figures beside ours.
@@ -396,6 +410,14 @@ impl Report {
             }
         }
         out
+    }
+
+    /// The reference ratios, one line each.
+    pub fn references_text(&self) -> String {
+        self.references
+            .iter()
+            .map(|r| format!("- {}: {}\n", r.what, r.figure))
+            .collect()
     }
 
     /// The design comparison as a table.
