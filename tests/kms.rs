@@ -109,6 +109,27 @@ fn assert_unavailable(err: &tonic::Status) {
     );
 }
 
+/// A seed wrapped by Key Vault's own `encrypt` with the latest version, as another plugin
+/// instance (or this one before a restart) stored it: this process has never seen it, so
+/// its Decrypt must reach Key Vault.
+fn foreign(mock: &mock_vault::MockVault, seed: &[u8]) -> v2::EncryptResponse {
+    let version = latest_version(mock);
+    let wrapped = mock
+        .admin(
+            "kv1",
+            http::Method::POST,
+            &format!("/keys/kek/{version}/encrypt"),
+            json!({"alg": "RSA-OAEP-256", "value": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(seed)}),
+        )
+        .unwrap();
+    let version = KeyVersion::parse(&version).unwrap();
+    v2::EncryptResponse {
+        ciphertext: wrapped["value"].as_str().unwrap().as_bytes().to_vec(),
+        key_id: key_ref(mock).key_id(&version),
+        annotations: envelope::encrypt_annotations(&version, &envelope::ResponseInfo::default()),
+    }
+}
+
 fn decrypt_request(e: &v2::EncryptResponse) -> v2::DecryptRequest {
     v2::DecryptRequest {
         ciphertext: e.ciphertext.clone(),
@@ -124,7 +145,7 @@ async fn round_trip_with_the_go_plugin_key_id_and_annotations() {
     let plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
     let mut c = v2(&e.socket).await;
     let status = c.status(v2::StatusRequest {}).await.unwrap().into_inner();
-    assert_eq!(status.version, "v2");
+    assert_eq!(status.version, "v2beta1", "what the Go plugin reports");
     assert_eq!(status.healthz, "ok");
     let version = latest_version(&e.mock);
     // key_id = lowercase hex SHA-256 of the versioned key URL, as Azure/kubernetes-kms.
@@ -135,7 +156,13 @@ async fn round_trip_with_the_go_plugin_key_id_and_annotations() {
     );
 
     let seed = [42u8; 32];
+    e.mock.reset_stats();
     let enc = encrypt(&mut c, &seed).await;
+    assert_eq!(
+        e.mock.stats().total,
+        0,
+        "Encrypt wraps locally: no Key Vault call"
+    );
     assert_eq!(
         enc.key_id, status.key_id,
         "Encrypt's key_id equals Status's"
@@ -152,12 +179,14 @@ async fn round_trip_with_the_go_plugin_key_id_and_annotations() {
         enc.annotations["key-version.akv-bridge.io"],
         version.as_bytes()
     );
-    assert!(enc.annotations.contains_key("x-ms-request-id.azure.akv.io"));
-    assert!(enc.annotations.contains_key("date.azure.akv.io"));
-    assert_eq!(
-        enc.annotations["x-ms-keyvault-region.azure.akv.io"],
-        b"eastus"
+    // A local wrap has no Key Vault response: only the date, in HTTP-date form.
+    assert!(!enc.annotations.contains_key("x-ms-request-id.azure.akv.io"));
+    assert!(
+        !enc.annotations
+            .contains_key("x-ms-keyvault-region.azure.akv.io")
     );
+    let date = std::str::from_utf8(&enc.annotations["date.azure.akv.io"]).unwrap();
+    assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
 
     // What the Go plugin would do with it: Key Vault decrypt, RSA-OAEP-256, configured
     // version, base64url-decoded ciphertext.
@@ -194,8 +223,22 @@ async fn round_trip_with_the_go_plugin_key_id_and_annotations() {
     assert_eq!(plain, seed);
     assert_eq!(
         kv_calls(&e.mock, "keys.decrypt"),
+        0,
+        "the seed Encrypt wrapped is cached as if it had been decrypted"
+    );
+    let other = foreign(&e.mock, &[43; 32]);
+    for _ in 0..2 {
+        let plain = c
+            .decrypt(decrypt_request(&other))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(plain.plaintext, [43; 32]);
+    }
+    assert_eq!(
+        kv_calls(&e.mock, "keys.decrypt"),
         1,
-        "the second Decrypt is a cache hit"
+        "an unseen seed is unwrapped once, then a cache hit"
     );
 
     // Status is answered from state: no Key Vault traffic.
@@ -317,7 +360,7 @@ async fn reads_what_the_go_plugin_wrote_v2_and_v1() {
 #[tokio::test]
 async fn rotation_shows_up_in_status_and_old_data_still_decrypts() {
     let e = env(&["--key-poll-interval=200ms"]).await;
-    let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
+    let plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
     let mut c = v2(&e.socket).await;
     let before = c
         .status(v2::StatusRequest {})
@@ -350,6 +393,11 @@ async fn rotation_shows_up_in_status_and_old_data_still_decrypts() {
         new.annotations["key-version.akv-bridge.io"],
         old.annotations["key-version.akv-bridge.io"]
     );
+    // A restarted plugin has neither seed cached: each is a real Key Vault unwrap.
+    drop(c);
+    plugin.stop().await.unwrap();
+    let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
+    let mut c = v2(&e.socket).await;
     e.mock.reset_stats();
     assert_eq!(
         c.decrypt(decrypt_request(&old))
@@ -534,45 +582,28 @@ async fn key_vault_outage_cached_seeds_keep_working_and_status_recovers() {
     .await;
     let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
     let mut c = v2(&e.socket).await;
-    let seen = encrypt(&mut c, &[5; 32]).await;
-    let unseen = encrypt(&mut c, &[6; 32]).await;
+    let wrapped_here = encrypt(&mut c, &[4; 32]).await;
+    let seen = foreign(&e.mock, &[5; 32]);
+    let unseen = foreign(&e.mock, &[6; 32]);
     c.decrypt(decrypt_request(&seen)).await.unwrap();
 
     e.mock.add_fault(fault(FaultKind::Outage, "keys.")).unwrap();
-    assert_eq!(
-        c.decrypt(decrypt_request(&seen))
-            .await
-            .unwrap()
-            .into_inner()
-            .plaintext,
-        [5; 32],
-        "served from the cache"
-    );
+    for (req, seed) in [(&seen, [5; 32]), (&wrapped_here, [4; 32])] {
+        let plain = c.decrypt(decrypt_request(req)).await.unwrap().into_inner();
+        assert_eq!(plain.plaintext, seed, "served from the cache");
+    }
     assert_unavailable(&c.decrypt(decrypt_request(&unseen)).await.unwrap_err());
-    assert_unavailable(&encrypt_err(&mut c).await);
+    // Encrypt wraps locally: new Secrets keep being written through the outage.
+    let during = encrypt(&mut c, &[7; 32]).await;
     let status = c.status(v2::StatusRequest {}).await.unwrap().into_inner();
-    assert_ne!(status.healthz, "ok");
+    assert_eq!(status.healthz, "ok", "the plugin can serve kube-apiserver");
+    assert_eq!(during.key_id, status.key_id);
     assert!(
-        !status.key_id.is_empty(),
-        "the key id stays known during an outage"
+        e.mock.stats().operation("keys.encrypt") == 0,
+        "no Key Vault encrypt was attempted"
     );
 
     e.mock.clear_faults();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while c
-        .status(v2::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .healthz
-        != "ok"
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Status did not recover"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert_eq!(
         c.decrypt(decrypt_request(&unseen))
             .await
@@ -580,6 +611,21 @@ async fn key_vault_outage_cached_seeds_keep_working_and_status_recovers() {
             .into_inner()
             .plaintext,
         [6; 32]
+    );
+    // What was wrapped during the outage is Key Vault's to unwrap.
+    let version = std::str::from_utf8(&during.annotations["key-version.akv-bridge.io"]).unwrap();
+    let kv = e
+        .mock
+        .admin(
+            "kv1",
+            http::Method::POST,
+            &format!("/keys/kek/{version}/decrypt"),
+            json!({"alg": "RSA-OAEP-256", "value": std::str::from_utf8(&during.ciphertext).unwrap()}),
+        )
+        .unwrap();
+    assert_eq!(
+        kv["value"].as_str().unwrap(),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32])
     );
 }
 
@@ -591,7 +637,7 @@ async fn a_rejected_unexpired_token_is_replaced_without_a_failed_call() {
     let e = env(&[]).await;
     let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
     let mut c = v2(&e.socket).await;
-    let unseen = encrypt(&mut c, &[7; 32]).await;
+    let unseen = foreign(&e.mock, &[7; 32]);
     let before = e.mock.stats();
 
     e.mock.expire_tokens();
@@ -616,7 +662,7 @@ async fn a_rejected_unexpired_token_is_replaced_without_a_failed_call() {
 
     // Rebuilds are rate-limited: a second rejection inside the interval fails cleanly
     // (UNAUTHENTICATED) instead of asking Entra on every call.
-    let again = encrypt(&mut c, &[8; 32]).await;
+    let again = foreign(&e.mock, &[8; 32]);
     e.mock.expire_tokens();
     let err = c.decrypt(decrypt_request(&again)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{}", err.message());
@@ -624,7 +670,13 @@ async fn a_rejected_unexpired_token_is_replaced_without_a_failed_call() {
 
 #[tokio::test]
 async fn throttling_storm_is_bounded_and_ends_in_a_clear_error() {
-    let e = env(&["--keyvault-timeout=1500ms", "--keyvault-max-retries=2"]).await;
+    // --remote-encrypt: every wrap is a Key Vault encrypt, as the Go plugin does.
+    let e = env(&[
+        "--keyvault-timeout=1500ms",
+        "--keyvault-max-retries=2",
+        "--remote-encrypt",
+    ])
+    .await;
     let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
     let mut c = v2(&e.socket).await;
     e.mock.reset_stats();
@@ -648,15 +700,23 @@ async fn throttling_storm_is_bounded_and_ends_in_a_clear_error() {
         "retries honour Retry-After and stay bounded: {calls}"
     );
     e.mock.clear_faults();
-    encrypt(&mut c, &[1; 32]).await;
+    let enc = encrypt(&mut c, &[1; 32]).await;
+    assert!(
+        enc.annotations.contains_key("x-ms-request-id.azure.akv.io"),
+        "a Key Vault wrap carries Key Vault's request id"
+    );
+    assert_eq!(
+        enc.annotations["x-ms-keyvault-region.azure.akv.io"],
+        b"eastus"
+    );
 }
 
 #[tokio::test]
 async fn identical_concurrent_decrypts_make_one_key_vault_call() {
     let e = env(&[]).await;
     let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
-    let mut c = v2(&e.socket).await;
-    let enc = encrypt(&mut c, &[8; 32]).await;
+    let c = v2(&e.socket).await;
+    let enc = foreign(&e.mock, &[8; 32]);
     e.mock
         .add_fault(FaultSpec {
             kind: FaultKind::Latency {
@@ -686,7 +746,7 @@ async fn identical_concurrent_decrypts_make_one_key_vault_call() {
 }
 
 #[tokio::test]
-async fn missing_permissions_fail_at_start_and_at_runtime_with_the_permission_named() {
+async fn missing_permissions_are_named_at_start_and_at_runtime() {
     let fixture = r#"
 vaults: [{name: kv1, keys: [{name: kek}]}]
 identities:
@@ -699,13 +759,23 @@ identities:
     client_secret: kms-secret
     permissions: {kv1: {keys: [get, list, encrypt, decrypt]}}
 "#;
+    // Without keys/decrypt the start-up round trip fails: the plugin keeps running, says
+    // why in Status, and refuses to wrap seeds nobody could unwrap.
     let e = env_with(fixture, "00000000-0000-0000-0000-0000000000e1", "s1", &[]).await;
-    let err = Plugin::start(e.flags.clone(), &e.socket)
+    let _plugin = Plugin::start_serving(e.flags.clone(), &e.socket)
         .await
-        .err()
-        .expect("start fails");
-    assert!(err.to_string().contains("keys/decrypt"), "{err}");
-    assert!(!e.socket.exists(), "nothing bound on a failed start");
+        .unwrap();
+    let status = wait_status(
+        &e.socket,
+        |s| s.healthz.contains("keys/decrypt"),
+        "the permission named",
+    )
+    .await;
+    assert!(!status.key_id.is_empty(), "{status:?}");
+    let mut c = v2(&e.socket).await;
+    let err = encrypt_err(&mut c).await;
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("keys/decrypt"), "{}", err.message());
 
     let e = env_with(
         fixture,
@@ -716,7 +786,7 @@ identities:
     .await;
     let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
     let mut c = v2(&e.socket).await;
-    let enc = encrypt(&mut c, &[4; 32]).await;
+    let enc = foreign(&e.mock, &[4; 32]);
     let perms = serde_json::from_value(json!({"kv1": {"keys": ["get", "encrypt"]}})).unwrap();
     assert!(e.mock.set_permissions("kms", perms));
     let err = c.decrypt(decrypt_request(&enc)).await.unwrap_err();
@@ -725,40 +795,53 @@ identities:
 }
 
 #[tokio::test]
-async fn start_up_checks_name_what_to_fix() {
-    let e = env(&[]).await;
+async fn start_up_problems_are_named_in_status_and_config_errors_stop_the_start() {
+    let e = env(&["--key-poll-interval=1s"]).await;
     let mut flags = e.flags.clone();
     flags.push("--key-name=absent".into());
-    let err = Plugin::start(flags, &e.socket)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("absent") && err.contains("not found"), "{err}");
+    let plugin = Plugin::start_serving(flags, &e.socket).await.unwrap();
+    let status = wait_status(&e.socket, |s| s.healthz.contains("absent"), "the key named").await;
+    assert!(status.healthz.contains("not found"), "{status:?}");
+    assert_eq!(status.key_id, "", "no key id until a version is usable");
+    plugin.stop().await.unwrap();
 
+    let version = latest_version(&e.mock);
     e.mock
         .admin(
             "kv1",
             http::Method::PATCH,
-            &format!("/keys/kek/{}", latest_version(&e.mock)),
+            &format!("/keys/kek/{version}"),
             json!({"attributes": {"enabled": false}}),
         )
         .unwrap();
     let mut flags = e.flags.clone();
-    flags.push(format!("--key-version={}", latest_version(&e.mock)));
-    let err = Plugin::start(flags, &e.socket)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("disabled"), "{err}");
+    flags.push(format!("--key-version={version}"));
+    let plugin = Plugin::start_serving(flags, &e.socket).await.unwrap();
+    let status = wait_status(
+        &e.socket,
+        |s| s.healthz.contains("disabled"),
+        "disabled named",
+    )
+    .await;
+    assert!(status.healthz.contains(&version), "{status:?}");
+    // Re-enabled: the plugin becomes ok by itself.
+    e.mock
+        .admin(
+            "kv1",
+            http::Method::PATCH,
+            &format!("/keys/kek/{version}"),
+            json!({"attributes": {"enabled": true}}),
+        )
+        .unwrap();
+    wait_status(&e.socket, |s| s.healthz == "ok", "recovery").await;
+    plugin.stop().await.unwrap();
 
     let mut flags = e.flags.clone();
     flags.push(format!(
         "--config-file-path={}",
         e.dir.path().join("nope.json").display()
     ));
-    let err = Plugin::start(flags, &e.socket)
+    let err = Plugin::start_serving(flags, &e.socket)
         .await
         .err()
         .unwrap()
@@ -835,6 +918,7 @@ async fn binary_serves_probes_reports_metrics_and_cleans_up_on_sigterm() {
         &std::fs::metadata(&e.socket).unwrap().permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
+    wait_status(&e.socket, |s| s.healthz == "ok", "Status ok").await;
 
     let probe = tokio::process::Command::new(bin)
         .args([
@@ -866,7 +950,7 @@ async fn binary_serves_probes_reports_metrics_and_cleans_up_on_sigterm() {
         .send()
         .await
         .unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
     let text = http
         .get(format!("http://127.0.0.1:{metrics}/metrics"))
         .send()
@@ -877,9 +961,12 @@ async fn binary_serves_probes_reports_metrics_and_cleans_up_on_sigterm() {
         .unwrap();
     for needle in [
         "akv_bridge_kms_rpc_requests_total{method=\"v2.Encrypt\",code=\"OK\"}",
-        "akv_bridge_kms_keyvault_requests_total{operation=\"decrypt\",outcome=\"ok\"}",
         "akv_bridge_kms_key_info{",
-        "akv_bridge_kms_cache_lookups_total{result=\"miss\"}",
+        "akv_bridge_kms_cache_lookups_total{result=\"hit\"}",
+        "akv_bridge_kms_local_wraps_total 1",
+        "akv_bridge_kms_keyvault_reachable 1",
+        "akv_bridge_kms_newest_version_usable 1",
+        "akv_bridge_kms_audit_lines_dropped_total 0",
     ] {
         assert!(text.contains(needle), "{needle} in\n{text}");
     }

@@ -136,8 +136,19 @@ impl<E: std::fmt::Debug + Send + 'static> Server<E> {
 }
 
 impl Plugin {
-    /// Starts the KMS plugin and waits until its socket answers.
+    /// Starts the KMS plugin and waits until Status says "ok", polling as kube-apiserver
+    /// does (the key is resolved in the background after the socket is bound).
     pub async fn start(
+        flags: Vec<String>,
+        socket: &Path,
+    ) -> Result<Self, akv_bridge::kms::KmsStartError> {
+        let plugin = Self::start_serving(flags, socket).await?;
+        wait_status(socket, |s| s.healthz == "ok", "Status ok").await;
+        Ok(plugin)
+    }
+
+    /// Starts the KMS plugin and waits only until its socket answers.
+    pub async fn start_serving(
         flags: Vec<String>,
         socket: &Path,
     ) -> Result<Self, akv_bridge::kms::KmsStartError> {
@@ -148,6 +159,31 @@ impl Plugin {
             })
         })
         .await
+    }
+}
+
+/// Polls Status every 50 ms until `done` holds (20 s at most); returns that answer.
+pub async fn wait_status(
+    socket: &Path,
+    done: impl Fn(&akv_bridge::proto::kms_v2::StatusResponse) -> bool,
+    what: &str,
+) -> akv_bridge::proto::kms_v2::StatusResponse {
+    let mut client = v2(socket).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = client
+            .status(akv_bridge::proto::kms_v2::StatusRequest {})
+            .await
+            .expect("Status answers")
+            .into_inner();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} not reached; last Status: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
