@@ -176,6 +176,14 @@ pub async fn main(args: DevArgs) -> ExitCode {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let spec = SocketSpec::Path(socket.clone());
+    // The plugin resolves its key in the background: wait for Status as kube-apiserver does.
+    let ready = match crate::probe::connect(&spec, Duration::from_secs(5)).await {
+        Ok(channel) => crate::probe::wait_for_status_ok(channel, Duration::from_secs(30)).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = ready {
+        return fail("KMS plugin", e);
+    }
     let report = crate::probe::probe_socket(
         &spec,
         &ProbeOptions {

@@ -143,6 +143,14 @@ pub enum ProbeError {
         /// The abstract name.
         name: String,
     },
+    /// Status did not say "ok" within the time allowed.
+    #[error("the plugin's Status was not ok within {}: {last}", humantime::format_duration(*limit))]
+    NotReady {
+        /// The time allowed.
+        limit: Duration,
+        /// The last Status healthz, or the last failure.
+        last: String,
+    },
     /// No connection to the socket could be made within the timeout.
     #[error("could not connect to {socket} within {}", humantime::format_duration(*timeout))]
     ConnectTimeout {
@@ -668,6 +676,30 @@ pub async fn probe_socket(socket: &SocketSpec, options: &ProbeOptions) -> ProbeR
             ));
             report
         }
+    }
+}
+
+/// Polls Status every 100 ms, as kube-apiserver keeps polling a plugin that is not ready,
+/// until `healthz` is "ok" (the plugin resolves its key after binding its socket). Returns
+/// the key id; fails with the last answer after `limit`.
+pub async fn wait_for_status_ok(channel: Channel, limit: Duration) -> Result<String, ProbeError> {
+    let mut client = KeyManagementServiceClient::new(channel);
+    let deadline = Instant::now() + limit;
+    loop {
+        let (_, result) = call(
+            DEFAULT_TIMEOUT,
+            client.status(request(StatusRequest {}, DEFAULT_TIMEOUT)),
+        )
+        .await;
+        let last = match result {
+            Ok(s) if s.healthz == "ok" => return Ok(s.key_id),
+            Ok(s) => printable(&s.healthz, 200),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(ProbeError::NotReady { limit, last });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

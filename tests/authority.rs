@@ -115,7 +115,7 @@ impl Target {
         match self {
             Self::Kms => {
                 let s = v2::StatusResponse::decode(data).unwrap();
-                assert_eq!((s.version.as_str(), s.healthz.as_str()), ("v2", "ok"));
+                assert_eq!((s.version.as_str(), s.healthz.as_str()), ("v2beta1", "ok"));
                 format!("{s:?}")
             }
             Self::Csi => {

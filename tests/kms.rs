@@ -13,63 +13,15 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use akv_bridge::kms::envelope::{self, KeyRef, KeyVersion};
+use akv_bridge::kms::envelope::{self, KeyVersion};
 use akv_bridge::proto::{kms_v1beta1 as v1, kms_v2 as v2};
 use base64::Engine as _;
+use common::kms::*;
 use common::*;
 use mock_vault::{FaultKind, FaultSpec, Scope};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 use tonic::Code;
-
-struct Env {
-    mock: mock_vault::MockVault,
-    dir: tempfile::TempDir,
-    socket: std::path::PathBuf,
-    flags: Vec<String>,
-}
-
-async fn env_with(fixture: &str, client_id: &str, secret: &str, extra: &[&str]) -> Env {
-    let mock = mock(fixture).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("run/kms.sock");
-    let azure = azure_json(dir.path(), &mock, client_id, secret);
-    let mut flags = kms_flags(&mock, &socket, &azure);
-    flags.extend(extra.iter().map(|s| (*s).to_owned()));
-    Env {
-        mock,
-        dir,
-        socket,
-        flags,
-    }
-}
-
-async fn env(extra: &[&str]) -> Env {
-    env_with(
-        KMS_FIXTURE,
-        "00000000-0000-0000-0000-00000000c0de",
-        "kms-secret",
-        extra,
-    )
-    .await
-}
-
-fn latest_version(mock: &mock_vault::MockVault) -> String {
-    let key = mock
-        .admin("kv1", http::Method::GET, "/keys/kek/", Value::Null)
-        .unwrap();
-    key["key"]["kid"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-fn key_ref(mock: &mock_vault::MockVault) -> KeyRef {
-    KeyRef::new(&mock.info().vaults["kv1"].url, "kek")
-}
 
 async fn encrypt(
     client: &mut v2::key_management_service_client::KeyManagementServiceClient<
@@ -107,27 +59,6 @@ fn assert_unavailable(err: &tonic::Status) {
         matches!(err.code(), Code::Unavailable | Code::DeadlineExceeded),
         "{err:?}"
     );
-}
-
-/// A seed wrapped by Key Vault's own `encrypt` with the latest version, as another plugin
-/// instance (or this one before a restart) stored it: this process has never seen it, so
-/// its Decrypt must reach Key Vault.
-fn foreign(mock: &mock_vault::MockVault, seed: &[u8]) -> v2::EncryptResponse {
-    let version = latest_version(mock);
-    let wrapped = mock
-        .admin(
-            "kv1",
-            http::Method::POST,
-            &format!("/keys/kek/{version}/encrypt"),
-            json!({"alg": "RSA-OAEP-256", "value": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(seed)}),
-        )
-        .unwrap();
-    let version = KeyVersion::parse(&version).unwrap();
-    v2::EncryptResponse {
-        ciphertext: wrapped["value"].as_str().unwrap().as_bytes().to_vec(),
-        key_id: key_ref(mock).key_id(&version),
-        annotations: envelope::encrypt_annotations(&version, &envelope::ResponseInfo::default()),
-    }
 }
 
 fn decrypt_request(e: &v2::EncryptResponse) -> v2::DecryptRequest {
@@ -190,21 +121,7 @@ async fn round_trip_with_the_go_plugin_key_id_and_annotations() {
 
     // What the Go plugin would do with it: Key Vault decrypt, RSA-OAEP-256, configured
     // version, base64url-decoded ciphertext.
-    let go_view = e
-        .mock
-        .admin(
-            "kv1",
-            http::Method::POST,
-            &format!("/keys/kek/{version}/decrypt"),
-            json!({"alg": "RSA-OAEP-256", "value": text}),
-        )
-        .unwrap();
-    assert_eq!(
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(go_view["value"].as_str().unwrap())
-            .unwrap(),
-        seed
-    );
+    assert_eq!(keyvault_unwrap(&e.mock, &version, text.as_bytes()), seed);
 
     e.mock.reset_stats();
     let plain = c
@@ -876,14 +793,6 @@ async fn restart_reads_old_data_and_a_second_instance_refuses_the_socket() {
             .plaintext,
         [7; 32]
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The real binary: flags, health and metrics endpoints, `probe kms`, SIGTERM.

@@ -102,6 +102,7 @@ async fn no_secret_reaches_logs_errors_or_metrics() {
         .spawn()
         .unwrap();
     wait_for_child_socket(&kms_socket, &mut kms).await;
+    wait_status(&kms_socket, |s| s.healthz == "ok", "Status ok").await;
 
     // CSI provider.
     let csi_socket = dir.path().join("azure.sock");

@@ -132,6 +132,9 @@ async fn key_vault_slower_than_the_deadline_fails_in_time_without_pile_up() {
     let mut flags = kms_flags(&mock, &socket, &azure);
     flags.retain(|f| !f.starts_with("--keyvault-timeout"));
     flags.push("--keyvault-timeout=500ms".into());
+    // Wraps through Key Vault, so the slow vault is on the Encrypt path (local wraps are
+    // covered by tests/kms_outage.rs).
+    flags.push("--remote-encrypt".into());
     let plugin = Plugin::start(flags, &socket).await.unwrap();
     let client = v2(&plugin.socket).await;
     mock.add_fault(fault(
@@ -210,7 +213,10 @@ async fn the_mock_vault_restarting_mid_run_is_survived_without_a_restart_of_ours
         "00000000-0000-0000-0000-00000000c0de",
         "kms-secret",
     );
-    let flags = kms_flags(&mock, &socket, &azure);
+    let mut flags = kms_flags(&mock, &socket, &azure);
+    // Wraps through Key Vault, so the vault's absence shows on Encrypt (local wraps carry
+    // on through outages: tests/kms_outage.rs).
+    flags.push("--remote-encrypt".into());
     let plugin = Plugin::start(flags, &socket).await.unwrap();
     let mut client = v2(&plugin.socket).await;
     let before = client
@@ -254,7 +260,16 @@ async fn the_mock_vault_restarting_mid_run_is_survived_without_a_restart_of_ours
         })
         .await
         .unwrap();
-    assert!(mock.stats().authenticated("keys.decrypt") >= 1);
+    assert!(
+        mock.stats().authenticated("keys.encrypt") >= 1,
+        "the vault back with its state serves the plugin's wraps"
+    );
+    let version = std::str::from_utf8(&before.annotations["key-version.akv-bridge.io"]).unwrap();
+    assert_eq!(
+        common::kms::keyvault_unwrap(&mock, version, &before.ciphertext),
+        [4; 32],
+        "and unwraps what was wrapped before its restart"
+    );
 }
 
 /// A CA and a server certificate for the mock's names, as PEM files.
@@ -309,6 +324,7 @@ async fn sigkill_and_restart_recreates_the_socket_and_old_data_still_decrypts() 
     };
     let mut first = spawn();
     wait_for_child_socket(&socket, &mut first).await;
+    wait_status(&socket, |s| s.healthz == "ok", "Status ok").await;
     let mut client = v2(&socket).await;
     let written = client
         .encrypt(v2::EncryptRequest {
@@ -337,6 +353,7 @@ async fn sigkill_and_restart_recreates_the_socket_and_old_data_still_decrypts() 
     assert!(socket.exists(), "a killed server leaves its socket file");
     let mut restarted = spawn();
     wait_for_child_socket(&socket, &mut restarted).await;
+    wait_status(&socket, |s| s.healthz == "ok", "Status ok").await;
     let mut client = v2(&socket).await;
     let r = client
         .decrypt(v2::DecryptRequest {

@@ -82,6 +82,7 @@ async fn mixed_load_with_random_faults_is_always_answered() {
         .spawn()
         .unwrap();
     wait_for_child_socket(&kms_socket, &mut kms).await;
+    wait_status(&kms_socket, |s| s.healthz == "ok", "Status ok").await;
     let csi_socket = dir.path().join("azure.sock");
     let mut csi_flags = csi_flags(&mock, &csi_socket);
     csi_flags.push("--latest-cache-ttl=200ms".into());

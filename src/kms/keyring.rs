@@ -114,6 +114,8 @@ struct State {
     self_test: SelfTest,
     last_list: Option<Instant>,
     last_list_error: Option<KvError>,
+    /// Whether a listing of versions has succeeded.
+    listed: bool,
     /// Whether the identity may read key metadata (`keys/get`).
     can_get: bool,
 }
@@ -197,6 +199,7 @@ impl KeyRing {
                 self_test: SelfTest::Pending,
                 last_list: None,
                 last_list_error: None,
+                listed: false,
                 can_get: true,
             }),
             status_ok: AtomicBool::new(false),
@@ -309,8 +312,13 @@ impl KeyRing {
     pub fn record<T>(&self, result: &Result<T, KvError>) {
         match result {
             Ok(_) => {
+                let first = self.read().vault.last_failure.is_none();
                 if self.update(|s| s.vault.success()) {
-                    tracing::info!("Key Vault reachable again");
+                    if first {
+                        tracing::info!("Key Vault reachable");
+                    } else {
+                        tracing::info!("Key Vault reachable again");
+                    }
                 }
             }
             Err(e) if e.is_health_failure() => {
@@ -387,15 +395,25 @@ impl KeyRing {
     /// is not known yet. `Ok(None)`: the key id is not a version of the configured key.
     /// `Err`: the listing failed, so that cannot be told now.
     pub async fn resolve(&self, key_id: &str) -> Result<Option<KeyVersion>, KvError> {
+        if let Some(v) = self.read().known.get(key_id) {
+            return Ok(Some(v.clone()));
+        }
+        self.list_versions().await?;
+        Ok(self.read().known.get(key_id).cloned())
+    }
+
+    /// Learns every version's key id, at most every 30 s (a cooled-down call repeats the
+    /// last listing's error, or does nothing). Returns whether a listing ran now. Run once
+    /// at start, so Go-plugin data (no version annotation) and v1beta1 data (no key id) of
+    /// older versions need no listing later; without the `keys/list` permission, older key
+    /// ids are resolved through our annotation only.
+    pub async fn list_versions(&self) -> Result<bool, KvError> {
         {
             let s = self.read();
-            if let Some(v) = s.known.get(key_id) {
-                return Ok(Some(v.clone()));
-            }
             if s.last_list.is_some_and(|t| t.elapsed() < LIST_COOLDOWN) {
                 return match &s.last_list_error {
                     Some(e) => Err(e.clone()),
-                    None => Ok(None),
+                    None => Ok(false),
                 };
             }
         }
@@ -407,11 +425,14 @@ impl KeyRing {
                 for v in versions {
                     self.key_id_of(&v.version);
                 }
-                self.update(|s| s.last_list_error = None);
-                Ok(self.read().known.get(key_id).cloned())
+                self.update(|s| {
+                    s.last_list_error = None;
+                    s.listed = true;
+                });
+                Ok(true)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list key versions to resolve an unknown key id");
+                tracing::info!(error = %e, "cannot list the key's versions; older key ids are resolved through our annotation");
                 self.update(|s| s.last_list_error = Some(e.clone()));
                 Err(e)
             }
@@ -607,6 +628,9 @@ impl KeyRing {
     pub async fn poll_once(&self) -> bool {
         if self.read().can_get {
             let _ = self.refresh().await;
+        }
+        if !self.read().listed && self.current().is_some() {
+            let _ = self.list_versions().await;
         }
         if let Some(current) = self.current()
             && self.read().self_test != SelfTest::Passed

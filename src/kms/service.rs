@@ -496,7 +496,27 @@ impl v1::key_management_service_server::KeyManagementService for V1 {
                 }
             }
             let mut outage = None;
-            for version in &candidates {
+            let mut candidates = candidates;
+            let mut tried = 0;
+            loop {
+                let Some(version) = candidates.get(tried) else {
+                    // Every known version refused: learn versions created since the last
+                    // listing (at most every 30 s) and try those.
+                    if outage.is_none() && matches!(kms.ring.list_versions().await, Ok(true)) {
+                        let more: Vec<KeyVersion> = kms
+                            .ring
+                            .versions_newest_first()
+                            .into_iter()
+                            .filter(|v| !candidates.contains(v))
+                            .collect();
+                        if !more.is_empty() {
+                            candidates.extend(more);
+                            continue;
+                        }
+                    }
+                    break;
+                };
+                tried += 1;
                 match kms.unwrap(v1_key(&cipher, version), version).await {
                     (Ok(plain), outcome) => {
                         detail = outcome.label();
