@@ -530,6 +530,69 @@ async fn v1beta1_decrypt_skips_a_disabled_version() {
     assert_eq!(plain, [3; 32]);
 }
 
+async fn try_encrypt(
+    c: &mut v2::key_management_service_client::KeyManagementServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> Result<v2::EncryptResponse, tonic::Status> {
+    c.encrypt(v2::EncryptRequest {
+        plaintext: vec![1; 32],
+        uid: "u".into(),
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// Revocation: disabling the key, or removing `keys/decrypt`, stops new wraps (local wraps
+/// would otherwise go on with the public key) and says why; undoing it heals.
+#[tokio::test]
+async fn revoking_the_key_or_decrypt_stops_new_wraps() {
+    let e = env(&["--key-poll-interval=200ms"]).await;
+    let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
+    let mut c = v2(&e.socket).await;
+    try_encrypt(&mut c).await.unwrap();
+
+    let version = latest_version(&e.mock);
+    set_enabled(&e, &version, false);
+    let s = wait_status(&e.socket, |s| s.healthz != "ok", "Status not ok").await;
+    assert!(s.healthz.contains("disabled"), "{s:?}");
+    let err = try_encrypt(&mut c).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("disabled"), "{}", err.message());
+    set_enabled(&e, &version, true);
+    wait_status(&e.socket, |s| s.healthz == "ok", "Status ok again").await;
+    try_encrypt(&mut c).await.unwrap();
+
+    let perms =
+        serde_json::from_value(json!({"kv1": {"keys": ["get", "list", "encrypt"]}})).unwrap();
+    assert!(e.mock.set_permissions("kms", perms));
+    let unseen = foreign(&e.mock, &[3; 32]);
+    let err = c
+        .decrypt(v2::DecryptRequest {
+            ciphertext: unseen.ciphertext.clone(),
+            uid: "u".into(),
+            key_id: unseen.key_id.clone(),
+            annotations: unseen.annotations.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = try_encrypt(&mut c).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("keys/decrypt"), "{}", err.message());
+    let perms =
+        serde_json::from_value(json!({"kv1": {"keys": ["get", "list", "encrypt", "decrypt"]}}))
+            .unwrap();
+    assert!(e.mock.set_permissions("kms", perms));
+    wait_status(
+        &e.socket,
+        |s| s.healthz == "ok",
+        "ok once decrypt is allowed",
+    )
+    .await;
+    try_encrypt(&mut c).await.unwrap();
+}
+
 /// kube-apiserver 1.27 and 1.28 accept only `v2beta1`; 1.29 and later accept `v2` too.
 #[tokio::test]
 async fn the_status_version_is_a_flag() {

@@ -258,10 +258,15 @@ impl KeyRing {
         }
     }
 
-    /// Whether Encrypt may wrap: refused only when the self-test found that Key Vault does
-    /// not unwrap what the plugin wraps.
+    /// Whether Encrypt may wrap. Refused when Key Vault would not unwrap the result: the
+    /// self-test failed (or Key Vault since refused a decrypt for a missing permission),
+    /// or no version can wrap (the key disabled or expired: a revocation).
     pub fn wrap_allowed(&self) -> Result<(), String> {
-        match &self.read().self_test {
+        let s = self.read();
+        if let Some(problem) = &s.key_problem {
+            return Err(problem.clone());
+        }
+        match &s.self_test {
             SelfTest::Failed(reason) => Err(reason.clone()),
             SelfTest::Pending | SelfTest::Passed => Ok(()),
         }
@@ -319,6 +324,19 @@ impl KeyRing {
                     } else {
                         tracing::info!("Key Vault reachable again");
                     }
+                }
+            }
+            Err(e @ KvError::PermissionDenied("keys/decrypt")) => {
+                // Nothing wrapped now could be unwrapped: stop wrapping until the self-test
+                // passes again (it is retried at every poll).
+                let reason = e.to_string();
+                let turned = self.update(|s| {
+                    let turned = s.self_test != SelfTest::Failed(reason.clone());
+                    s.self_test = SelfTest::Failed(reason.clone());
+                    turned
+                });
+                if turned {
+                    tracing::error!(%reason, "Key Vault refused a decrypt: Encrypt is refused until the permission is back");
                 }
             }
             Err(e) if e.is_health_failure() => {

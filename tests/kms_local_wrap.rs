@@ -1,0 +1,182 @@
+//! Seeds wrapped locally (with the key version's public key) are what Key Vault and Managed
+//! HSM unwrap: each ciphertext from the plugin's Encrypt is decrypted by the official Azure
+//! SDK for Rust (`KeyClient::decrypt`) over HTTPS against mock-vault, for RSA keys of every
+//! size, an `RSA-HSM` key in a Managed HSM, and the v1beta1 API's RSA1_5.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+#[path = "../mock-vault/tests/sdk/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use akv_bridge::proto::{kms_v1beta1 as v1, kms_v2 as v2};
+use azure_security_keyvault_keys::models::{EncryptionAlgorithm, KeyOperationParameters};
+use base64::Engine as _;
+use common::*;
+use harness::Harness;
+
+const FIXTURE: &str = r#"
+vaults:
+  - name: kv1
+    keys:
+      - {name: kek2048, kty: RSA, size: 2048}
+      - {name: kek3072, kty: RSA, size: 3072}
+      - {name: kek4096, kty: RSA, size: 4096}
+  - name: hsm1
+    kind: managed-hsm
+    keys: [{name: kek, kty: RSA-HSM, size: 3072}]
+identities:
+  - name: kms
+    client_id: 00000000-0000-0000-0000-00000000c0de
+    client_secret: kms-secret
+    permissions:
+      kv1: {keys: [get, list, encrypt, decrypt]}
+      hsm1: {keys: [get, list, encrypt, decrypt]}
+"#;
+
+/// The official SDK's decrypt of a stored ciphertext text.
+async fn sdk_decrypt(
+    h: &Harness,
+    vault: &str,
+    key: &str,
+    version: &str,
+    algorithm: EncryptionAlgorithm,
+    stored: &[u8],
+) -> Vec<u8> {
+    let client = h.keys(
+        vault,
+        h.credential("00000000-0000-0000-0000-00000000c0de", "kms-secret"),
+    );
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(stored)
+        .unwrap();
+    let params = KeyOperationParameters {
+        algorithm: Some(algorithm),
+        value: Some(raw),
+        ..Default::default()
+    };
+    client
+        .decrypt(key, version, params.try_into().unwrap(), None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap()
+        .result
+        .unwrap()
+}
+
+/// Starts the plugin on `vault`/`key` and waits for Status ok (the self-test, a local wrap
+/// that Key Vault unwrapped, has then passed).
+async fn plugin(
+    h: &Harness,
+    dir: &std::path::Path,
+    vault: &str,
+    key: &str,
+    extra: &[&str],
+) -> Plugin {
+    let socket = dir.join(format!("{vault}-{key}.sock"));
+    let azure = azure_json(
+        dir,
+        &h.mock,
+        "00000000-0000-0000-0000-00000000c0de",
+        "kms-secret",
+    );
+    let mut flags = kms_flags(&h.mock, &socket, &azure);
+    flags.retain(|f| !f.starts_with("--vault-url") && !f.starts_with("--key-name"));
+    flags.push(format!("--vault-url={}", h.vault_url(vault)));
+    flags.push(format!("--key-name={key}"));
+    flags.extend(extra.iter().map(|s| (*s).to_owned()));
+    Plugin::start(flags, &socket).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_official_sdk_decrypts_local_wraps_of_every_rsa_size_and_of_managed_hsm() {
+    let h = Harness::start(FIXTURE).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (vault, key, hsm) in [
+        ("kv1", "kek2048", false),
+        ("kv1", "kek3072", false),
+        ("kv1", "kek4096", false),
+        ("hsm1", "kek", true),
+    ] {
+        let extra: &[&str] = if hsm { &["--managed-hsm"] } else { &[] };
+        let p = plugin(&h, dir.path(), vault, key, extra).await;
+        let mut c = v2(&p.socket).await;
+        h.mock.reset_stats();
+        let seed: Vec<u8> = (0..32u8).map(|b| b ^ key.len() as u8).collect();
+        let enc = c
+            .encrypt(v2::EncryptRequest {
+                plaintext: seed.clone(),
+                uid: "u".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            h.mock.stats().operation("keys.encrypt"),
+            0,
+            "{vault}/{key}: wrapped without Key Vault"
+        );
+        let version =
+            String::from_utf8(enc.annotations["key-version.akv-bridge.io"].clone()).unwrap();
+        let plain = sdk_decrypt(
+            &h,
+            vault,
+            key,
+            &version,
+            EncryptionAlgorithm::RsaOaep256,
+            &enc.ciphertext,
+        )
+        .await;
+        assert_eq!(plain, seed, "{vault}/{key}");
+        p.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_official_sdk_decrypts_a_local_v1beta1_wrap_rsa1_5() {
+    let h = Harness::start(FIXTURE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = plugin(&h, dir.path(), "kv1", "kek2048", &[]).await;
+    let mut c = v1(&p.socket).await;
+    let cipher = c
+        .encrypt(v1::EncryptRequest {
+            version: "v1beta1".into(),
+            plain: vec![5; 32],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cipher;
+    let version = h
+        .mock
+        .admin(
+            "kv1",
+            http::Method::GET,
+            "/keys/kek2048/",
+            serde_json::Value::Null,
+        )
+        .unwrap()["key"]["kid"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let plain = sdk_decrypt(
+        &h,
+        "kv1",
+        "kek2048",
+        &version,
+        EncryptionAlgorithm::Rsa1_5,
+        &cipher,
+    )
+    .await;
+    assert_eq!(plain, [5; 32]);
+}
