@@ -8,6 +8,7 @@ use akv_bridge::kms::envelope;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    let _ = envelope::check_ciphertext_len(data);
     let _ = envelope::decode_ciphertext(data);
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = envelope::check_key_id(text);
@@ -20,6 +21,6 @@ fuzz_target!(|data: &[u8]| {
         annotations.insert(String::from_utf8_lossy(k).into_owned(), v.to_vec());
     }
     if let Ok(meta) = envelope::decrypt_meta(&annotations) {
-        let _ = envelope::cache_key(data, "k", &meta);
+        let _ = envelope::CacheKey::new(data, "k", meta.algorithm);
     }
 });

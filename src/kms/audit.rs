@@ -6,9 +6,17 @@
 //! the queue is full (the log sink is slower than the calls), the record is dropped and
 //! counted in `akv_bridge_kms_audit_lines_dropped`, so a slow or blocked stderr can never
 //! slow down or stall kube-apiserver's calls.
+//!
+//! The writer formats the lines itself, in the shape of the other log lines (JSON with
+//! `--log-format-json`, text otherwise). It wakes every 20 ms and writes what was queued
+//! meanwhile, up to 256 lines per `write` to stderr: under load, one system call carries
+//! many lines, and no call ever wakes the writer. The
+//! log filter still applies: lines are written only when the `audit` target is enabled
+//! at their level (`RUST_LOG=audit=off` silences them).
 
+use std::io::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +25,29 @@ use crate::kms::envelope::loggable_uid;
 
 /// Records the queue holds before it drops.
 pub const QUEUE: usize = 8192;
+/// Lines written with one system call at most.
+const BATCH: usize = 256;
+/// How often the writer drains the queue: a line reaches stderr at most this late.
+const TICK: Duration = Duration::from_millis(20);
+
+/// Formats and writes a batch with one `write`, then answers the flushes in it.
+fn write_batch(batch: &mut Vec<Message>, out: &mut Vec<u8>, json: bool) {
+    let mut flushes = Vec::new();
+    for message in batch.drain(..) {
+        match message {
+            Message::Line(record) => format_line(out, &record, json, SystemTime::now()),
+            Message::Flush(done) => flushes.push(done),
+        }
+    }
+    if !out.is_empty() {
+        // One write for the batch; a failing stderr loses these lines only.
+        let _ = std::io::stderr().lock().write_all(out);
+        out.clear();
+    }
+    for done in flushes {
+        let _ = done.send(());
+    }
+}
 
 /// One call's audit facts. Never secret: no plaintext, no ciphertext.
 #[derive(Debug)]
@@ -63,11 +94,33 @@ impl AuditLog {
     pub fn start(dropped: Counter) -> Self {
         let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
         tokio::spawn(async move {
-            while let Some(message) = rx.recv().await {
-                match message {
-                    Message::Line(record) => write(&record),
-                    Message::Flush(done) => {
-                        let _ = done.send(());
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut out = Vec::with_capacity(BATCH * 256);
+            let json = crate::observability::logging::json();
+            loop {
+                // Drain on a tick rather than on every line: a call's `try_send` then finds
+                // no parked receiver to wake, so it costs no cross-thread wake-up.
+                tokio::time::sleep(TICK).await;
+                loop {
+                    batch.clear();
+                    let mut closed = false;
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                closed = true;
+                                break;
+                            }
+                        }
+                    }
+                    let full = batch.len() == BATCH;
+                    write_batch(&mut batch, &mut out, json);
+                    if closed {
+                        return;
+                    }
+                    if !full {
+                        break;
                     }
                 }
             }
@@ -75,8 +128,20 @@ impl AuditLog {
         Self { tx, dropped }
     }
 
-    /// Queues a line; never waits. A full queue drops it and counts it.
+    /// Queues a line; never waits. A full queue drops it and counts it. Nothing is queued
+    /// when the `audit` target is disabled at the line's level.
     pub fn log(&self, record: Record) {
+        let enabled = if record.error.is_some() {
+            tracing::enabled!(target: "audit", tracing::Level::WARN)
+        } else {
+            tracing::enabled!(target: "audit", tracing::Level::INFO)
+        };
+        if enabled {
+            self.queue(record);
+        }
+    }
+
+    fn queue(&self, record: Record) {
         if self.tx.try_send(Message::Line(record)).is_err() {
             self.dropped.inc();
         }
@@ -92,18 +157,47 @@ impl AuditLog {
     }
 }
 
-fn write(r: &Record) {
+/// Appends one line for `r`: JSON (the shape of the JSON log lines: `timestamp`, `level`,
+/// the fields, `target`) or text. Strings from the caller are escaped (JSON) or made
+/// printable ([`loggable_uid`]).
+fn format_line(out: &mut Vec<u8>, r: &Record, json: bool, now: SystemTime) {
     // Milliseconds with three decimals: sub-millisecond calls stay visible, no float noise.
     let latency_ms = (r.latency.as_secs_f64() * 1e6).round() / 1e3;
+    let timestamp = humantime::format_rfc3339_micros(now);
     let uid = loggable_uid(&r.uid);
     let key_id = r.key_id.as_deref().unwrap_or("");
-    match &r.error {
-        None => tracing::info!(
-            target: "audit", rpc = r.rpc, uid = %uid, key_id, outcome = "ok", latency_ms, detail = r.detail
-        ),
-        Some(error) => tracing::warn!(
-            target: "audit", rpc = r.rpc, uid = %uid, key_id, outcome = "error", error = %error, latency_ms, detail = r.detail
-        ),
+    let (level, outcome) = match r.error {
+        None => ("INFO", "ok"),
+        Some(_) => ("WARN", "error"),
+    };
+    if json {
+        let error = r.error.as_deref().map(|e| serde_json::json!(e));
+        let mut line = serde_json::json!({
+            "timestamp": timestamp.to_string(),
+            "level": level,
+            "rpc": r.rpc,
+            "uid": uid,
+            "key_id": key_id,
+            "outcome": outcome,
+            "latency_ms": latency_ms,
+            "detail": r.detail,
+            "target": "audit",
+        });
+        if let (Some(error), Some(map)) = (error, line.as_object_mut()) {
+            map.insert("error".into(), error);
+        }
+        let _ = serde_json::to_writer(&mut *out, &line);
+        out.push(b'\n');
+    } else {
+        let _ = write!(
+            out,
+            "{timestamp} {level:>5} audit: rpc={} uid={uid} key_id={key_id} outcome={outcome}",
+            r.rpc
+        );
+        if let Some(error) = &r.error {
+            let _ = write!(out, " error={:?}", error);
+        }
+        let _ = writeln!(out, " latency_ms={latency_ms} detail={}", r.detail);
     }
 }
 
@@ -132,16 +226,42 @@ mod tests {
             dropped: dropped.clone(),
         };
         for _ in 0..5 {
-            log.log(record());
+            log.queue(record());
         }
         assert_eq!(dropped.get(), 3);
+    }
+
+    #[test]
+    fn lines_are_json_or_text_and_escape_what_the_caller_sent() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut out = Vec::new();
+        let mut r = record();
+        r.uid = "a\"b\nc".into();
+        r.error = Some("Key Vault is \"down\"".into());
+        format_line(&mut out, &r, true, now);
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["rpc"], "Decrypt");
+        assert_eq!(line["uid"], "a\"b?c");
+        assert_eq!(line["error"], "Key Vault is \"down\"");
+        assert_eq!(line["latency_ms"], 1.234);
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["target"], "audit");
+        assert_eq!(line["timestamp"], "2027-01-15T08:00:00.000000Z");
+        out.clear();
+        format_line(&mut out, &record(), false, now);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("2027-01-15T08:00:00.000000Z  INFO audit: rpc=Decrypt uid=u"),
+            "{text}"
+        );
+        assert!(text.ends_with("latency_ms=1.234 detail=hit\n"), "{text}");
     }
 
     #[tokio::test]
     async fn flush_returns_after_the_queued_lines() {
         let log = AuditLog::start(Counter::default());
         for _ in 0..100 {
-            log.log(record());
+            log.queue(record());
         }
         tokio::time::timeout(Duration::from_secs(5), log.flush(Duration::from_secs(5)))
             .await

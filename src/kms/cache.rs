@@ -18,7 +18,7 @@ use crate::kms::envelope::CacheKey;
 /// A cached plaintext. Zeroized when the last reference goes.
 pub type Plaintext = Arc<Zeroizing<Vec<u8>>>;
 
-/// The cache: plaintext seeds by stored ciphertext, key id and annotations.
+/// The cache: plaintext seeds by a digest of stored ciphertext, key id and algorithm.
 pub struct DecryptCache {
     inner: Arc<CoalescingCache<CacheKey, Plaintext, KvError>>,
     ttl: Duration,
@@ -103,17 +103,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::kms::envelope::{DecryptMeta, WRAP_ALGORITHM};
+    use crate::kms::envelope::WRAP_ALGORITHM;
 
     fn k(n: u8) -> CacheKey {
-        CacheKey::new(
-            vec![n; 8],
-            "id".into(),
-            DecryptMeta {
-                algorithm: WRAP_ALGORITHM,
-                key_version: None,
-            },
-        )
+        CacheKey::new(&[n; 8], "id", WRAP_ALGORITHM)
     }
 
     #[tokio::test]

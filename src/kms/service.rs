@@ -11,8 +11,7 @@ use crate::azure::keyvault::KvError;
 use crate::kms::audit::{AuditLog, Record};
 use crate::kms::cache::{DecryptCache, Outcome, Plaintext};
 use crate::kms::envelope::{
-    self, CacheKey, DecryptMeta, EnvelopeError, KeyVersion, ResponseInfo, V1_ALGORITHM,
-    WRAP_ALGORITHM,
+    self, CacheKey, EnvelopeError, KeyVersion, ResponseInfo, V1_ALGORITHM, WRAP_ALGORITHM,
 };
 use crate::kms::keyring::{Current, KeyRing};
 use crate::kms::wrap::WrapError;
@@ -233,17 +232,18 @@ impl Kms {
     async fn unwrap(
         &self,
         key: CacheKey,
+        ciphertext: &[u8],
+        algorithm: &'static str,
         version: &KeyVersion,
     ) -> (Result<Plaintext, KmsError>, Outcome) {
         if let Some(plain) = self.cache.peek(&key) {
             self.metrics.cache(Outcome::Hit.label());
             return (Ok(plain), Outcome::Hit);
         }
-        let raw = match envelope::decode_ciphertext(key.ciphertext()) {
+        let raw = match envelope::decode_ciphertext(ciphertext) {
             Ok(raw) => raw,
             Err(e) => return (Err(e.into()), Outcome::Miss),
         };
-        let algorithm = key.algorithm();
         let kv = self.ring.keyvault().clone();
         let version = version.clone();
         let metrics = self.metrics.clone();
@@ -316,14 +316,7 @@ impl v2::key_management_service_server::KeyManagementService for V2 {
             key_id = Some(Arc::clone(&current.key_id));
             let annotations = envelope::encrypt_annotations(&current.version, &wrapped.info);
             kms.remember(
-                CacheKey::new(
-                    wrapped.ciphertext.clone(),
-                    current.key_id.to_string(),
-                    DecryptMeta {
-                        algorithm: WRAP_ALGORITHM,
-                        key_version: Some(current.version.clone()),
-                    },
-                ),
+                CacheKey::new(&wrapped.ciphertext, &current.key_id, WRAP_ALGORITHM),
                 &plaintext,
             );
             Ok(v2::EncryptResponse {
@@ -375,8 +368,8 @@ impl v2::key_management_service_server::KeyManagementService for V2 {
                     v
                 }
             };
-            let key = CacheKey::new(ciphertext, key_id, meta);
-            let (plain, outcome) = kms.unwrap(key, &version).await;
+            let key = CacheKey::new(&ciphertext, &key_id, meta.algorithm);
+            let (plain, outcome) = kms.unwrap(key, &ciphertext, meta.algorithm, &version).await;
             cache_outcome = outcome.label();
             Ok(v2::DecryptResponse {
                 plaintext: plain?.to_vec(),
@@ -407,16 +400,10 @@ fn check_v1_version(v: &str) -> Result<(), KmsError> {
     }
 }
 
-/// The cache key of a v1beta1 ciphertext under one candidate version (v1 has no key id).
-fn v1_key(cipher: &[u8], version: &KeyVersion) -> CacheKey {
-    CacheKey::new(
-        cipher.to_vec(),
-        version.as_str().to_owned(),
-        DecryptMeta {
-            algorithm: V1_ALGORITHM,
-            key_version: None,
-        },
-    )
+/// The cache key of a v1beta1 ciphertext under one candidate version (v1 has no key id:
+/// the version's own key id stands in).
+fn v1_key(kms: &Kms, cipher: &[u8], version: &KeyVersion) -> CacheKey {
+    CacheKey::new(cipher, &kms.ring.key_id_of(version), V1_ALGORITHM)
 }
 
 #[tonic::async_trait]
@@ -451,7 +438,7 @@ impl v1::key_management_service_server::KeyManagementService for V1 {
             detail = wrapped.detail;
             key_id = Some(Arc::clone(&wrapped.current.key_id));
             kms.remember(
-                v1_key(&wrapped.ciphertext, &wrapped.current.version),
+                v1_key(kms, &wrapped.ciphertext, &wrapped.current.version),
                 &plain,
             );
             Ok(v1::EncryptResponse {
@@ -487,7 +474,7 @@ impl v1::key_management_service_server::KeyManagementService for V1 {
             // skipped, never fatal. An outage is reported only if no version decrypts.
             let candidates = kms.ring.versions_newest_first();
             for version in &candidates {
-                if let Some(plain) = kms.cache.peek(&v1_key(&cipher, version)) {
+                if let Some(plain) = kms.cache.peek(&v1_key(kms, &cipher, version)) {
                     kms.metrics.cache(Outcome::Hit.label());
                     detail = Outcome::Hit.label();
                     return Ok(v1::DecryptResponse {
@@ -517,7 +504,15 @@ impl v1::key_management_service_server::KeyManagementService for V1 {
                     break;
                 };
                 tried += 1;
-                match kms.unwrap(v1_key(&cipher, version), version).await {
+                match kms
+                    .unwrap(
+                        v1_key(kms, &cipher, version),
+                        &cipher,
+                        V1_ALGORITHM,
+                        version,
+                    )
+                    .await
+                {
                     (Ok(plain), outcome) => {
                         detail = outcome.label();
                         return Ok(v1::DecryptResponse {

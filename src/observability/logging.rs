@@ -1,8 +1,19 @@
 //! `tracing` set-up: text or JSON lines on stderr, verbosity from `-v` (klog style) or
 //! `RUST_LOG`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Whether log lines are JSON (for writers that format their own lines, such as the KMS
+/// audit writer, so every line on stderr has one shape).
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
 /// Installs the global subscriber. `verbosity` follows klog: 0-1 info, 2-4 debug, 5+ trace.
 pub fn init(json: bool, verbosity: u8) {
+    JSON.store(json, Ordering::Relaxed);
     let level = match verbosity {
         0 | 1 => "info",
         2..=4 => "debug",
