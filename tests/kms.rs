@@ -356,13 +356,7 @@ async fn pinned_version_does_not_follow_rotation() {
         .mock
         .admin("kv1", http::Method::GET, "/keys/kek/versions", Value::Null)
         .unwrap();
-    let first = versions["value"][0]["kid"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let first = kid_version(&versions["value"][0]["kid"]);
     let mut flags = e.flags.clone();
     flags.push(format!("--key-version={first}"));
     let _plugin = Plugin::start(flags, &e.socket).await.unwrap();
@@ -723,14 +717,7 @@ async fn start_up_problems_are_named_in_status_and_config_errors_stop_the_start(
     plugin.stop().await.unwrap();
 
     let version = latest_version(&e.mock);
-    e.mock
-        .admin(
-            "kv1",
-            http::Method::PATCH,
-            &format!("/keys/kek/{version}"),
-            json!({"attributes": {"enabled": false}}),
-        )
-        .unwrap();
+    set_enabled(&e.mock, &version, false);
     let mut flags = e.flags.clone();
     flags.push(format!("--key-version={version}"));
     let plugin = Plugin::start_serving(flags, &e.socket).await.unwrap();
@@ -742,14 +729,7 @@ async fn start_up_problems_are_named_in_status_and_config_errors_stop_the_start(
     .await;
     assert!(status.healthz.contains(&version), "{status:?}");
     // Re-enabled: the plugin becomes ok by itself.
-    e.mock
-        .admin(
-            "kv1",
-            http::Method::PATCH,
-            &format!("/keys/kek/{version}"),
-            json!({"attributes": {"enabled": true}}),
-        )
-        .unwrap();
+    set_enabled(&e.mock, &version, true);
     wait_status(&e.socket, |s| s.healthz == "ok", "recovery").await;
     plugin.stop().await.unwrap();
 

@@ -154,21 +154,7 @@ async fn the_official_sdk_decrypts_a_local_v1beta1_wrap_rsa1_5() {
         .unwrap()
         .into_inner()
         .cipher;
-    let version = h
-        .mock
-        .admin(
-            "kv1",
-            http::Method::GET,
-            "/keys/kek2048/",
-            serde_json::Value::Null,
-        )
-        .unwrap()["key"]["kid"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let version = common::kms::newest_version(&h.mock, "kv1", "kek2048");
     let plain = sdk_decrypt(
         &h,
         "kv1",

@@ -20,7 +20,7 @@ use akv_bridge::proto::kms_v2 as v2;
 use common::kms::*;
 use common::*;
 use mock_vault::FaultKind;
-use serde_json::{Value, json};
+use serde_json::json;
 use tonic::Code;
 
 /// A fresh kube-apiserver (no state) on its own connection to the plugin.
@@ -384,31 +384,6 @@ async fn a_decrypt_only_outage_does_not_flap() {
     assert_eq!(plugin.readyz().await.0, 503);
 }
 
-fn create_version(e: &Env, body: Value) -> String {
-    let key = e
-        .mock
-        .admin("kv1", http::Method::POST, "/keys/kek/create", body)
-        .unwrap();
-    key["key"]["kid"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-fn set_enabled(e: &Env, version: &str, enabled: bool) {
-    e.mock
-        .admin(
-            "kv1",
-            http::Method::PATCH,
-            &format!("/keys/kek/{version}"),
-            json!({"attributes": {"enabled": enabled}}),
-        )
-        .unwrap();
-}
-
 /// An admin adds an EC version, or an RSA version that may only sign: the plugin keeps the
 /// newest usable version, running and restarted, and says so in a metric. The key id moves
 /// only when the usable set changes.
@@ -419,7 +394,7 @@ async fn an_unusable_newest_version_is_skipped_running_and_restarted() {
     let first = wait_status(&e.socket, |s| s.healthz == "ok", "Status ok").await;
     let v1 = latest_version(&e.mock);
 
-    create_version(&e, json!({"kty": "EC", "crv": "P-256"}));
+    create_version(&e.mock, json!({"kty": "EC", "crv": "P-256"}));
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut c = v2(&e.socket).await;
     for _ in 0..5 {
@@ -459,20 +434,20 @@ async fn an_unusable_newest_version_is_skipped_running_and_restarted() {
 
     // A sign-only RSA version is skipped too; a usable RSA version is taken.
     create_version(
-        &e,
+        &e.mock,
         json!({"kty": "RSA", "key_size": 2048, "key_ops": ["sign", "verify"]}),
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     let s = c.status(v2::StatusRequest {}).await.unwrap().into_inner();
     assert_eq!((s.healthz.as_str(), &s.key_id), ("ok", &first.key_id));
-    let v3 = create_version(&e, json!({"kty": "RSA", "key_size": 3072}));
+    let v3 = create_version(&e.mock, json!({"kty": "RSA", "key_size": 3072}));
     let moved = wait_status(&e.socket, |s| s.key_id != first.key_id, "the new version").await;
     assert_eq!(
         moved.key_id,
         key_ref(&e.mock).key_id(&akv_bridge::kms::envelope::KeyVersion::parse(&v3).unwrap())
     );
     // The current version disabled: back to the newest usable one (it cannot wrap).
-    set_enabled(&e, &v3, false);
+    set_enabled(&e.mock, &v3, false);
     wait_status(
         &e.socket,
         |s| s.key_id == first.key_id,
@@ -503,7 +478,7 @@ async fn v1beta1_decrypt_skips_a_disabled_version() {
     // newest stays current and enabled.
     let mut before_a = None;
     for _ in 0..40 {
-        let v = create_version(&e, json!({"kty": "RSA", "key_size": 2048}));
+        let v = create_version(&e.mock, json!({"kty": "RSA", "key_size": 2048}));
         if v < a && before_a.is_none() {
             before_a = Some(v);
         } else if before_a.is_some() {
@@ -511,7 +486,7 @@ async fn v1beta1_decrypt_skips_a_disabled_version() {
         }
     }
     let before_a = before_a.expect("a version sorting before the first");
-    set_enabled(&e, &before_a, false);
+    set_enabled(&e.mock, &before_a, false);
     drop(c);
     plugin.stop().await.unwrap();
 
@@ -553,13 +528,13 @@ async fn revoking_the_key_or_decrypt_stops_new_wraps() {
     try_encrypt(&mut c).await.unwrap();
 
     let version = latest_version(&e.mock);
-    set_enabled(&e, &version, false);
+    set_enabled(&e.mock, &version, false);
     let s = wait_status(&e.socket, |s| s.healthz != "ok", "Status not ok").await;
     assert!(s.healthz.contains("disabled"), "{s:?}");
     let err = try_encrypt(&mut c).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("disabled"), "{}", err.message());
-    set_enabled(&e, &version, true);
+    set_enabled(&e.mock, &version, true);
     wait_status(&e.socket, |s| s.healthz == "ok", "Status ok again").await;
     try_encrypt(&mut c).await.unwrap();
 

@@ -43,15 +43,48 @@ pub async fn env(extra: &[&str]) -> Env {
     .await
 }
 
-pub fn latest_version(mock: &mock_vault::MockVault) -> String {
-    let key = mock
-        .admin("kv1", http::Method::GET, "/keys/kek/", Value::Null)
-        .expect("key");
-    key["key"]["kid"]
-        .as_str()
+/// The version at the end of a versioned `kid` (`.../keys/<name>/<version>`).
+pub fn kid_version(kid: &Value) -> String {
+    kid.as_str()
         .and_then(|kid| kid.rsplit('/').next())
         .expect("versioned kid")
         .to_owned()
+}
+
+/// The newest version of `name` in `vault`.
+pub fn newest_version(mock: &mock_vault::MockVault, vault: &str, name: &str) -> String {
+    let key = mock
+        .admin(
+            vault,
+            http::Method::GET,
+            &format!("/keys/{name}/"),
+            Value::Null,
+        )
+        .expect("key");
+    kid_version(&key["key"]["kid"])
+}
+
+pub fn latest_version(mock: &mock_vault::MockVault) -> String {
+    newest_version(mock, "kv1", "kek")
+}
+
+/// An admin creates a new version of `kek` with this body (`kty`, `key_size`, `key_ops`...).
+pub fn create_version(mock: &mock_vault::MockVault, body: Value) -> String {
+    let key = mock
+        .admin("kv1", http::Method::POST, "/keys/kek/create", body)
+        .expect("create a version");
+    kid_version(&key["key"]["kid"])
+}
+
+/// An admin enables or disables a version of `kek`.
+pub fn set_enabled(mock: &mock_vault::MockVault, version: &str, enabled: bool) {
+    mock.admin(
+        "kv1",
+        http::Method::PATCH,
+        &format!("/keys/kek/{version}"),
+        json!({"attributes": {"enabled": enabled}}),
+    )
+    .expect("update the version");
 }
 
 pub fn key_ref(mock: &mock_vault::MockVault) -> KeyRef {
