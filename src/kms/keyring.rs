@@ -365,7 +365,17 @@ impl KeyRing {
         current.into_iter().chain(pinned).chain(rest).collect()
     }
 
-    /// The key id of `version`, remembering the version by it.
+    /// The key id of `version`, without remembering it: for versions named by a request
+    /// (an annotation), which must not grow the ring's maps.
+    pub fn key_id_for(&self, version: &KeyVersion) -> Arc<str> {
+        match self.read().ids.get(version) {
+            Some(id) => Arc::clone(id),
+            None => self.key().key_id(version).into(),
+        }
+    }
+
+    /// The key id of `version`, remembering the version by it. Only for versions Key Vault
+    /// named (the current one, a listing), so the maps stay as small as the key's history.
     pub fn key_id_of(&self, version: &KeyVersion) -> Arc<str> {
         if let Some(id) = self.read().ids.get(version) {
             return Arc::clone(id);

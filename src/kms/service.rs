@@ -352,7 +352,7 @@ impl v2::key_management_service_server::KeyManagementService for V2 {
                 // Written by akv-bridge: the annotation names the version; it must hash to
                 // the key id, or the request mixes up two envelopes.
                 Some(v) => {
-                    let id = kms.ring.key_id_of(v);
+                    let id = kms.ring.key_id_for(v);
                     if *id != *key_id {
                         return Err(KmsError::Invalid(EnvelopeError::KeyVersionMismatch));
                     }
@@ -364,7 +364,7 @@ impl v2::key_management_service_server::KeyManagementService for V2 {
                     let v = kms.ring.resolve(&key_id).await?.ok_or_else(|| {
                         KmsError::UnknownKeyId(key_id.clone(), kms.ring.key().name().to_owned())
                     })?;
-                    audit_key_id = Some(kms.ring.key_id_of(&v));
+                    audit_key_id = Some(kms.ring.key_id_for(&v));
                     v
                 }
             };
@@ -403,7 +403,7 @@ fn check_v1_version(v: &str) -> Result<(), KmsError> {
 /// The cache key of a v1beta1 ciphertext under one candidate version (v1 has no key id:
 /// the version's own key id stands in).
 fn v1_key(kms: &Kms, cipher: &[u8], version: &KeyVersion) -> CacheKey {
-    CacheKey::new(cipher, &kms.ring.key_id_of(version), V1_ALGORITHM)
+    CacheKey::new(cipher, &kms.ring.key_id_for(version), V1_ALGORITHM)
 }
 
 #[tonic::async_trait]
