@@ -2,6 +2,12 @@
 //! HSM unwrap: each ciphertext from the plugin's Encrypt is decrypted by the official Azure
 //! SDK for Rust (`KeyClient::decrypt`) over HTTPS against mock-vault, for RSA keys of every
 //! size, an `RSA-HSM` key in a Managed HSM, and the v1beta1 API's RSA1_5.
+//!
+//! mock-vault unwraps with aws-lc-rs, the library the plugin wraps with, so this shows the
+//! plugin asks for exactly the operation Key Vault performs (RSA-OAEP-256: OAEP, SHA-256,
+//! MGF1-SHA-256, empty label) and the SDK path works end to end; it is not an independent
+//! implementation. The Python check (`mock-vault/tests/python/check_sdks.py`) adds one:
+//! OpenSSL's RSA-OAEP-256 wrap (the Python SDK's local wrap) opens in mock-vault.
 
 #![allow(
     clippy::unwrap_used,
@@ -71,8 +77,7 @@ async fn sdk_decrypt(
         .unwrap()
 }
 
-/// Starts the plugin on `vault`/`key` and waits for Status ok (the self-test, a local wrap
-/// that Key Vault unwrapped, has then passed).
+/// Starts the plugin on `vault`/`key` and waits for Status ok.
 async fn plugin(
     h: &Harness,
     dir: &std::path::Path,

@@ -63,20 +63,28 @@ async fn read_all(api: &mut ApiServer, stored: &Stored) -> Vec<String> {
 #[tokio::test]
 async fn a_restarted_api_server_reads_and_writes_through_a_full_outage() {
     let e = env(&["--key-poll-interval=1s"]).await;
-    let mut plugin = PluginProcess::start(&e, &[], "plugin.log").await;
+    // Generation 0 wrote through an earlier plugin process: the plugin under test sees
+    // that seed only through Decrypt, when generation 1 reads it.
+    let earlier = PluginProcess::start(&e, &[], "earlier.log").await;
     wait_status(&e.socket, |s| s.healthz == "ok", "Status ok").await;
-
-    // Generation 0 wrote through another plugin instance (a seed Key Vault wrapped); this
-    // plugin sees that seed only through Decrypt, when generation 1 reads it.
     let mut gen0 = api_server(&e).await;
     gen0.poll().await.unwrap();
     let stored0 = write_secrets(&gen0, "gen0", 5);
     drop(gen0);
+    earlier.kill().await;
     let other = foreign(&e.mock, &[9; 32]);
+
+    let mut plugin = PluginProcess::start(&e, &[], "plugin.log").await;
+    wait_status(&e.socket, |s| s.healthz == "ok", "Status ok").await;
 
     let mut gen1 = api_server(&e).await;
     gen1.poll().await.unwrap();
     assert!(read_all(&mut gen1, &stored0).await.is_empty());
+    assert_eq!(
+        gen1.decrypt_calls(),
+        1,
+        "gen0's seed reached this plugin by Decrypt"
+    );
     let stored1 = write_secrets(&gen1, "gen1", 5);
     assert!(read_all(&mut gen1, &stored1).await.is_empty());
     drop(gen1);
@@ -102,6 +110,11 @@ async fn a_restarted_api_server_reads_and_writes_through_a_full_outage() {
     );
     let stored2 = write_secrets(&gen2, "gen2", 5);
     assert!(read_all(&mut gen2, &stored2).await.is_empty());
+    assert_eq!(
+        e.mock.stats().operation("keys.decrypt"),
+        0,
+        "every read was answered without trying Key Vault"
+    );
     // A seed this plugin never saw cannot be unwrapped now, and says why.
     let mut c = v2(&e.socket).await;
     let err = c
@@ -118,10 +131,9 @@ async fn a_restarted_api_server_reads_and_writes_through_a_full_outage() {
         "{err:?}"
     );
     assert!(err.message().contains("Key Vault"), "{}", err.message());
-    assert_eq!(
-        e.mock.stats().by_status.get(&200).copied().unwrap_or(0),
-        0,
-        "nothing reached Key Vault or Entra"
+    assert!(
+        (1..=4).contains(&e.mock.stats().operation("keys.decrypt")),
+        "the unseen seed was tried (with the SDK's retries), and failed"
     );
     let (code, body) = plugin.readyz().await;
     assert_eq!(code, 503, "readiness reports Key Vault: {body}");
@@ -154,8 +166,6 @@ async fn a_restarted_api_server_reads_and_writes_through_a_full_outage() {
     )
     .await;
     assert!(plugin.running());
-    // Key Vault unwraps everything that was wrapped locally, during the outage too.
-    gen2.poll().await.unwrap();
     let log = plugin.log_text();
     assert_eq!(
         log.matches("Key Vault unreachable").count(),
@@ -566,6 +576,111 @@ async fn revoking_the_key_or_decrypt_stops_new_wraps() {
     )
     .await;
     try_encrypt(&mut c).await.unwrap();
+}
+
+const LEAST_PRIVILEGE: &str = r#"
+vaults:
+  - name: kv1
+    keys: [{name: kek, kty: RSA, size: 2048}]
+identities:
+  - name: kms
+    client_id: 00000000-0000-0000-0000-00000000c0de
+    client_secret: kms-secret
+    permissions: {kv1: {keys: [get, decrypt]}}
+"#;
+
+/// The least privilege local wraps need: `keys/get` and `keys/decrypt`, no `keys/list`, no
+/// `keys/encrypt`. The plugin serves, and the refused listing neither fails readiness nor
+/// makes Key Vault reachability alternate.
+#[tokio::test]
+async fn get_and_decrypt_alone_serve_without_flapping() {
+    let e = env_with(
+        LEAST_PRIVILEGE,
+        "00000000-0000-0000-0000-00000000c0de",
+        "kms-secret",
+        &["--key-poll-interval=200ms"],
+    )
+    .await;
+    let plugin = PluginProcess::start(&e, &[], "plugin.log").await;
+    wait_status(&e.socket, |s| s.healthz == "ok", "Status ok").await;
+    let mut c = v2(&e.socket).await;
+    try_encrypt(&mut c).await.unwrap();
+    let unseen = foreign(&e.mock, &[4; 32]);
+    let plain = c
+        .decrypt(v2::DecryptRequest {
+            ciphertext: unseen.ciphertext,
+            uid: "u".into(),
+            key_id: unseen.key_id,
+            annotations: unseen.annotations,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plaintext;
+    assert_eq!(plain, [4; 32]);
+    eventually(Duration::from_secs(10), "ready", async || {
+        plugin.readyz().await.0 == 200
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(plugin.readyz().await.0, 200);
+    assert!(
+        plugin
+            .metrics()
+            .await
+            .contains("akv_bridge_kms_keyvault_reachable 1")
+    );
+    let log = plugin.log_text();
+    assert!(!log.contains("Key Vault unreachable"), "{log}");
+    assert!(
+        log.matches("cannot list the key's versions").count() <= 1,
+        "the refused listing is not retried at every poll:\n{log}"
+    );
+}
+
+/// A pinned version and no `keys/get` (the Go plugin needs none): wraps go to Key Vault;
+/// once `keys/get` is granted, the next poll reads the public key and wraps turn local.
+#[tokio::test]
+async fn a_pinned_version_without_get_wraps_in_key_vault_until_get_is_granted() {
+    let fixture = LEAST_PRIVILEGE.replace("[get, decrypt]", "[encrypt, decrypt]");
+    let e = env_with(
+        &fixture,
+        "00000000-0000-0000-0000-00000000c0de",
+        "kms-secret",
+        &["--key-poll-interval=200ms"],
+    )
+    .await;
+    let version = latest_version(&e.mock);
+    let plugin =
+        PluginProcess::start(&e, &[&format!("--key-version={version}")], "plugin.log").await;
+    wait_status(&e.socket, |s| s.healthz == "ok", "Status ok").await;
+    let mut c = v2(&e.socket).await;
+    let remote = try_encrypt(&mut c).await.unwrap();
+    assert!(
+        remote
+            .annotations
+            .contains_key("x-ms-request-id.azure.akv.io"),
+        "wrapped by Key Vault"
+    );
+    eventually(Duration::from_secs(10), "ready", async || {
+        plugin.readyz().await.0 == 200
+    })
+    .await;
+
+    let perms =
+        serde_json::from_value(json!({"kv1": {"keys": ["get", "encrypt", "decrypt"]}})).unwrap();
+    assert!(e.mock.set_permissions("kms", perms));
+    eventually(Duration::from_secs(10), "local wraps", async || {
+        let enc = try_encrypt(&mut c).await.unwrap();
+        !enc.annotations.contains_key("x-ms-request-id.azure.akv.io")
+    })
+    .await;
+    assert!(
+        plugin
+            .metrics()
+            .await
+            .contains("akv_bridge_kms_local_wraps_total")
+    );
 }
 
 /// kube-apiserver 1.27 and 1.28 accept only `v2beta1`; 1.29 and later accept `v2` too.

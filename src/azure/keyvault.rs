@@ -622,7 +622,20 @@ fn classify(e: &azure_core::Error, permission: &'static str, what: &str) -> KvEr
                 404 => KvError::NotFound(what.to_owned()),
                 403 => {
                     let lower = text.to_ascii_lowercase();
-                    let reason = if lower.contains("disabled") {
+                    // A vault firewall or private-endpoint refusal is the network path, not
+                    // the identity: an outage for this client, not a revocation.
+                    if lower.contains("firewall")
+                        || lower.contains("client address is not authorized")
+                    {
+                        return KvError::Unavailable(
+                            "the vault's firewall refused this client (ForbiddenByFirewall)".into(),
+                        );
+                    }
+                    let reason = if lower.contains("not permitted on this key")
+                        || lower.contains("keyoperationforbidden")
+                    {
+                        Some("not allowed by the key's key_ops")
+                    } else if lower.contains("disabled") {
                         Some("disabled")
                     } else if lower.contains("expired") {
                         Some("expired")

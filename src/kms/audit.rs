@@ -2,7 +2,7 @@
 //!
 //! Every KMS call produces one line (target `audit`): the RPC, the caller's uid, the key id,
 //! the outcome, the latency and the cache result. A call only moves a small record into a
-//! bounded queue and never waits: formatting and writing happen on one writer task. When
+//! bounded queue and never waits: formatting and writing happen on one writer thread. When
 //! the queue is full (the log sink is slower than the calls), the record is dropped and
 //! counted in `akv_bridge_kms_audit_lines_dropped`, so a slow or blocked stderr can never
 //! slow down or stall kube-apiserver's calls.
@@ -30,12 +30,20 @@ const BATCH: usize = 256;
 /// How often the writer drains the queue: a line reaches stderr at most this late.
 const TICK: Duration = Duration::from_millis(20);
 
+/// Cuts a uid to 64 characters before it is queued: a uid can be as long as a gRPC
+/// message, and the queue holds thousands of records.
+fn bound_uid(uid: &mut String) {
+    if let Some((cut, _)) = uid.char_indices().nth(64) {
+        uid.truncate(cut);
+    }
+}
+
 /// Formats and writes a batch with one `write`, then answers the flushes in it.
 fn write_batch(batch: &mut Vec<Message>, out: &mut Vec<u8>, json: bool) {
     let mut flushes = Vec::new();
     for message in batch.drain(..) {
         match message {
-            Message::Line(record) => format_line(out, &record, json, SystemTime::now()),
+            Message::Line(record) => format_line(out, &record, json, record.at),
             Message::Flush(done) => flushes.push(done),
         }
     }
@@ -62,6 +70,8 @@ pub struct Record {
     pub error: Option<String>,
     /// How long the call took.
     pub latency: Duration,
+    /// When the call ended.
+    pub at: SystemTime,
     /// The cache result of a Decrypt (`hit`, `miss`, ...), or how an Encrypt wrapped
     /// (`local`, `keyvault`).
     pub detail: &'static str,
@@ -89,20 +99,20 @@ impl std::fmt::Debug for Message {
 }
 
 impl AuditLog {
-    /// Starts the writer task (on the current Tokio runtime). `dropped` counts lines lost
-    /// to a full queue.
+    /// Starts the writer thread. `dropped` counts lines lost to a full queue.
     pub fn start(dropped: Counter) -> Self {
         let (tx, mut rx) = mpsc::channel::<Message>(QUEUE);
-        tokio::spawn(async move {
+        // Its own OS thread: a stderr that blocks (a full pipe, a stuck log reader) blocks
+        // this thread only, never a runtime worker serving calls.
+        let writer = move || {
             let mut batch = Vec::with_capacity(BATCH);
             let mut out = Vec::with_capacity(BATCH * 256);
             let json = crate::observability::logging::json();
             loop {
                 // Drain on a tick rather than on every line: a call's `try_send` then finds
                 // no parked receiver to wake, so it costs no cross-thread wake-up.
-                tokio::time::sleep(TICK).await;
+                std::thread::sleep(TICK);
                 loop {
-                    batch.clear();
                     let mut closed = false;
                     while batch.len() < BATCH {
                         match rx.try_recv() {
@@ -124,13 +134,20 @@ impl AuditLog {
                     }
                 }
             }
-        });
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(writer)
+        {
+            tracing::error!(error = %e, "cannot start the audit writer: audit lines are dropped and counted");
+        }
         Self { tx, dropped }
     }
 
     /// Queues a line; never waits. A full queue drops it and counts it. Nothing is queued
     /// when the `audit` target is disabled at the line's level.
-    pub fn log(&self, record: Record) {
+    pub fn log(&self, mut record: Record) {
+        bound_uid(&mut record.uid);
         let enabled = if record.error.is_some() {
             tracing::enabled!(target: "audit", tracing::Level::WARN)
         } else {
@@ -212,6 +229,7 @@ mod tests {
             key_id: None,
             error: None,
             latency: Duration::from_micros(1234),
+            at: SystemTime::now(),
             detail: "hit",
         }
     }
@@ -229,6 +247,16 @@ mod tests {
             log.queue(record());
         }
         assert_eq!(dropped.get(), 3);
+    }
+
+    #[test]
+    fn uids_are_bounded_before_they_are_queued() {
+        let mut uid = "é".repeat(10_000);
+        bound_uid(&mut uid);
+        assert_eq!(uid.chars().count(), 64);
+        let mut short = "abc".to_owned();
+        bound_uid(&mut short);
+        assert_eq!(short, "abc");
     }
 
     #[test]

@@ -4,9 +4,18 @@
 //! A miss starts the fetch as its own task, bounded by the Key Vault deadline: callers that
 //! give up (kube-apiserver's own timeout) do not cancel it, and its result still fills the
 //! cache for the retry that follows. Every waiter for the same key shares that one fetch.
+//!
+//! Seeds the plugin wrapped itself (Encrypt) are kept apart, without a TTL: kube-apiserver
+//! never decrypts its own seed while it runs (it keeps it), so nothing would refresh such
+//! an entry, yet a kube-apiserver restarted during a Key Vault outage must read what it
+//! wrote, however long ago. kube-apiserver wraps a seed only at start and on rotation, so
+//! [`OWN_SEEDS`] (the most recent ones, least recently used evicted first) covers years.
 
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use lru::LruCache;
 
 use zeroize::Zeroizing;
 
@@ -18,9 +27,13 @@ use crate::kms::envelope::CacheKey;
 /// A cached plaintext. Zeroized when the last reference goes.
 pub type Plaintext = Arc<Zeroizing<Vec<u8>>>;
 
+/// Seeds wrapped by this process kept without expiry.
+pub const OWN_SEEDS: usize = 1024;
+
 /// The cache: plaintext seeds by a digest of stored ciphertext, key id and algorithm.
 pub struct DecryptCache {
     inner: Arc<CoalescingCache<CacheKey, Plaintext, KvError>>,
+    own: Mutex<LruCache<CacheKey, Plaintext>>,
     ttl: Duration,
 }
 
@@ -38,13 +51,20 @@ impl DecryptCache {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Self {
             inner: Arc::new(CoalescingCache::new(capacity, usize::MAX)),
+            own: Mutex::new(LruCache::new(
+                NonZeroUsize::new(OWN_SEEDS).unwrap_or(NonZeroUsize::MIN),
+            )),
             ttl,
         }
     }
 
-    /// Entries held.
+    /// Entries held (decrypted and wrapped here).
     pub fn len(&self) -> usize {
-        self.inner.len()
+        self.inner.len() + self.own().len()
+    }
+
+    fn own(&self) -> std::sync::MutexGuard<'_, LruCache<CacheKey, Plaintext>> {
+        self.own.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether the cache is empty.
@@ -52,22 +72,17 @@ impl DecryptCache {
         self.inner.is_empty()
     }
 
-    /// A cached seed, if fresh; no fetch.
+    /// A cached seed (decrypted and fresh, or wrapped here); no fetch.
     pub fn peek(&self, key: &CacheKey) -> Option<Plaintext> {
-        self.inner.peek(key)
+        self.inner
+            .peek(key)
+            .or_else(|| self.own().get(key).cloned())
     }
 
-    /// Stores a seed the plugin wrapped itself, exactly as if it had been decrypted.
+    /// Stores a seed the plugin wrapped itself: Decrypt answers it exactly as if it had
+    /// been decrypted, with no expiry (see the module documentation).
     pub fn put(&self, key: CacheKey, plaintext: Zeroizing<Vec<u8>>) {
-        self.inner.put(
-            key,
-            Fresh {
-                value: Arc::new(plaintext),
-                ttl: self.ttl,
-                stale_grace: Duration::ZERO,
-                weight: 1,
-            },
-        );
+        self.own().put(key, Arc::new(plaintext));
     }
 
     /// Answers from the cache, joins a fetch in flight, or starts `fetch`.
@@ -172,10 +187,20 @@ mod tests {
         assert!(cache.peek(&k(3)).is_none());
         cache.put(k(3), Zeroizing::new(vec![3; 32]));
         assert_eq!(cache.peek(&k(3)).unwrap().as_slice(), &[3; 32]);
-        let (r, o) = cache
-            .get_or_fetch(k(3), || async { Err(KvError::Throttled) })
-            .await;
-        assert_eq!((r.unwrap().as_slice(), o), (&[3u8; 32][..], Outcome::Hit));
+    }
+
+    #[tokio::test]
+    async fn a_seed_wrapped_here_outlives_the_decrypt_ttl_and_a_full_cache() {
+        let cache = Arc::new(DecryptCache::new(2, Duration::from_millis(20)));
+        cache.put(k(1), Zeroizing::new(vec![1; 32]));
+        for n in 2..6u8 {
+            let _ = cache
+                .get_or_fetch(k(n), move || async move { Ok(Zeroizing::new(vec![n])) })
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(cache.peek(&k(5)).is_none(), "decrypted seeds expire");
+        assert_eq!(cache.peek(&k(1)).unwrap().as_slice(), &[1; 32]);
     }
 
     #[tokio::test]

@@ -15,13 +15,16 @@
 //!   one disabled or expired); a failed poll never moves it, so the key id does not
 //!   oscillate.
 //! - **Status `healthz`** says whether kube-apiserver can be served now: a version to wrap
-//!   with is known, its wrap round-tripped through Key Vault once (the self-test), and,
-//!   when wraps go to Key Vault (`--remote-encrypt`, or no public key), Key Vault is
+//!   with is known, the round trip through Key Vault (the self-test: a wrap as Encrypt
+//!   makes it, unwrapped by Key Vault; run again for each new version) has not failed,
+//!   and, when wraps go to Key Vault (`--remote-encrypt`, or no public key), Key Vault is
 //!   reachable. Seeds already seen decrypt from the cache whatever Key Vault does.
 //! - **Key Vault reachability** goes to readiness, the `keyvault_reachable` metric and the
-//!   log. It turns unhealthy on the first failed call and healthy again only after 30 s
-//!   without a failure and with a success, so a vault failing one operation and answering
-//!   another shows as one unhealthy period, not an alternation.
+//!   log. Only outages count (unreachable, 5xx, throttled, deadline, no token); a 403 or
+//!   404 is an answer, so the vault is reachable. It turns unhealthy on the first outage
+//!   and healthy again only after 30 s without one and with a success, so a vault failing
+//!   one operation and answering another shows as one unhealthy period, not an
+//!   alternation.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +61,8 @@ const MAX_FALLBACK_READS: usize = 16;
 const BACKOFF_START: Duration = Duration::from_secs(1);
 /// Longest retry delay of an unsettled ring.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Shortest pause between polls, whatever `--key-poll-interval` says.
+const MIN_POLL: Duration = Duration::from_millis(100);
 
 /// The start-up round trip: a seed wrapped as Encrypt wraps it, unwrapped by Key Vault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,8 +121,6 @@ struct State {
     last_list_error: Option<KvError>,
     /// Whether a listing of versions has succeeded.
     listed: bool,
-    /// Whether the identity may read key metadata (`keys/get`).
-    can_get: bool,
 }
 
 /// The key ring.
@@ -200,7 +203,6 @@ impl KeyRing {
                 last_list: None,
                 last_list_error: None,
                 listed: false,
-                can_get: true,
             }),
             status_ok: AtomicBool::new(false),
             metrics,
@@ -339,7 +341,7 @@ impl KeyRing {
                     tracing::error!(%reason, "Key Vault refused a decrypt: Encrypt is refused until the permission is back");
                 }
             }
-            Err(e) if e.is_health_failure() => {
+            Err(e) if e.is_transient() => {
                 let reason = e.to_string();
                 if self.update(|s| s.vault.failure(reason.clone())) {
                     tracing::warn!(%reason, "Key Vault unreachable: seeds already seen still decrypt from the cache");
@@ -349,20 +351,22 @@ impl KeyRing {
         }
     }
 
-    /// The current version first, then every other known version, newest version text
-    /// last (a stable order).
+    /// The candidates for data without a key id (v1beta1): the pinned version alone, or the
+    /// current version first, then every other known version (a stable order).
     pub fn versions_newest_first(&self) -> Vec<KeyVersion> {
+        if let Some(pinned) = &self.pinned {
+            return vec![pinned.clone()];
+        }
         let s = self.read();
         let current = s.current.as_ref().map(|c| c.version.clone());
-        let pinned = self.pinned.clone().filter(|p| Some(p) != current.as_ref());
         let mut rest: Vec<KeyVersion> = s
             .known
             .values()
-            .filter(|v| Some(*v) != current.as_ref() && Some(*v) != pinned.as_ref())
+            .filter(|v| Some(*v) != current.as_ref())
             .cloned()
             .collect();
         rest.sort();
-        current.into_iter().chain(pinned).chain(rest).collect()
+        current.into_iter().chain(rest).collect()
     }
 
     /// The key id of `version`, without remembering it: for versions named by a request
@@ -403,6 +407,11 @@ impl KeyRing {
                 key_id: Arc::clone(&key_id),
                 public,
             }));
+            // A new version or wrap path gets its own round trip (Encrypt is not held up
+            // meanwhile: a pending self-test allows wraps).
+            if s.self_test == SelfTest::Passed {
+                s.self_test = SelfTest::Pending;
+            }
             Some(old.map(|o| o.version.clone()))
         });
         match changed {
@@ -461,7 +470,13 @@ impl KeyRing {
             }
             Err(e) => {
                 tracing::info!(error = %e, "cannot list the key's versions; older key ids are resolved through our annotation");
-                self.update(|s| s.last_list_error = Some(e.clone()));
+                let denied = matches!(e, KvError::PermissionDenied(_));
+                self.update(|s| {
+                    s.last_list_error = Some(e.clone());
+                    // Without `keys/list` the start-up listing is not retried at every poll;
+                    // an unknown key id still asks (at most every 30 s).
+                    s.listed |= denied;
+                });
                 Err(e)
             }
         }
@@ -533,13 +548,17 @@ impl KeyRing {
             // A pinned version and no `keys/get`: the Go plugin needs only encrypt/decrypt,
             // so carry on with Key Vault wrapping; health then follows real calls only.
             Err(KvError::PermissionDenied("keys/get")) if self.pinned.is_some() => {
-                tracing::warn!(
-                    "the identity lacks keys/get: the pinned version is used without its metadata, wraps go to Key Vault"
-                );
-                self.update(|s| {
-                    s.can_get = false;
+                // Key Vault wraps until `keys/get` is granted: the next poll tries again and
+                // moves to local wraps as soon as the public key can be read.
+                let first = self.update(|s| {
                     s.key_problem = None;
+                    s.resolve_error.replace("keys/get denied".into()).is_none()
                 });
+                if first {
+                    tracing::warn!(
+                        "the identity lacks keys/get: the pinned version is used without its metadata, wraps go to Key Vault"
+                    );
+                }
                 if let Some(pinned) = self.pinned.clone() {
                     self.set_current(pinned, None);
                 }
@@ -654,9 +673,7 @@ impl KeyRing {
     /// until it passes. Returns whether the ring is settled (a version, no key problem,
     /// the self-test passed, Key Vault reachable); an unsettled ring is polled again soon.
     pub async fn poll_once(&self) -> bool {
-        if self.read().can_get {
-            let _ = self.refresh().await;
-        }
+        let _ = self.refresh().await;
         if !self.read().listed && self.current().is_some() {
             let _ = self.list_versions().await;
         }
@@ -689,11 +706,11 @@ impl KeyRing {
                 };
                 let wait = if settled {
                     backoff = BACKOFF_START;
-                    interval
+                    interval.max(MIN_POLL)
                 } else {
                     let jittered = backoff.mul_f64(rand::rng().random_range(0.8..1.2));
                     backoff = (backoff * 2).min(BACKOFF_MAX);
-                    jittered.min(interval)
+                    jittered.min(interval).max(MIN_POLL)
                 };
                 tokio::select! {
                     _ = shutdown.changed() => break,
