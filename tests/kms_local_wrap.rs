@@ -6,8 +6,10 @@
 //! mock-vault unwraps with aws-lc-rs, the library the plugin wraps with, so this shows the
 //! plugin asks for exactly the operation Key Vault performs (RSA-OAEP-256: OAEP, SHA-256,
 //! MGF1-SHA-256, empty label) and the SDK path works end to end; it is not an independent
-//! implementation. The Python check (`mock-vault/tests/python/check_sdks.py`) adds one:
-//! OpenSSL's RSA-OAEP-256 wrap (the Python SDK's local wrap) opens in mock-vault.
+//! implementation. Independent ones: OpenSSL decrypts the plugin's local wraps
+//! (`openssl_decrypts_the_local_wrap_…` below), and the Python check
+//! (`mock-vault/tests/python/check_sdks.py`) shows OpenSSL's RSA-OAEP-256 wrap (the Python
+//! SDK's local wrap) opening in mock-vault.
 
 #![allow(
     clippy::unwrap_used,
@@ -170,4 +172,74 @@ async fn the_official_sdk_decrypts_a_local_v1beta1_wrap_rsa1_5() {
     )
     .await;
     assert_eq!(plain, [5; 32]);
+}
+
+/// Runs `openssl` with `args`; returns stdout.
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("the openssl CLI (Debian's openssl package) runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// An independent implementation: OpenSSL makes the key pair and decrypts what the
+/// plugin's local wrap (aws-lc-rs) produced from the public modulus and exponent alone,
+/// with RSA-OAEP-256's parameters named explicitly (OAEP, SHA-256, MGF1-SHA-256) and with
+/// PKCS#1 v1.5 for RSA1_5.
+#[test]
+fn openssl_decrypts_the_local_wrap_with_rsa_oaep_256_and_rsa1_5() {
+    use akv_bridge::azure::keyvault::RsaPublic;
+    use akv_bridge::kms::envelope::{V1_ALGORITHM, WRAP_ALGORITHM};
+    use akv_bridge::kms::wrap::PublicWrapKey;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let key = key.to_str().unwrap();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:3072",
+        "-out",
+        key,
+    ]);
+    let modulus = String::from_utf8(openssl(&["rsa", "-in", key, "-noout", "-modulus"])).unwrap();
+    let n = hex::decode(modulus.trim().trim_start_matches("Modulus=")).unwrap();
+    let public = PublicWrapKey::new(&RsaPublic::new(&n, &[1, 0, 1]).unwrap()).unwrap();
+    assert_eq!(public.bits(), 3072);
+
+    let seed: Vec<u8> = (100..132u8).collect();
+    for (algorithm, options) in [
+        (
+            WRAP_ALGORITHM,
+            &[
+                "rsa_padding_mode:oaep",
+                "rsa_oaep_md:sha256",
+                "rsa_mgf1_md:sha256",
+            ][..],
+        ),
+        (V1_ALGORITHM, &["rsa_padding_mode:pkcs1"][..]),
+    ] {
+        let wrapped = dir.path().join("wrapped.bin");
+        std::fs::write(&wrapped, public.wrap(algorithm, &seed).unwrap()).unwrap();
+        let mut args = vec![
+            "pkeyutl",
+            "-decrypt",
+            "-inkey",
+            key,
+            "-in",
+            wrapped.to_str().unwrap(),
+        ];
+        for o in options {
+            args.extend(["-pkeyopt", o]);
+        }
+        assert_eq!(openssl(&args), seed, "{algorithm}");
+    }
 }
