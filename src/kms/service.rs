@@ -120,7 +120,7 @@ fn http_date_now() -> String {
 }
 
 impl Kms {
-    /// The shared state. Starts the audit writer (needs a Tokio runtime).
+    /// The shared state. Starts the audit writer thread.
     pub fn new(
         ring: Arc<KeyRing>,
         cache: Arc<DecryptCache>,
