@@ -683,6 +683,60 @@ async fn a_pinned_version_without_get_wraps_in_key_vault_until_get_is_granted() 
     );
 }
 
+/// v1beta1 Decrypt meets a version whose key_ops forbid decrypt (Key Vault answers 403
+/// `KeyOperationForbidden`): that version is skipped like a disabled one, and it is not
+/// taken for a lost `keys/decrypt` permission, so wraps go on.
+#[tokio::test]
+async fn v1beta1_decrypt_skips_a_sign_only_version_and_wraps_go_on() {
+    let e = env(&["--key-poll-interval=200ms"]).await;
+    let plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
+    let a = latest_version(&e.mock);
+    let mut c = v1(&e.socket).await;
+    let cipher = c
+        .encrypt(akv_bridge::proto::kms_v1beta1::EncryptRequest {
+            version: "v1beta1".into(),
+            plain: vec![6; 32],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .cipher;
+    // A sign-only version sorting before `a` (so it is tried before it), then a usable
+    // newest version that becomes current.
+    let mut sign_only = None;
+    for _ in 0..40 {
+        let v = create_version(
+            &e.mock,
+            json!({"kty": "RSA", "key_size": 2048, "key_ops": ["sign", "verify"]}),
+        );
+        if v < a {
+            sign_only = Some(v);
+            break;
+        }
+    }
+    assert!(sign_only.is_some(), "a version sorting before the first");
+    create_version(&e.mock, json!({"kty": "RSA", "key_size": 2048}));
+    drop(c);
+    plugin.stop().await.unwrap();
+
+    let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
+    let mut c = v1(&e.socket).await;
+    let plain = c
+        .decrypt(akv_bridge::proto::kms_v1beta1::DecryptRequest {
+            version: "v1beta1".into(),
+            cipher,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .plain;
+    assert_eq!(plain, [6; 32]);
+    let mut c2 = v2(&e.socket).await;
+    try_encrypt(&mut c2).await.unwrap();
+    let s = c2.status(v2::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(s.healthz, "ok");
+}
+
 /// kube-apiserver 1.27 and 1.28 accept only `v2beta1`; 1.29 and later accept `v2` too.
 #[tokio::test]
 async fn the_status_version_is_a_flag() {
