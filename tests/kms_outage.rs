@@ -467,43 +467,24 @@ async fn an_unusable_newest_version_is_skipped_running_and_restarted() {
     drop(plugin);
 }
 
-/// v1beta1 Decrypt (no key id): a disabled version among the candidates is skipped, and
-/// the data of the enabled version still reads.
-#[tokio::test]
-async fn v1beta1_decrypt_skips_a_disabled_version() {
-    let e = env(&["--key-poll-interval=200ms"]).await;
-    let plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
-    let a = latest_version(&e.mock);
-    let mut c = v1(&e.socket).await;
-    let cipher = c
+/// Wraps `plain` through v1beta1 on a fresh connection.
+async fn v1_encrypt(socket: &std::path::Path, plain: &[u8]) -> Vec<u8> {
+    v1(socket)
+        .await
         .encrypt(akv_bridge::proto::kms_v1beta1::EncryptRequest {
             version: "v1beta1".into(),
-            plain: vec![3; 32],
+            plain: plain.to_vec(),
         })
         .await
         .unwrap()
         .into_inner()
-        .cipher;
-    // Newer versions until one sorts before `a` (tried before it), then disable it; the
-    // newest stays current and enabled.
-    let mut before_a = None;
-    for _ in 0..40 {
-        let v = create_version(&e.mock, json!({"kty": "RSA", "key_size": 2048}));
-        if v < a && before_a.is_none() {
-            before_a = Some(v);
-        } else if before_a.is_some() {
-            break;
-        }
-    }
-    let before_a = before_a.expect("a version sorting before the first");
-    set_enabled(&e.mock, &before_a, false);
-    drop(c);
-    plugin.stop().await.unwrap();
+        .cipher
+}
 
-    // A fresh plugin (empty cache): it learns every version at start.
-    let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
-    let mut c = v1(&e.socket).await;
-    let plain = c
+/// Unwraps `cipher` through v1beta1 on a fresh connection.
+async fn v1_decrypt(socket: &std::path::Path, cipher: Vec<u8>) -> Vec<u8> {
+    v1(socket)
+        .await
         .decrypt(akv_bridge::proto::kms_v1beta1::DecryptRequest {
             version: "v1beta1".into(),
             cipher,
@@ -511,8 +492,35 @@ async fn v1beta1_decrypt_skips_a_disabled_version() {
         .await
         .unwrap()
         .into_inner()
-        .plain;
-    assert_eq!(plain, [3; 32]);
+        .plain
+}
+
+/// Creates a version of `kek` with `body` (newer than the data's version, so v1beta1
+/// tries it first among the older ones), then one usable newest version that becomes
+/// current; returns the first.
+async fn a_version_tried_before(mock: &mock_vault::MockVault, body: serde_json::Value) -> String {
+    let before = create_version(mock, body);
+    // Creation times are in seconds: keep the order unambiguous.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    create_version(mock, json!({"kty": "RSA", "key_size": 2048}));
+    before
+}
+
+/// v1beta1 Decrypt (no key id): a disabled version among the candidates is skipped, and
+/// the data of the enabled version still reads.
+#[tokio::test]
+async fn v1beta1_decrypt_skips_a_disabled_version() {
+    let e = env(&["--key-poll-interval=200ms"]).await;
+    let plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
+    let cipher = v1_encrypt(&e.socket, &[3; 32]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let disabled = a_version_tried_before(&e.mock, json!({"kty": "RSA", "key_size": 2048})).await;
+    set_enabled(&e.mock, &disabled, false);
+    plugin.stop().await.unwrap();
+
+    // A fresh plugin (empty cache): it learns every version at start.
+    let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
+    assert_eq!(v1_decrypt(&e.socket, cipher).await, [3; 32]);
 }
 
 async fn try_encrypt(
@@ -690,50 +698,20 @@ async fn a_pinned_version_without_get_wraps_in_key_vault_until_get_is_granted() 
 async fn v1beta1_decrypt_skips_a_sign_only_version_and_wraps_go_on() {
     let e = env(&["--key-poll-interval=200ms"]).await;
     let plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
-    let a = latest_version(&e.mock);
-    let mut c = v1(&e.socket).await;
-    let cipher = c
-        .encrypt(akv_bridge::proto::kms_v1beta1::EncryptRequest {
-            version: "v1beta1".into(),
-            plain: vec![6; 32],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .cipher;
-    // A sign-only version sorting before `a` (so it is tried before it), then a usable
-    // newest version that becomes current.
-    let mut sign_only = None;
-    for _ in 0..40 {
-        let v = create_version(
-            &e.mock,
-            json!({"kty": "RSA", "key_size": 2048, "key_ops": ["sign", "verify"]}),
-        );
-        if v < a {
-            sign_only = Some(v);
-            break;
-        }
-    }
-    assert!(sign_only.is_some(), "a version sorting before the first");
-    create_version(&e.mock, json!({"kty": "RSA", "key_size": 2048}));
-    drop(c);
+    let cipher = v1_encrypt(&e.socket, &[6; 32]).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    a_version_tried_before(
+        &e.mock,
+        json!({"kty": "RSA", "key_size": 2048, "key_ops": ["sign", "verify"]}),
+    )
+    .await;
     plugin.stop().await.unwrap();
 
     let _plugin = Plugin::start(e.flags.clone(), &e.socket).await.unwrap();
-    let mut c = v1(&e.socket).await;
-    let plain = c
-        .decrypt(akv_bridge::proto::kms_v1beta1::DecryptRequest {
-            version: "v1beta1".into(),
-            cipher,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plain;
-    assert_eq!(plain, [6; 32]);
-    let mut c2 = v2(&e.socket).await;
-    try_encrypt(&mut c2).await.unwrap();
-    let s = c2.status(v2::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(v1_decrypt(&e.socket, cipher).await, [6; 32]);
+    let mut c = v2(&e.socket).await;
+    try_encrypt(&mut c).await.unwrap();
+    let s = c.status(v2::StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(s.healthz, "ok");
 }
 

@@ -109,6 +109,8 @@ struct State {
     known: HashMap<String, KeyVersion>,
     /// version → key id (so the hot path hashes no URL).
     ids: HashMap<KeyVersion, Arc<str>>,
+    /// version → creation time (Unix seconds), from listings.
+    created: HashMap<KeyVersion, i64>,
     vault: Reachability,
     /// Why no version (or not the pinned one) can wrap, from the last answer.
     key_problem: Option<String>,
@@ -192,6 +194,7 @@ impl KeyRing {
                 current: None,
                 known: HashMap::new(),
                 ids: HashMap::new(),
+                created: HashMap::new(),
                 vault: Reachability {
                     status: Err("Key Vault has not been reached yet".into()),
                     last_failure: None,
@@ -352,7 +355,8 @@ impl KeyRing {
     }
 
     /// The candidates for data without a key id (v1beta1): the pinned version alone, or the
-    /// current version first, then every other known version (a stable order).
+    /// current version first, then every other known version, newest by creation time
+    /// first (newer versions wrapped newer data), then by version text.
     pub fn versions_newest_first(&self) -> Vec<KeyVersion> {
         if let Some(pinned) = &self.pinned {
             return vec![pinned.clone()];
@@ -365,7 +369,8 @@ impl KeyRing {
             .filter(|v| Some(*v) != current.as_ref())
             .cloned()
             .collect();
-        rest.sort();
+        let created = |v: &KeyVersion| s.created.get(v).copied().unwrap_or(0);
+        rest.sort_by(|a, b| (created(b), b).cmp(&(created(a), a)));
         current.into_iter().chain(rest).collect()
     }
 
@@ -459,10 +464,15 @@ impl KeyRing {
         self.record(&listed);
         match listed {
             Ok(versions) => {
-                for v in versions {
+                for v in &versions {
                     self.key_id_of(&v.version);
                 }
                 self.update(|s| {
+                    for v in versions {
+                        if let Some(t) = v.created {
+                            s.created.insert(v.version, t);
+                        }
+                    }
                     s.last_list_error = None;
                     s.listed = true;
                 });
