@@ -714,6 +714,16 @@ async fn start_up_problems_are_named_in_status_and_config_errors_stop_the_start(
     let status = wait_status(&e.socket, |s| s.healthz.contains("absent"), "the key named").await;
     assert!(status.healthz.contains("not found"), "{status:?}");
     assert_eq!(status.key_id, "", "no key id until a version is usable");
+    // The key is created: the plugin becomes ok by itself, no restart.
+    e.mock
+        .admin(
+            "kv1",
+            http::Method::POST,
+            "/keys/absent/create",
+            json!({"kty": "RSA", "key_size": 2048}),
+        )
+        .unwrap();
+    wait_status(&e.socket, |s| s.healthz == "ok", "ok once the key exists").await;
     plugin.stop().await.unwrap();
 
     let version = latest_version(&e.mock);
