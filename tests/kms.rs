@@ -61,15 +61,6 @@ fn assert_unavailable(err: &tonic::Status) {
     );
 }
 
-fn decrypt_request(e: &v2::EncryptResponse) -> v2::DecryptRequest {
-    v2::DecryptRequest {
-        ciphertext: e.ciphertext.clone(),
-        uid: "test-uid".into(),
-        key_id: e.key_id.clone(),
-        annotations: e.annotations.clone(),
-    }
-}
-
 #[tokio::test]
 async fn round_trip_with_the_go_plugin_key_id_and_annotations() {
     let e = env(&[]).await;

@@ -117,15 +117,7 @@ async fn a_restarted_api_server_reads_and_writes_through_a_full_outage() {
     );
     // A seed this plugin never saw cannot be unwrapped now, and says why.
     let mut c = v2(&e.socket).await;
-    let err = c
-        .decrypt(v2::DecryptRequest {
-            ciphertext: other.ciphertext.clone(),
-            uid: "u".into(),
-            key_id: other.key_id.clone(),
-            annotations: other.annotations.clone(),
-        })
-        .await
-        .unwrap_err();
+    let err = c.decrypt(decrypt_request(&other)).await.unwrap_err();
     assert!(
         matches!(err.code(), Code::Unavailable | Code::DeadlineExceeded),
         "{err:?}"
@@ -147,16 +139,11 @@ async fn a_restarted_api_server_reads_and_writes_through_a_full_outage() {
     // The outage ends: nothing restarts, everything heals.
     e.mock.clear_faults();
     assert_eq!(
-        c.decrypt(v2::DecryptRequest {
-            ciphertext: other.ciphertext.clone(),
-            uid: "u".into(),
-            key_id: other.key_id.clone(),
-            annotations: other.annotations.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .plaintext,
+        c.decrypt(decrypt_request(&other))
+            .await
+            .unwrap()
+            .into_inner()
+            .plaintext,
         [9; 32]
     );
     eventually(
@@ -299,12 +286,7 @@ async fn an_entra_outage_is_carried_by_the_token_in_hand() {
     assert!(read_all(&mut gen1, &stored).await.is_empty());
     let mut c = v2(&e.socket).await;
     let plain = c
-        .decrypt(v2::DecryptRequest {
-            ciphertext: other.ciphertext,
-            uid: "u".into(),
-            key_id: other.key_id,
-            annotations: other.annotations,
-        })
+        .decrypt(decrypt_request(&other))
         .await
         .unwrap()
         .into_inner()
@@ -364,12 +346,7 @@ async fn a_decrypt_only_outage_does_not_flap() {
     let mut statuses = Vec::new();
     for i in 0..15u8 {
         let unseen = foreign(&e.mock, &[i; 32]);
-        let req = v2::DecryptRequest {
-            ciphertext: unseen.ciphertext,
-            uid: "u".into(),
-            key_id: unseen.key_id,
-            annotations: unseen.annotations,
-        };
+        let req = decrypt_request(&unseen);
         assert_eq!(c.decrypt(req).await.unwrap_err().code(), Code::Unavailable);
         statuses.push(
             c.status(v2::StatusRequest {})
@@ -560,15 +537,7 @@ async fn revoking_the_key_or_decrypt_stops_new_wraps() {
         serde_json::from_value(json!({"kv1": {"keys": ["get", "list", "encrypt"]}})).unwrap();
     assert!(e.mock.set_permissions("kms", perms));
     let unseen = foreign(&e.mock, &[3; 32]);
-    let err = c
-        .decrypt(v2::DecryptRequest {
-            ciphertext: unseen.ciphertext.clone(),
-            uid: "u".into(),
-            key_id: unseen.key_id.clone(),
-            annotations: unseen.annotations.clone(),
-        })
-        .await
-        .unwrap_err();
+    let err = c.decrypt(decrypt_request(&unseen)).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let err = try_encrypt(&mut c).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -586,16 +555,12 @@ async fn revoking_the_key_or_decrypt_stops_new_wraps() {
     try_encrypt(&mut c).await.unwrap();
 }
 
-const LEAST_PRIVILEGE: &str = r#"
-vaults:
-  - name: kv1
-    keys: [{name: kek, kty: RSA, size: 2048}]
-identities:
-  - name: kms
-    client_id: 00000000-0000-0000-0000-00000000c0de
-    client_secret: kms-secret
-    permissions: {kv1: {keys: [get, decrypt]}}
-"#;
+/// The least privilege local wraps need: `keys/get` and `keys/decrypt` alone.
+fn least_privilege_fixture() -> String {
+    let fixture = KMS_FIXTURE.replace("[get, list, encrypt, decrypt]", "[get, decrypt]");
+    assert_ne!(fixture, KMS_FIXTURE);
+    fixture
+}
 
 /// The least privilege local wraps need: `keys/get` and `keys/decrypt`, no `keys/list`, no
 /// `keys/encrypt`. The plugin serves, and the refused listing neither fails readiness nor
@@ -603,7 +568,7 @@ identities:
 #[tokio::test]
 async fn get_and_decrypt_alone_serve_without_flapping() {
     let e = env_with(
-        LEAST_PRIVILEGE,
+        &least_privilege_fixture(),
         "00000000-0000-0000-0000-00000000c0de",
         "kms-secret",
         &["--key-poll-interval=200ms"],
@@ -615,12 +580,7 @@ async fn get_and_decrypt_alone_serve_without_flapping() {
     try_encrypt(&mut c).await.unwrap();
     let unseen = foreign(&e.mock, &[4; 32]);
     let plain = c
-        .decrypt(v2::DecryptRequest {
-            ciphertext: unseen.ciphertext,
-            uid: "u".into(),
-            key_id: unseen.key_id,
-            annotations: unseen.annotations,
-        })
+        .decrypt(decrypt_request(&unseen))
         .await
         .unwrap()
         .into_inner()
@@ -650,7 +610,8 @@ async fn get_and_decrypt_alone_serve_without_flapping() {
 /// once `keys/get` is granted, the next poll reads the public key and wraps turn local.
 #[tokio::test]
 async fn a_pinned_version_without_get_wraps_in_key_vault_until_get_is_granted() {
-    let fixture = LEAST_PRIVILEGE.replace("[get, decrypt]", "[encrypt, decrypt]");
+    let fixture = KMS_FIXTURE.replace("[get, list, encrypt, decrypt]", "[encrypt, decrypt]");
+    assert_ne!(fixture, KMS_FIXTURE);
     let e = env_with(
         &fixture,
         "00000000-0000-0000-0000-00000000c0de",

@@ -117,6 +117,16 @@ pub fn foreign(mock: &mock_vault::MockVault, seed: &[u8]) -> v2::EncryptResponse
     }
 }
 
+/// The Decrypt kube-apiserver sends for what an Encrypt returned.
+pub fn decrypt_request(e: &v2::EncryptResponse) -> v2::DecryptRequest {
+    v2::DecryptRequest {
+        ciphertext: e.ciphertext.clone(),
+        uid: "test-uid".into(),
+        key_id: e.key_id.clone(),
+        annotations: e.annotations.clone(),
+    }
+}
+
 /// Key Vault's own `decrypt` (RSA-OAEP-256) of a stored ciphertext text with `version`.
 pub fn keyvault_unwrap(mock: &mock_vault::MockVault, version: &str, ciphertext: &[u8]) -> Vec<u8> {
     let text = std::str::from_utf8(ciphertext).expect("base64url text");
