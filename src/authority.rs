@@ -38,10 +38,6 @@ pub const MAX_CONTINUATIONS: usize = 64;
 pub const MAX_HEADER_LIST: usize = 256 * 1024;
 /// What replaces an unusable `:authority`.
 pub const REPLACEMENT: &[u8] = b"localhost";
-/// Time a client has to send its first complete header block (slow-loris bound).
-pub const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// Connections served at once per socket; further clients wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 64;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DEFAULT_MAX_FRAME: usize = 16_384;
@@ -137,10 +133,6 @@ pub struct AuthorityRewrite<IO> {
     goaway: Option<BytesMut>,
     arena: Vec<u8>,
     fields: Vec<(usize, usize, usize)>,
-    /// Until the first header block is complete: when the client must have sent it.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The connection's slot under [`MAX_CONNECTIONS`], released when it closes.
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<IO> std::fmt::Debug for AuthorityRewrite<IO> {
@@ -179,18 +171,7 @@ impl<IO> AuthorityRewrite<IO> {
             goaway: None,
             arena: Vec::new(),
             fields: Vec::new(),
-            deadline: None,
-            _slot: None,
         }
-    }
-
-    /// Closes the connection unless its first header block is complete within `timeout`
-    /// (only while the layer inspects it; a disabled layer never times out).
-    fn with_first_request_timeout(mut self, timeout: std::time::Duration) -> Self {
-        if self.state != ReadState::Transparent {
-            self.deadline = Some(Box::pin(tokio::time::sleep(timeout)));
-        }
-        self
     }
 
     /// The wrapped connection.
@@ -355,8 +336,6 @@ impl<IO> AuthorityRewrite<IO> {
         if size > MAX_HEADER_LIST {
             return Err(H2Error::EnhanceYourCalm);
         }
-        // The client has sent a whole request: it is not a slow-loris.
-        self.deadline = None;
         if !bad && !self.rewriting {
             // A client keeps one authority for the life of a connection (gRPC-Go and tonic
             // both fix it per channel), so a connection whose first request is fine needs
@@ -562,16 +541,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for AuthorityRewrite<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if let Some(deadline) = this.deadline.as_mut()
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            this.deadline = None;
-            this.state = ReadState::Failed;
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no complete request within the first-request timeout; connection closed",
-            )));
-        }
         loop {
             // Process every complete frame buffered, so the server gets them in one read.
             loop {
@@ -701,28 +670,6 @@ impl tonic::transport::server::Connected for AuthorityRewrite<tokio::net::UnixSt
     fn connect_info(&self) -> Self::ConnectInfo {
         self.io.connect_info()
     }
-}
-
-/// Accepted connections of `listener`, each wrapped in the layer (or not, when disabled).
-///
-/// At most [`MAX_CONNECTIONS`] are served at once: the next is accepted when one closes
-/// (clients wait in the listen backlog). With the layer on, a connection must send its
-/// first complete request within [`FIRST_REQUEST_TIMEOUT`].
-pub fn incoming(
-    listener: tokio::net::UnixListener,
-    enabled: bool,
-) -> impl futures::Stream<Item = io::Result<AuthorityRewrite<tokio::net::UnixStream>>> {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    futures::stream::unfold((listener, slots), move |(listener, slots)| async move {
-        let slot = std::sync::Arc::clone(&slots).acquire_owned().await.ok();
-        let item = listener.accept().await.map(|(stream, _)| {
-            let mut conn = AuthorityRewrite::new(stream, enabled)
-                .with_first_request_timeout(FIRST_REQUEST_TIMEOUT);
-            conn._slot = slot;
-            conn
-        });
-        Some((item, (listener, slots)))
-    })
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@
 //! - [`authority`]: the HTTP/2 layer that accepts the socket path older Go clients send as
 //!   `:authority` (HPACK re-encoding in front of tonic).
 //! - [`socket`]: Unix-socket binding (stale sockets, permissions, abstract names).
+//! - [`server`]: the gRPC server loop both servers run on their socket: connection cap
+//!   with eviction, timers, the in-flight byte budget, liveness by a real call.
 //! - [`observability`]: metrics, health endpoints, logging.
 //! - [`csi`]: the CSI provider: mount parameters and file contents (pure), identities, the
 //!   Key Vault reads through the cache, the gRPC service, `probe csi`.
@@ -41,6 +43,7 @@ pub mod kms;
 pub mod observability;
 pub mod probe;
 pub mod proto;
+pub mod server;
 pub mod socket;
 
 /// Version and commit, as `--version` prints them.

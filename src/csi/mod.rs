@@ -21,7 +21,6 @@ pub mod service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
@@ -36,6 +35,7 @@ use crate::csi::service::{CsiService, MountConfig, Provider, VaultUrls};
 use crate::observability::http as health_http;
 use crate::observability::metrics::{MountMetrics, ServerMetrics};
 use crate::proto::csi_v1alpha1 as pb;
+use crate::server::liveness::Liveness;
 use crate::socket::{self, SocketAddress};
 
 /// Largest request accepted: attributes (with tokens), secrets and objects are bounded by
@@ -65,9 +65,6 @@ pub enum CsiStartError {
         /// Cause.
         source: std::io::Error,
     },
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Serve(#[from] tonic::transport::Error),
 }
 
 fn vault_urls(template: Option<&str>) -> Result<VaultUrls, CsiStartError> {
@@ -158,6 +155,26 @@ pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>,
     )))
 }
 
+/// The socket server's policy for the provider: the driver keeps one connection and sends
+/// one Mount per volume; requests are at most [`MAX_REQUEST`]. The call timeout is above
+/// the mount deadline, so the mount's own, clearer error answers first.
+pub const LIMITS: crate::server::Limits = crate::server::Limits {
+    max_connections: 64,
+    first_request_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(300),
+    close_grace: Duration::from_secs(2),
+    max_message: MAX_REQUEST,
+    message_timeout: Duration::from_secs(10),
+    call_timeout: Duration::from_secs(150),
+    call_budget: 8 * 1024 * 1024,
+    call_allowance: 16 * 1024,
+    byte_budget: 32 * 1024 * 1024,
+    max_concurrent_streams: 32,
+    stream_window: 256 * 1024,
+    connection_window: 512 * 1024,
+    max_header_list: 16 * 1024,
+};
+
 /// Serves the provider (and `grpc.health.v1`) on `listener` until `shutdown` resolves.
 /// `rewrite_authority` puts the [`crate::authority`] layer in front of tonic.
 pub async fn serve(
@@ -165,7 +182,8 @@ pub async fn serve(
     provider: Arc<Provider>,
     rewrite_authority: bool,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), std::convert::Infallible> {
+    let metrics = provider.connection_metrics();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::csi_driver_provider_server::CsiDriverProviderServer<CsiService>>()
@@ -174,35 +192,27 @@ pub async fn serve(
         pb::csi_driver_provider_server::CsiDriverProviderServer::new(CsiService(provider))
             .max_decoding_message_size(MAX_REQUEST)
             .max_encoding_message_size(service::MAX_RESPONSE_BYTES + 64 * 1024);
-    tonic::transport::Server::builder()
-        // Above the mount deadline, so the mount's own, clearer error answers first.
-        .timeout(Duration::from_secs(150))
-        .http2_keepalive_interval(Some(Duration::from_secs(60)))
-        // The driver sends one Mount per volume: few streams, each request at most 4 MiB.
-        .max_concurrent_streams(Some(32))
-        .initial_stream_window_size(Some(1024 * 1024))
-        .initial_connection_window_size(Some(4 * 1024 * 1024))
-        .add_service(health_service)
-        .add_service(service)
-        .serve_with_incoming_shutdown(
-            crate::authority::incoming(listener, rewrite_authority),
-            shutdown,
-        )
-        .await
+    let routes = tonic::service::Routes::new(health_service).add_service(service);
+    crate::server::serve(
+        listener,
+        routes,
+        LIMITS,
+        rewrite_authority,
+        metrics,
+        shutdown,
+    )
+    .await
 }
 
-/// Liveness from a self-check: `Version` over our own socket, as the driver calls it.
+/// Liveness and readiness: a new client's `Version` over our own socket, as the driver
+/// calls it.
 struct CsiHealth {
-    alive: AtomicBool,
+    liveness: Arc<Liveness>,
 }
 
 impl health_http::Health for CsiHealth {
     fn live(&self) -> Result<(), String> {
-        if self.alive.load(Ordering::Relaxed) {
-            Ok(())
-        } else {
-            Err("the provider does not answer Version on its socket".into())
-        }
+        self.liveness.check()
     }
 
     fn ready(&self) -> Result<(), String> {
@@ -210,22 +220,14 @@ impl health_http::Health for CsiHealth {
     }
 }
 
-async fn self_check(address: &SocketAddress, timeout: Duration) -> bool {
-    let spec = match address {
-        SocketAddress::Path(p) => crate::probe::SocketSpec::Path(p.clone()),
-        SocketAddress::Abstract(n) => crate::probe::SocketSpec::Abstract(n.clone()),
-    };
-    let check = async {
-        let channel = crate::probe::connect(&spec, timeout).await.ok()?;
-        let mut client = pb::csi_driver_provider_client::CsiDriverProviderClient::new(channel);
-        client
-            .version(pb::VersionRequest {
-                version: service::API_VERSION.to_owned(),
-            })
-            .await
-            .ok()
-    };
-    matches!(tokio::time::timeout(timeout, check).await, Ok(Some(_)))
+async fn version_call(channel: tonic::transport::Channel) -> bool {
+    let mut client = pb::csi_driver_provider_client::CsiDriverProviderClient::new(channel);
+    client
+        .version(pb::VersionRequest {
+            version: service::API_VERSION.to_owned(),
+        })
+        .await
+        .is_ok()
 }
 
 /// The whole provider process: bind, serve until `shutdown`, drain, clean up.
@@ -244,28 +246,14 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let health = Arc::new(CsiHealth {
-        alive: AtomicBool::new(true),
-    });
-    let checker = {
-        let health = Arc::clone(&health);
-        let address = address.clone();
-        let timeout = args.healthz_timeout;
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.wait_for(|v| *v) => break,
-                    () = tokio::time::sleep(Duration::from_secs(10)) => {}
-                }
-                let ok = self_check(&address, timeout).await;
-                if !ok {
-                    tracing::warn!("liveness self-check: Version over the socket failed");
-                }
-                health.alive.store(ok, Ordering::Relaxed);
-            }
-        })
-    };
+    let (liveness, checker) = Liveness::spawn(
+        &address,
+        args.healthz_timeout,
+        "Version",
+        version_call,
+        stop_rx.clone(),
+    );
+    let health = Arc::new(CsiHealth { liveness });
     let health: Arc<dyn health_http::Health> = health;
     let healthz_addr = SocketAddr::new(args.healthz_bind_address, args.healthz_port);
     let router = health_http::router(
@@ -297,7 +285,7 @@ pub async fn run(
         "mounts",
     )
     .await
-    .map_err(CsiStartError::from);
+    .map_err(|never| match never {});
     let _ = stop_tx.send(true);
     let _ = tokio::join!(checker, health_task, metrics_task);
     drop(socket_guard);

@@ -216,6 +216,11 @@ impl Provider {
         }
     }
 
+    /// The socket server's metrics.
+    pub fn connection_metrics(&self) -> crate::observability::metrics::ConnectionMetrics {
+        self.metrics.connections.clone()
+    }
+
     /// Mounts one volume, within the configured deadline.
     pub async fn mount(&self, request: &pb::MountRequest) -> Result<pb::MountResponse, MountError> {
         let started = Instant::now();

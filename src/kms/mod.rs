@@ -28,6 +28,7 @@ use crate::kms::service::{Kms, ServiceConfig, V1, V2};
 use crate::observability::http as health_http;
 use crate::observability::metrics::{KeyMetrics, ServerMetrics};
 use crate::proto::{kms_v1beta1, kms_v2};
+use crate::server::liveness::Liveness;
 use crate::socket::{self, SocketAddress};
 
 /// Largest gRPC message accepted: KMS requests are at most a few KiB (1 KiB ciphertext,
@@ -57,9 +58,6 @@ pub enum KmsStartError {
         /// Cause.
         source: std::io::Error,
     },
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Serve(#[from] tonic::transport::Error),
 }
 
 /// A prepared plugin: the key ring (with its poller not yet started) and the services.
@@ -205,6 +203,25 @@ fn url_host(url: &str) -> Option<String> {
     url::Url::parse(url).ok()?.host_str().map(str::to_owned)
 }
 
+/// The socket server's policy for the plugin: kube-apiserver keeps one connection and
+/// calls with a 3 s deadline; requests are at most [`MAX_MESSAGE`].
+pub const LIMITS: crate::server::Limits = crate::server::Limits {
+    max_connections: 128,
+    first_request_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(300),
+    close_grace: Duration::from_secs(2),
+    max_message: MAX_MESSAGE,
+    message_timeout: Duration::from_secs(5),
+    call_timeout: Duration::from_secs(30),
+    call_budget: 16 * 1024 * 1024,
+    call_allowance: 16 * 1024,
+    byte_budget: 16 * 1024 * 1024,
+    max_concurrent_streams: 256,
+    stream_window: 64 * 1024,
+    connection_window: 256 * 1024,
+    max_header_list: 16 * 1024,
+};
+
 /// Serves both API versions on `listener` until `shutdown` resolves, then drains.
 /// `rewrite_authority` puts the [`crate::authority`] layer in front of tonic.
 pub async fn serve(
@@ -212,42 +229,48 @@ pub async fn serve(
     kms: Arc<Kms>,
     rewrite_authority: bool,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), std::convert::Infallible> {
+    let metrics = kms.connection_metrics();
     let v2 = kms_v2::key_management_service_server::KeyManagementServiceServer::new(V2(
         Arc::clone(&kms),
     ))
     .max_decoding_message_size(MAX_MESSAGE);
     let v1 = kms_v1beta1::key_management_service_server::KeyManagementServiceServer::new(V1(kms))
         .max_decoding_message_size(MAX_MESSAGE);
-    // Memory per connection is bounded by the flow-control windows (what a client may send
-    // before we read it) and the streams it may open; connections by `authority::incoming`.
-    tonic::transport::Server::builder()
-        .timeout(Duration::from_secs(30))
-        .http2_keepalive_interval(Some(Duration::from_secs(60)))
-        .max_concurrent_streams(Some(256))
-        .initial_stream_window_size(Some(128 * 1024))
-        .initial_connection_window_size(Some(1024 * 1024))
-        .add_service(v2)
-        .add_service(v1)
-        .serve_with_incoming_shutdown(
-            crate::authority::incoming(listener, rewrite_authority),
-            shutdown,
-        )
-        .await
+    let routes = tonic::service::Routes::new(v2).add_service(v1);
+    crate::server::serve(
+        listener,
+        routes,
+        LIMITS,
+        rewrite_authority,
+        metrics,
+        shutdown,
+    )
+    .await
 }
 
+/// Liveness: a new client's v2 `Status` over our own socket (any answer: liveness never
+/// depends on Key Vault). Readiness: that, and the key ring is ready.
 struct KmsHealth {
     ring: Arc<KeyRing>,
+    liveness: Arc<Liveness>,
 }
 
 impl health_http::Health for KmsHealth {
     fn live(&self) -> Result<(), String> {
-        Ok(())
+        self.liveness.check()
     }
 
     fn ready(&self) -> Result<(), String> {
+        self.live()?;
         self.ring.ready()
     }
+}
+
+async fn status_call(channel: tonic::transport::Channel) -> bool {
+    let mut client =
+        kms_v2::key_management_service_client::KeyManagementServiceClient::new(channel);
+    client.status(kms_v2::StatusRequest {}).await.is_ok()
 }
 
 /// The whole plugin process: prepare, bind, serve until `shutdown`, drain, clean up.
@@ -266,8 +289,16 @@ pub async fn run(
     let poller = prepared
         .ring
         .spawn_maintainer(args.key_poll_interval, stop_rx.clone());
+    let (liveness, checker) = Liveness::spawn(
+        &address,
+        args.healthz_timeout,
+        "Status",
+        status_call,
+        stop_rx.clone(),
+    );
     let health: Arc<dyn health_http::Health> = Arc::new(KmsHealth {
         ring: Arc::clone(&prepared.ring),
+        liveness,
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -308,9 +339,9 @@ pub async fn run(
         "calls",
     )
     .await
-    .map_err(KmsStartError::from);
+    .map_err(|never| match never {});
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(poller, health_task, metrics_task);
+    let _ = tokio::join!(poller, checker, health_task, metrics_task);
     prepared.kms.flush_audit().await;
     drop(socket_guard);
     result

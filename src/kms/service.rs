@@ -139,6 +139,11 @@ impl Kms {
         }
     }
 
+    /// The socket server's metrics.
+    pub fn connection_metrics(&self) -> crate::observability::metrics::ConnectionMetrics {
+        self.metrics.connections.clone()
+    }
+
     /// Waits (briefly) until the audit lines of finished calls are written.
     pub async fn flush_audit(&self) {
         self.audit.flush(std::time::Duration::from_secs(2)).await;

@@ -69,6 +69,8 @@ pub struct ServerMetrics {
     pub cache_entries: Gauge,
     /// 1 when healthy, 0 otherwise.
     pub healthy: Gauge,
+    /// The socket server's connections and in-flight budget.
+    pub connections: ConnectionMetrics,
 }
 
 impl ServerMetrics {
@@ -82,6 +84,7 @@ impl ServerMetrics {
             cache_total: Family::default(),
             cache_entries: Gauge::default(),
             healthy: Gauge::default(),
+            connections: ConnectionMetrics::register(registry),
         };
         registry.register(
             "rpc_requests",
@@ -148,6 +151,100 @@ impl ServerMetrics {
     pub fn cache(&self, result: &'static str) {
         self.cache_total
             .get_or_create(&CacheLabels { result })
+            .inc();
+    }
+}
+
+/// Labels naming why something ended or was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The reason, e.g. `idle`, `evicted_unused`, `budget`.
+    pub reason: &'static str,
+}
+
+/// The socket server's connections and in-flight budget ([`crate::server`]).
+#[derive(Debug, Clone)]
+pub struct ConnectionMetrics {
+    /// Connections served now.
+    pub open: Gauge,
+    closed: Family<ReasonLabels, Counter>,
+    refused_calls: Family<ReasonLabels, Counter>,
+    budget_used: Family<PoolLabels, Gauge>,
+    budget_limit: Family<PoolLabels, Gauge>,
+}
+
+/// Labels of a budget pool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// `calls` or `bytes`.
+    pub pool: &'static str,
+}
+
+impl ConnectionMetrics {
+    /// Registers the families under `registry` (already prefixed by the caller).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            open: Gauge::default(),
+            closed: Family::default(),
+            refused_calls: Family::default(),
+            budget_used: Family::default(),
+            budget_limit: Family::default(),
+        };
+        registry.register(
+            "connections",
+            "Connections served on the gRPC socket",
+            m.open.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections closed by the server or the client, by reason (client, idle, first_request_timeout, close_grace, evicted_unused, evicted_idle, evicted_stalled, refused, shutdown)",
+            m.closed.clone(),
+        );
+        registry.register(
+            "calls_refused",
+            "Calls refused by the socket server, by reason (budget, message_timeout, call_timeout)",
+            m.refused_calls.clone(),
+        );
+        registry.register(
+            "in_flight_bytes",
+            "Bytes of the in-flight budget in use, by pool (calls: allowances and headers; bytes: request bytes beyond the allowances, and responses)",
+            m.budget_used.clone(),
+        );
+        registry.register(
+            "in_flight_bytes_limit",
+            "The in-flight budget, by pool",
+            m.budget_limit.clone(),
+        );
+        m
+    }
+
+    /// Counts a connection closed for `reason`.
+    pub fn closed(&self, reason: &'static str) {
+        self.closed.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Sets the pools' limits (calls, bytes).
+    pub fn set_limits(&self, (calls, bytes): (usize, usize)) {
+        Self::set(&self.budget_limit, calls, bytes);
+    }
+
+    /// Sets the pools' use (calls, bytes).
+    pub fn set_used(&self, (calls, bytes): (usize, usize)) {
+        Self::set(&self.budget_used, calls, bytes);
+    }
+
+    fn set(family: &Family<PoolLabels, Gauge>, calls: usize, bytes: usize) {
+        for (pool, v) in [("calls", calls), ("bytes", bytes)] {
+            family
+                .get_or_create(&PoolLabels { pool })
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts a call refused for `reason`.
+    pub fn refused_call(&self, reason: &'static str) {
+        self.refused_calls
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 }

@@ -1,0 +1,465 @@
+//! Local clients that hold connections or memory, against both servers run as processes
+//! over their real Unix sockets: idle, leaked, half-open and zero-byte connection floods;
+//! partial messages parked on many streams of many connections, with the process's RSS
+//! sampled; a socket that can no longer take new clients. See `akv_bridge::server` for
+//! the policy these tests hold the servers to.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use akv_bridge::proto::csi_v1alpha1 as csi;
+use akv_bridge::proto::kms_v2 as v2;
+use bytes::Bytes;
+use common::kms::{PluginProcess, eventually, free_port};
+use common::*;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use tokio::io::AsyncWriteExt as _;
+use tonic::transport::Channel;
+
+const CSI_FIXTURE: &str = r#"
+vaults:
+  - name: kv1
+    secrets:
+      - {name: one, value: "value-one"}
+identities:
+  - name: sp
+    client_id: 33333333-0000-0000-0000-0000000005b1
+    client_secret: sp-secret-value
+    permissions: {kv1: {secrets: [get, list]}}
+"#;
+
+/// Which server a scenario runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Kms,
+    Csi,
+}
+
+/// A server process and what a test needs of it.
+struct Proc {
+    child: tokio::process::Child,
+    socket: PathBuf,
+    healthz_port: u16,
+    metrics_port: u16,
+    kind: Kind,
+    // Kept alive for the process's life.
+    _env: Box<dyn std::any::Any>,
+}
+
+impl Proc {
+    async fn start(kind: Kind) -> Self {
+        match kind {
+            Kind::Kms => {
+                let env = common::kms::env(&[]).await;
+                let p = PluginProcess::start(&env, &["--healthz-timeout=2s"], "kms.log").await;
+                let socket = env.socket.clone();
+                // Status answers at once; wait until it is ok so every call is served.
+                wait_status(&socket, |s| s.healthz == "ok", "Status ok").await;
+                Self {
+                    child: p.child,
+                    socket,
+                    healthz_port: p.healthz_port,
+                    metrics_port: p.metrics_port,
+                    kind,
+                    _env: Box::new(env),
+                }
+            }
+            Kind::Csi => {
+                let mock = mock(CSI_FIXTURE).await;
+                let dir = tempfile::tempdir().unwrap();
+                let socket = dir.path().join("azure.sock");
+                let healthz_port = free_port();
+                let metrics_port = free_port();
+                let flags: Vec<String> = csi_flags(&mock, &socket)
+                    .into_iter()
+                    .filter(|f| {
+                        !f.starts_with("--healthz-port") && !f.starts_with("--prometheus-port")
+                    })
+                    .chain([
+                        format!("--healthz-port={healthz_port}"),
+                        format!("--prometheus-port={metrics_port}"),
+                        "--healthz-timeout=2s".to_owned(),
+                    ])
+                    .collect();
+                let log = std::fs::File::create(dir.path().join("csi.log")).unwrap();
+                let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_akv-bridge"))
+                    .arg("csi")
+                    .args(&flags)
+                    .stderr(log)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .expect("provider starts");
+                wait_for_child_socket(&socket, &mut child).await;
+                Self {
+                    child,
+                    socket,
+                    healthz_port,
+                    metrics_port,
+                    kind,
+                    _env: Box::new((mock, dir)),
+                }
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Resident memory of the process, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    async fn healthz(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("http://127.0.0.1:{}{path}", self.healthz_port))
+            .await
+            .expect("health endpoint answers");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    /// One sample of a metric (`name{labels}` as printed), 0 when absent.
+    async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .unwrap();
+        let prefix = match self.kind {
+            Kind::Kms => "akv_bridge_kms_",
+            Kind::Csi => "akv_bridge_csi_",
+        };
+        let wanted = format!("{prefix}{series} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&wanted))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The server's cheapest call, as its real client makes it.
+    async fn call(&self, channel: Channel) -> Result<(), tonic::Status> {
+        match self.kind {
+            Kind::Kms => {
+                let mut c =
+                    v2::key_management_service_client::KeyManagementServiceClient::new(channel);
+                c.status(v2::StatusRequest {}).await.map(|_| ())
+            }
+            Kind::Csi => {
+                let mut c = csi::csi_driver_provider_client::CsiDriverProviderClient::new(channel);
+                c.version(csi::VersionRequest {
+                    version: "v1alpha1".into(),
+                })
+                .await
+                .map(|_| ())
+            }
+        }
+    }
+
+    fn max_connections(&self) -> usize {
+        match self.kind {
+            Kind::Kms => akv_bridge::kms::LIMITS.max_connections,
+            Kind::Csi => akv_bridge::csi::LIMITS.max_connections,
+        }
+    }
+}
+
+/// Connects, retrying while the listen backlog is full.
+async fn dial(socket: &Path) -> Option<tokio::net::UnixStream> {
+    for _ in 0..50 {
+        match tokio::net::UnixStream::connect(socket).await {
+            Ok(s) => return Some(s),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    None
+}
+
+/// A new client's first call: connect and call, answered within a generous bound.
+async fn new_client_call(p: &Proc) -> Duration {
+    let started = Instant::now();
+    let answered = tokio::time::timeout(Duration::from_secs(30), async {
+        let channel = channel(&p.socket).await;
+        p.call(channel).await
+    })
+    .await
+    .expect("a new client is answered, not left waiting");
+    answered.expect("the call succeeds");
+    started.elapsed()
+}
+
+async fn a_new_client_is_answered_promptly_whatever_others_hold(kind: Kind) {
+    let p = Proc::start(kind).await;
+    let max = p.max_connections();
+
+    // Leaked channels: each made one call and is kept open, idle, answering pings. Twice
+    // as many as the server serves at once.
+    let mut leaked = Vec::new();
+    for _ in 0..2 * max {
+        let made = tokio::time::timeout(Duration::from_secs(5), async {
+            let ch = channel(&p.socket).await;
+            p.call(ch.clone()).await.map(|()| ch)
+        })
+        .await;
+        if let Ok(Ok(ch)) = made {
+            leaked.push(ch);
+        }
+    }
+    // Half-open connections (half a preface) and zero-byte ones.
+    let mut held = Vec::new();
+    for i in 0..4000 {
+        let Some(mut s) = dial(&p.socket).await else {
+            continue;
+        };
+        if i % 8 == 0 {
+            let _ = s.write_all(b"PRI * HTTP/2.0\r\n").await;
+        }
+        held.push(s);
+    }
+    assert!(held.len() >= 3000, "only {} connections made", held.len());
+
+    // A new client is answered at once: well inside the 10 s a silent connection gets,
+    // which is what it used to wait for at best.
+    let took = new_client_call(&p).await;
+    println!(
+        "{kind:?}: {} leaked channels, {} silent connections held; a new client's first call took {took:?}",
+        leaked.len(),
+        held.len()
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // The server holds no more than its cap, and says why it closed the others.
+    let open = p.metric("connections").await;
+    assert!(open <= max as f64, "{open} connections open");
+    assert!(
+        p.metric("connections_closed_total{reason=\"evicted_unused\"}")
+            .await
+            >= 3000.0
+    );
+    assert!(
+        p.metric("connections_closed_total{reason=\"evicted_idle\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(p.healthz("/healthz").await.0, 200);
+
+    // A client whose idle connection was closed to make room was sent GOAWAY: its next
+    // call goes over a new connection and succeeds, as gRPC clients do.
+    let first = leaked.first().expect("a leaked channel").clone();
+    tokio::time::timeout(Duration::from_secs(10), p.call(first))
+        .await
+        .expect("answered")
+        .expect("a client sent GOAWAY reconnects and is served");
+}
+
+#[tokio::test]
+async fn kms_a_new_client_is_answered_promptly_whatever_other_local_clients_hold() {
+    a_new_client_is_answered_promptly_whatever_others_hold(Kind::Kms).await;
+}
+
+#[tokio::test]
+async fn csi_a_new_client_is_answered_promptly_whatever_other_local_clients_hold() {
+    a_new_client_is_answered_promptly_whatever_others_hold(Kind::Csi).await;
+}
+
+async fn liveness_follows_the_socket(kind: Kind) {
+    let p = Proc::start(kind).await;
+    eventually(Duration::from_secs(30), "live", async || {
+        p.healthz("/healthz").await.0 == 200
+    })
+    .await;
+    // The socket file goes (a cleaned host directory, another process binding the path):
+    // no new client can reach the server, however healthy the process looks otherwise.
+    std::fs::remove_file(&p.socket).unwrap();
+    eventually(Duration::from_secs(40), "liveness fails", async || {
+        p.healthz("/healthz").await.0 == 503
+    })
+    .await;
+    let (_, why) = p.healthz("/healthz").await;
+    assert!(why.contains("new client"), "{why}");
+    assert_eq!(p.healthz("/readyz").await.0, 503);
+}
+
+#[tokio::test]
+async fn kms_liveness_fails_when_the_socket_cannot_take_a_new_client() {
+    liveness_follows_the_socket(Kind::Kms).await;
+}
+
+#[tokio::test]
+async fn csi_liveness_fails_when_the_socket_cannot_take_a_new_client() {
+    liveness_follows_the_socket(Kind::Csi).await;
+}
+
+/// Opens `connections` HTTP/2 connections and on each `streams` calls to `path`, each
+/// announcing a `message`-byte request and sending all but its last byte, as fast as
+/// flow control allows, then nothing more.
+async fn park_partial_messages(
+    socket: &Path,
+    path: &'static str,
+    connections: usize,
+    streams: usize,
+    message: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let stream = dial(socket).await.expect("connect");
+        let (sender, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(1 << 20)
+                .handshake::<_, StreamBody<PartialMessage>>(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("HTTP/2 handshake");
+        tasks.push(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        for _ in 0..streams {
+            let mut sender = sender.clone();
+            tasks.push(tokio::spawn(async move {
+                if sender.ready().await.is_err() {
+                    return;
+                }
+                let request = http::Request::post(format!("http://localhost{path}"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(StreamBody::new(PartialMessage::new(message)))
+                    .unwrap();
+                let _ = sender.send_request(request).await;
+            }));
+        }
+    }
+    tasks
+}
+
+/// A gRPC message prefix announcing `len` bytes, then `len - 1` bytes in 16 KiB chunks,
+/// then nothing, forever.
+struct PartialMessage {
+    left: usize,
+    prefix: Option<usize>,
+}
+
+impl PartialMessage {
+    fn new(len: usize) -> Self {
+        Self {
+            left: len - 1,
+            prefix: Some(len),
+        }
+    }
+}
+
+impl futures::Stream for PartialMessage {
+    type Item = Result<Frame<Bytes>, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if let Some(len) = self.prefix.take() {
+            let mut p = vec![0u8];
+            p.extend_from_slice(&u32::try_from(len).unwrap().to_be_bytes());
+            return std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from(p)))));
+        }
+        if self.left == 0 {
+            return std::task::Poll::Pending;
+        }
+        let n = self.left.min(16 * 1024);
+        self.left -= n;
+        std::task::Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![0x41u8; n])))))
+    }
+}
+
+async fn partial_messages_stay_within_the_memory_limit(
+    kind: Kind,
+    connections: usize,
+    streams: usize,
+) {
+    let p = Proc::start(kind).await;
+    let (path, limits) = match kind {
+        Kind::Kms => ("/v2.KeyManagementService/Decrypt", akv_bridge::kms::LIMITS),
+        Kind::Csi => ("/v1alpha1.CSIDriverProvider/Mount", akv_bridge::csi::LIMITS),
+    };
+    // The memory limit of the manifests in deploy/ (KMS and CSI containers alike).
+    let manifest_limit_kib = 256 * 1024;
+    // Warm up, then measure the baseline.
+    new_client_call(&p).await;
+    let baseline = p.rss_kib();
+    let tasks =
+        park_partial_messages(&p.socket, path, connections, streams, limits.max_message).await;
+    // Sample while the messages are parked (they are failed after the message timeout).
+    let mut peak = baseline;
+    let sampling = Instant::now();
+    let mut answered_during = None;
+    while sampling.elapsed() < limits.message_timeout - Duration::from_secs(1) {
+        peak = peak.max(p.rss_kib());
+        if answered_during.is_none() && sampling.elapsed() > Duration::from_secs(2) {
+            // A small call is not held back by the parked bytes.
+            answered_during = Some(new_client_call(&p).await);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bound_kib = (limits.request_memory_bound() / 1024) as u64;
+    println!(
+        "{kind:?}: {connections} connections x {streams} streams of partial {} KiB messages: \
+         RSS {baseline} KiB before, peak {peak} KiB (+{} KiB; bound on request data {bound_kib} KiB); \
+         a new client's call during the flood took {:?}",
+        limits.max_message / 1024,
+        peak - baseline,
+        answered_during
+    );
+    assert!(
+        peak < manifest_limit_kib,
+        "peak RSS {peak} KiB is over the manifests' 256 MiB limit"
+    );
+    // Allocator slack on top of the bound: 32 MiB.
+    assert!(
+        peak - baseline < bound_kib + 32 * 1024,
+        "grew by {} KiB, bound {bound_kib} KiB",
+        peak - baseline
+    );
+    assert!(answered_during.is_some());
+    // The parked calls end with the message timeout, and what they held is given back.
+    eventually(
+        Duration::from_secs(30),
+        "parked calls refused",
+        async || {
+            p.metric("calls_refused_total{reason=\"message_timeout\"}")
+                .await
+                >= 1.0
+        },
+    )
+    .await;
+    for t in tasks {
+        t.abort();
+    }
+    eventually(Duration::from_secs(30), "budget given back", async || {
+        p.metric("in_flight_bytes{pool=\"bytes\"}").await == 0.0
+    })
+    .await;
+    new_client_call(&p).await;
+}
+
+#[tokio::test]
+async fn csi_partial_messages_on_many_streams_stay_within_the_memory_limit() {
+    // 4 MiB announced per stream: 512 MiB if each were buffered in full.
+    partial_messages_stay_within_the_memory_limit(Kind::Csi, 4, 32).await;
+}
+
+#[tokio::test]
+async fn kms_partial_messages_on_many_streams_stay_within_the_memory_limit() {
+    // 64 KiB announced per stream: 192 MiB if each were buffered in full.
+    partial_messages_stay_within_the_memory_limit(Kind::Kms, 12, 256).await;
+}
