@@ -198,8 +198,9 @@ pub struct CsiArgs {
     /// identity whose access was revoked is still served what it read before.
     #[arg(long, env = "AKV_BRIDGE_VERSION_CACHE_TTL", default_value = "1h", value_parser = parse_duration)]
     pub version_cache_ttl: Duration,
-    /// How long past its TTL a cached object may still be served while Key Vault is
-    /// unreachable or throttling (never after a 401/403). 0 turns it off.
+    /// How long past its TTL a cached object may still be served while Key Vault or
+    /// Microsoft Entra is unreachable or throttling (never after a 401/403, nor when Entra
+    /// rejects the credential). 0 turns it off.
     #[arg(long, env = "AKV_BRIDGE_STALE_IF_ERROR", default_value = "10m", value_parser = parse_duration)]
     pub stale_if_error: Duration,
     /// Bytes of object content the cache may hold.

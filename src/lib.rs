@@ -9,8 +9,10 @@
 //! - [`azure::azure_json`], [`azure::cloud`] (pure): `azure.json` and cloud environments.
 //! - [`azure::credential`]: Entra credentials (secret, certificate, managed and workload
 //!   identity) built on `azure_identity`.
-//! - [`azure::keyvault`]: the Key Vault client: deadlines, retries, concurrency limit,
-//!   error classification.
+//! - [`azure::keyvault`]: the Key Vault client: deadlines, retries, concurrency limit.
+//! - [`azure::upstream`]: one classification of Key Vault and Entra failures (rejected
+//!   credential, outage, throttling, unverifiable certificate) and the per-try policy that
+//!   gives up when a `Retry-After` is beyond the deadline.
 //! - [`kms::keyring`]: the current key version, rotation polling and health.
 //! - [`cache`]: the bounded cache with request coalescing both servers use;
 //!   [`kms::cache`] is the decrypt cache built on it.

@@ -1,6 +1,8 @@
 //! The Key Vault client the servers use: the official `azure_security_keyvault_keys`
 //! `KeyClient` behind a deadline per call, the SDK's jittered retries (which honour
-//! `Retry-After`), a concurrency limit per vault, and one classification of failures.
+//! `Retry-After`, and give up at once when it is beyond the deadline), a concurrency limit
+//! per vault, and the failures as one type, [`KvError`], classified in
+//! [`crate::azure::upstream`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use futures::TryStreamExt as _;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+use crate::azure::upstream::{self, Upstream, UpstreamPolicy};
 use crate::kms::envelope::{KeyRef, KeyVersion, ResponseInfo};
 
 /// How to reach a vault.
@@ -94,6 +97,31 @@ pub enum SetupError {
     },
 }
 
+/// Throttling: who answered 429, and the wait it asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttle {
+    /// Key Vault or Microsoft Entra.
+    pub by: Upstream,
+    /// The `Retry-After` of the last 429, if it had one.
+    pub retry_after: Option<Duration>,
+    /// The call gave up at once: `Retry-After` was beyond what was left of its deadline.
+    pub beyond_deadline: bool,
+}
+
+impl std::fmt::Display for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is throttling requests (HTTP 429", self.by)?;
+        match (self.retry_after, self.beyond_deadline) {
+            (Some(wait), true) => write!(
+                f,
+                "): Retry-After {wait:?} is beyond this call's deadline, so it was not retried"
+            ),
+            (Some(wait), false) => write!(f, ", Retry-After {wait:?}) past the retries"),
+            (None, _) => f.write_str(") past the retries"),
+        }
+    }
+}
+
 /// A failed Key Vault operation, classified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {
@@ -114,16 +142,37 @@ pub enum KvError {
     /// The vault refused the input (400), e.g. a ciphertext that does not decrypt.
     #[error("Key Vault refused the request: {0}")]
     Rejected(String),
-    /// Authentication to Entra or the vault failed.
+    /// The credential was rejected: Microsoft Entra refused it (`invalid_client`,
+    /// `invalid_grant`, `unauthorized_client`, ...), or Key Vault answered 401.
     #[error("authentication failed: {0}")]
     Unauthenticated(String),
-    /// Throttled (429) past the retries.
-    #[error("Key Vault is throttling requests")]
-    Throttled,
-    /// The vault could not be reached or failed (5xx, connection errors).
-    #[error("Key Vault is unavailable: {0}")]
-    Unavailable(String),
-    /// The deadline passed.
+    /// Key Vault or Entra answered 429, past the retries or with a `Retry-After` beyond the
+    /// deadline.
+    #[error("{0}")]
+    Throttled(Throttle),
+    /// Key Vault or Entra could not be reached, failed (5xx), or (Entra) did not answer in
+    /// time.
+    #[error("{by} is unavailable: {reason}")]
+    Unavailable {
+        /// Key Vault or Microsoft Entra.
+        by: Upstream,
+        /// What happened, e.g. `HTTP 503`.
+        reason: String,
+    },
+    /// The server's TLS certificate could not be verified.
+    #[error(
+        "the TLS certificate of {host} ({by}) could not be verified: {reason}; is its CA in \
+         --ca-bundle (or the system roots)?"
+    )]
+    Certificate {
+        /// Key Vault or Microsoft Entra.
+        by: Upstream,
+        /// The host name it was presented for.
+        host: String,
+        /// Why verification failed.
+        reason: String,
+    },
+    /// The deadline passed while waiting for Key Vault.
     #[error("Key Vault did not answer within {0:?}")]
     DeadlineExceeded(Duration),
 }
@@ -138,13 +187,24 @@ impl KvError {
         )
     }
 
-    /// Whether this failure may pass by itself: an outage, throttling, a deadline, or a
-    /// failed token request (Entra down looks the same from here).
+    /// A Key Vault outage (unreachable, 5xx): for messages built outside the classifier.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self::Unavailable {
+            by: Upstream::KeyVault,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether this failure may pass by itself and the call is worth retrying later: an
+    /// outage or throttling of Key Vault or Entra, a deadline, a certificate that cannot be
+    /// verified, or a rejected credential (it can be fixed without a restart: a federated
+    /// credential created, a secret rotated in Entra).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Throttled
-                | Self::Unavailable(_)
+            Self::Throttled(_)
+                | Self::Unavailable { .. }
+                | Self::Certificate { .. }
                 | Self::DeadlineExceeded(_)
                 | Self::Unauthenticated(_)
         )
@@ -158,8 +218,9 @@ impl KvError {
             Self::KeyUnusable { .. } => "key_unusable",
             Self::Rejected(_) => "rejected",
             Self::Unauthenticated(_) => "unauthenticated",
-            Self::Throttled => "throttled",
-            Self::Unavailable(_) => "unavailable",
+            Self::Throttled(_) => "throttled",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Certificate { .. } => "certificate",
             Self::DeadlineExceeded(_) => "deadline_exceeded",
         }
     }
@@ -167,14 +228,18 @@ impl KvError {
 
 impl crate::cache::CacheError for KvError {
     fn abandoned() -> Self {
-        KvError::Unavailable("fetch ended without a result".into())
+        KvError::unavailable("fetch ended without a result")
     }
 
-    /// Outages and throttling may be answered from a stale entry; a denial never is.
+    /// Outages and throttling of Key Vault or Entra (an unverifiable certificate included)
+    /// may be answered from a stale entry; a denial or a rejected credential never is.
     fn serve_stale(&self) -> bool {
         matches!(
             self,
-            Self::Throttled | Self::Unavailable(_) | Self::DeadlineExceeded(_)
+            Self::Throttled(_)
+                | Self::Unavailable { .. }
+                | Self::Certificate { .. }
+                | Self::DeadlineExceeded(_)
         )
     }
 }
@@ -328,8 +393,14 @@ fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, SetupError> 
     Ok(certs)
 }
 
-/// `ClientOptions` with our transport and a retry policy bounded by the deadline.
-pub fn client_options(http: reqwest::Client, policy: &CallPolicy) -> ClientOptions {
+/// `ClientOptions` for requests to `upstream` (Key Vault clients, or the credentials' token
+/// requests): our transport, a retry policy bounded by the deadline, and the
+/// [`UpstreamPolicy`] that gives up at once on a `Retry-After` beyond it.
+pub fn client_options(
+    http: reqwest::Client,
+    policy: &CallPolicy,
+    upstream: Upstream,
+) -> ClientOptions {
     let deadline_ms = i64::try_from(policy.deadline.as_millis()).unwrap_or(i64::MAX);
     ClientOptions {
         transport: Some(Transport::new(Arc::new(http))),
@@ -339,6 +410,7 @@ pub fn client_options(http: reqwest::Client, policy: &CallPolicy) -> ClientOptio
             max_total_elapsed: azure_core::time::Duration::milliseconds(deadline_ms),
             max_delay: azure_core::time::Duration::seconds(1),
         }),
+        per_try_policies: vec![UpstreamPolicy::arc(upstream, policy.deadline)],
         ..ClientOptions::default()
     }
 }
@@ -422,9 +494,8 @@ impl KeyVault {
                     .into_model()
             })
             .await?;
-        key_info(&key).ok_or_else(|| {
-            KvError::Unavailable("Key Vault returned a key without a versioned kid".into())
-        })
+        key_info(&key)
+            .ok_or_else(|| KvError::unavailable("Key Vault returned a key without a versioned kid"))
     }
 
     /// Lists every version's metadata.
@@ -506,6 +577,8 @@ impl KeyVault {
 /// Runs one Key Vault operation under `limit` and `deadline` (queueing counts against it)
 /// and classifies its failure. `permission` is the data action it needs (`keys/get`,
 /// `secrets/list`, ...) and `what` names the object (`key kek/1a2b`), for the messages.
+/// A deadline that passes while the call waits for an access token is Entra's: it is
+/// `Unavailable` naming Microsoft Entra, not Key Vault's `DeadlineExceeded`.
 pub(crate) async fn bounded_call<T, F>(
     limit: &Semaphore,
     deadline: Duration,
@@ -520,12 +593,18 @@ where
         let _permit = limit
             .acquire()
             .await
-            .map_err(|_| KvError::Unavailable("client is shutting down".into()))?;
-        f.await.map_err(|e| classify(&e, permission, what))
+            .map_err(|_| KvError::unavailable("client is shutting down"))?;
+        upstream::started();
+        f.await
+            .map_err(|e| upstream::classify(&e, permission, what))
     };
-    match tokio::time::timeout(deadline, work).await {
+    match upstream::within(deadline, work).await {
         Ok(r) => r,
-        Err(_) => Err(KvError::DeadlineExceeded(deadline)),
+        Err(Upstream::KeyVault) => Err(KvError::DeadlineExceeded(deadline)),
+        Err(by @ Upstream::Entra) => Err(KvError::Unavailable {
+            by,
+            reason: format!("it did not answer within {deadline:?}"),
+        }),
     }
 }
 
@@ -582,103 +661,6 @@ fn key_info(key: &Key) -> Option<KeyInfo> {
     })
 }
 
-/// Whether an error (or any error under it) is a failure to reach the service at all, as
-/// opposed to the service refusing: an unreachable Entra is an outage, not bad credentials.
-pub(crate) fn transport_failure(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        if let Some(az) = err.downcast_ref::<azure_core::Error>()
-            && matches!(
-                az.kind(),
-                azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection
-            )
-        {
-            return true;
-        }
-        if let Some(r) = err.downcast_ref::<reqwest::Error>()
-            && (r.is_connect() || r.is_timeout() || r.is_request())
-        {
-            return true;
-        }
-        if err.downcast_ref::<std::io::Error>().is_some() {
-            return true;
-        }
-        next = err.source();
-    }
-    false
-}
-
-/// Maps an SDK error to our classification. `permission` is the data action the call
-/// needed, so a 403 can name it; upstream messages are summarised, not forwarded.
-fn classify(e: &azure_core::Error, permission: &'static str, what: &str) -> KvError {
-    use azure_core::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::HttpResponse {
-            status, error_code, ..
-        } => {
-            let code = u16::from(*status);
-            let text = e.to_string();
-            match code {
-                404 => KvError::NotFound(what.to_owned()),
-                403 => {
-                    let lower = text.to_ascii_lowercase();
-                    // A vault firewall or private-endpoint refusal is the network path, not
-                    // the identity: an outage for this client, not a revocation.
-                    if lower.contains("firewall")
-                        || lower.contains("client address is not authorized")
-                    {
-                        return KvError::Unavailable(
-                            "the vault's firewall refused this client (ForbiddenByFirewall)".into(),
-                        );
-                    }
-                    let reason = if lower.contains("not permitted on this key")
-                        || lower.contains("keyoperationforbidden")
-                    {
-                        Some("not allowed by the key's key_ops")
-                    } else if lower.contains("disabled") {
-                        Some("disabled")
-                    } else if lower.contains("expired") {
-                        Some("expired")
-                    } else if lower.contains("not yet valid") || lower.contains("notyetvalid") {
-                        Some("not yet valid")
-                    } else {
-                        None
-                    };
-                    match reason {
-                        Some(reason) => KvError::KeyUnusable {
-                            version: what.to_owned(),
-                            reason,
-                        },
-                        None => KvError::PermissionDenied(permission),
-                    }
-                }
-                401 => KvError::Unauthenticated(format!(
-                    "Key Vault answered 401 ({})",
-                    error_code.as_deref().unwrap_or("Unauthorized")
-                )),
-                429 => KvError::Throttled,
-                400 => KvError::Rejected(
-                    error_code
-                        .as_deref()
-                        .unwrap_or("BadParameter")
-                        .chars()
-                        .take(64)
-                        .collect(),
-                ),
-                _ => KvError::Unavailable(format!("HTTP {code}")),
-            }
-        }
-        ErrorKind::Credential if transport_failure(e) => {
-            KvError::Unavailable("Microsoft Entra could not be reached".into())
-        }
-        ErrorKind::Credential => KvError::Unauthenticated(
-            "could not get a token from Microsoft Entra (check the identity configuration)".into(),
-        ),
-        ErrorKind::Io | ErrorKind::Connection => KvError::Unavailable("connection failed".into()),
-        _ => KvError::Unavailable("unexpected client error".into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -728,7 +710,7 @@ mod tests {
             ..base
         };
         assert!(sign_only.rsa_wrap_problem().unwrap().contains("encrypt"));
-        assert!(KvError::Throttled.is_health_failure());
+        assert!(KvError::unavailable("x").is_health_failure());
         assert!(!KvError::Rejected("x".into()).is_health_failure());
     }
 }

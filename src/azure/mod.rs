@@ -4,3 +4,4 @@ pub mod azure_json;
 pub mod cloud;
 pub mod credential;
 pub mod keyvault;
+pub mod upstream;

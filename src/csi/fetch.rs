@@ -3,12 +3,14 @@
 //! Each read goes through the official SDK clients (`SecretClient`, `CertificateClient`,
 //! `KeyClient`) of the mount's [`Identity`], under a per-vault concurrency limit shared by
 //! every mount and a deadline per read (the SDK's retries, which honour `Retry-After`,
-//! included). Results are cached by identity + vault + object + version:
+//! included; an access token from Entra, when one is needed, too). Results are cached by
+//! identity + vault + object + version:
 //!
 //! - an explicit version is immutable: kept `version_ttl`;
 //! - `latest`, a version list, and a missing object (404): kept `latest_ttl`;
-//! - any entry may answer for `stale_grace` more while Key Vault is unavailable or
-//!   throttling (never after a 401 or 403).
+//! - any entry may answer for `stale_grace` more while Key Vault or Microsoft Entra is
+//!   unavailable, throttling or too slow, or its certificate cannot be verified (never after
+//!   a 401 or 403, nor when Entra rejects the credential).
 //!
 //! Identical concurrent reads (many pods of one Deployment mounting at once) share one
 //! Key Vault request.
@@ -31,6 +33,7 @@ use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
 use crate::azure::keyvault::{self, CallPolicy, KvError, SetupError, bounded_call};
+use crate::azure::upstream::Upstream;
 use crate::cache::{CoalescingCache, Fresh, Outcome};
 use crate::csi::content::{CertValue, KeyValue, SecretValue, VaultObject};
 use crate::csi::identity::{Identity, IdentityKey};
@@ -183,7 +186,8 @@ impl Fetcher {
     /// Options of `identity`'s Key Vault clients: the transport, the call policy, and the
     /// credential's renewal on a rejected token.
     fn client_options(&self, identity: &Identity) -> ClientOptions {
-        let mut options = keyvault::client_options(self.http.clone(), &self.config.policy);
+        let mut options =
+            keyvault::client_options(self.http.clone(), &self.config.policy, Upstream::KeyVault);
         options.per_try_policies.push(identity.credential.policy());
         options
     }
@@ -198,7 +202,7 @@ impl Fetcher {
         }
         let verify = Some(self.config.policy.verify_challenge_resource);
         let setup = |e: azure_core::Error| {
-            KvError::Unavailable(
+            KvError::unavailable(
                 SetupError::VaultUrl {
                     url: vault_url.to_owned(),
                     reason: e.to_string(),
@@ -355,7 +359,7 @@ async fn read(
         None => format!("{} {name}", kind.as_str()),
     };
     let unversioned =
-        || KvError::Unavailable(format!("Key Vault returned {what} without a version"));
+        || KvError::unavailable(format!("Key Vault returned {what} without a version"));
     match kind {
         ObjectKind::Secret => {
             let options = SecretClientGetSecretOptions {

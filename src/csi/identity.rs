@@ -42,7 +42,8 @@ use serde::Deserialize;
 
 use crate::azure::azure_json::CredentialSource;
 use crate::azure::credential::{self, FederatedToken};
-use crate::azure::keyvault::{self, CallPolicy, unix_now};
+use crate::azure::keyvault::{self, CallPolicy, KvError, unix_now};
+use crate::azure::upstream::{self, TokenFailure, Upstream};
 use crate::csi::params::{AuthMode, MountParams};
 
 /// Tokens remembered as accepted, per identity.
@@ -75,9 +76,15 @@ pub enum IdentityError {
     /// Microsoft Entra refused the credential.
     #[error("{0}")]
     Rejected(String),
-    /// Entra could not be reached in time.
-    #[error("{0}")]
-    Unavailable(String),
+    /// Microsoft Entra did not answer the token exchange: unreachable, failing, throttling,
+    /// too slow, or its certificate could not be verified.
+    #[error("{identity}: {error}")]
+    Entra {
+        /// The identity's label.
+        identity: String,
+        /// What went wrong, classified as for Key Vault calls.
+        error: KvError,
+    },
     /// The credential could not be set up (bad authority host, SDK refusal).
     #[error("{0}")]
     Setup(String),
@@ -224,8 +231,9 @@ impl Identities {
         out
     }
 
+    /// Options of the credentials' token requests.
     fn client_options(&self) -> azure_core::http::ClientOptions {
-        keyvault::client_options(self.http.clone(), &self.policy)
+        keyvault::client_options(self.http.clone(), &self.policy, Upstream::Entra)
     }
 
     fn renewable(
@@ -415,33 +423,28 @@ impl Identities {
         )
         .map_err(|e| IdentityError::Setup(e.to_string()))?;
         let deadline = self.policy.deadline;
-        match tokio::time::timeout(deadline, one_shot.get_token(&[scope], None)).await {
+        let entra = |error| IdentityError::Entra {
+            identity: identity.label.clone(),
+            error,
+        };
+        match upstream::within(deadline, one_shot.get_token(&[scope], None)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                return Err(match e.kind() {
-                    azure_core::error::ErrorKind::Io | azure_core::error::ErrorKind::Connection => {
-                        IdentityError::Unavailable(format!(
-                            "{}: Microsoft Entra could not be reached",
-                            identity.label
-                        ))
-                    }
-                    _ if keyvault::transport_failure(&e) => IdentityError::Unavailable(format!(
-                        "{}: Microsoft Entra could not be reached",
-                        identity.label
-                    )),
-                    _ => IdentityError::Rejected(format!(
+                return Err(match upstream::token_failure(&e) {
+                    TokenFailure::Rejected(answer) => IdentityError::Rejected(format!(
                         "{}: Microsoft Entra did not accept the pod's service account token \
-                         (check the federated identity credential's issuer and subject, and \
-                         the clientID)",
+                         ({answer}; check the federated identity credential's issuer and \
+                         subject, and the clientID)",
                         identity.label
                     )),
+                    TokenFailure::Failed(error) => entra(error),
                 });
             }
             Err(_) => {
-                return Err(IdentityError::Unavailable(format!(
-                    "{}: Microsoft Entra did not answer within {deadline:?}",
-                    identity.label
-                )));
+                return Err(entra(KvError::Unavailable {
+                    by: Upstream::Entra,
+                    reason: format!("it did not answer within {deadline:?}"),
+                }));
             }
         }
         federated

@@ -16,14 +16,16 @@
 //! | bad SecretProviderClass parameters, duplicate paths, token not a JWT | `INVALID_ARGUMENT` |
 //! | object or version not found | `NOT_FOUND` |
 //! | the identity lacks a permission | `PERMISSION_DENIED` |
-//! | Entra refused the credential, Key Vault answered 401 | `UNAUTHENTICATED` |
+//! | Entra rejected the credential (400/401: `invalid_client`, `invalid_grant`, `unauthorized_client`, ...), Key Vault answered 401 | `UNAUTHENTICATED` |
 //! | version disabled or expired, content not convertible | `FAILED_PRECONDITION` |
-//! | throttled past the retries, response over 4 MiB | `RESOURCE_EXHAUSTED` |
-//! | Key Vault or Entra unreachable | `UNAVAILABLE` |
-//! | the mount's deadline passed | `DEADLINE_EXCEEDED` |
+//! | Key Vault or Entra throttling (429) past the retries, or with a `Retry-After` beyond the deadline; response over 4 MiB | `RESOURCE_EXHAUSTED` |
+//! | Key Vault or Entra unreachable or failing (5xx), Entra too slow, a TLS certificate that cannot be verified | `UNAVAILABLE` |
+//! | Key Vault did not answer within the read's deadline, or the mount's deadline passed | `DEADLINE_EXCEEDED` |
 //!
-//! Throttling answers `RESOURCE_EXHAUSTED`, not `UNAVAILABLE`: the driver retries
-//! `UNAVAILABLE` at once, which would multiply the requests a throttled vault sees.
+//! Messages name who failed (Key Vault or Microsoft Entra). Throttling answers
+//! `RESOURCE_EXHAUSTED`, not `UNAVAILABLE`: the driver retries `UNAVAILABLE` at once, which
+//! would multiply the requests a throttled service sees. Outages and throttling of either
+//! service (not a rejection) let a cached object answer past its TTL (`--stale-if-error`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -108,18 +110,9 @@ impl MountError {
             Self::Params(_) | Self::Config(_) | Self::DuplicatePath(_) => Code::InvalidArgument,
             Self::Identity(IdentityError::BadToken(_)) => Code::InvalidArgument,
             Self::Identity(IdentityError::Rejected(_)) => Code::Unauthenticated,
-            Self::Identity(IdentityError::Unavailable(_)) => Code::Unavailable,
+            Self::Identity(IdentityError::Entra { error, .. }) => kv_code(error),
             Self::Identity(IdentityError::Setup(_)) => Code::InvalidArgument,
-            Self::Object { error, .. } => match error {
-                KvError::NotFound(_) => Code::NotFound,
-                KvError::PermissionDenied(_) => Code::PermissionDenied,
-                KvError::Unauthenticated(_) => Code::Unauthenticated,
-                KvError::KeyUnusable { .. } => Code::FailedPrecondition,
-                KvError::Rejected(_) => Code::InvalidArgument,
-                KvError::Throttled => Code::ResourceExhausted,
-                KvError::Unavailable(_) => Code::Unavailable,
-                KvError::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            },
+            Self::Object { error, .. } => kv_code(error),
             Self::VersionNotListed { .. } => Code::NotFound,
             Self::Content { .. } => Code::FailedPrecondition,
             Self::TooLarge(_) => Code::ResourceExhausted,
@@ -132,6 +125,7 @@ impl MountError {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Params(_) | Self::Config(_) | Self::DuplicatePath(_) => "invalid",
+            Self::Identity(IdentityError::Entra { error, .. }) => error.label(),
             Self::Identity(_) => "identity",
             Self::Object { error, .. } => error.label(),
             Self::VersionNotListed { .. } => "not_found",
@@ -139,6 +133,20 @@ impl MountError {
             Self::TooLarge(_) => "too_large",
             Self::Timeout(_) => "deadline_exceeded",
         }
+    }
+}
+
+/// The code of a Key Vault or Entra failure (part of [`MountError::to_status`]).
+fn kv_code(error: &KvError) -> Code {
+    match error {
+        KvError::NotFound(_) => Code::NotFound,
+        KvError::PermissionDenied(_) => Code::PermissionDenied,
+        KvError::Unauthenticated(_) => Code::Unauthenticated,
+        KvError::KeyUnusable { .. } => Code::FailedPrecondition,
+        KvError::Rejected(_) => Code::InvalidArgument,
+        KvError::Throttled(_) => Code::ResourceExhausted,
+        KvError::Unavailable { .. } | KvError::Certificate { .. } => Code::Unavailable,
+        KvError::DeadlineExceeded(_) => Code::DeadlineExceeded,
     }
 }
 

@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(outcomes.iter().filter(|o| **o == Outcome::Miss).count(), 1);
         let (_, o) = cache
-            .get_or_fetch(k(1), || async { Err(KvError::Throttled) })
+            .get_or_fetch(k(1), || async { Err(KvError::unavailable("down")) })
             .await;
         assert_eq!(o, Outcome::Hit);
     }
@@ -160,9 +160,9 @@ mod tests {
     async fn errors_are_not_cached_and_ttl_and_capacity_evict() {
         let cache = Arc::new(DecryptCache::new(2, Duration::from_millis(30)));
         let (r, _) = cache
-            .get_or_fetch(k(1), || async { Err(KvError::Throttled) })
+            .get_or_fetch(k(1), || async { Err(KvError::unavailable("down")) })
             .await;
-        assert_eq!(r.unwrap_err(), KvError::Throttled);
+        assert_eq!(r.unwrap_err(), KvError::unavailable("down"));
         let (r, o) = cache
             .get_or_fetch(k(1), || async { Ok(Zeroizing::new(vec![1])) })
             .await;
@@ -217,7 +217,7 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(60)).await;
         let (_, o) = cache
-            .get_or_fetch(k(9), || async { Err(KvError::Throttled) })
+            .get_or_fetch(k(9), || async { Err(KvError::unavailable("down")) })
             .await;
         assert_eq!(
             o,

@@ -20,7 +20,9 @@
 //!   and, when wraps go to Key Vault (`--remote-encrypt`, or no public key), Key Vault is
 //!   reachable. Seeds already seen decrypt from the cache whatever Key Vault does.
 //! - **Key Vault reachability** goes to readiness, the `keyvault_reachable` metric and the
-//!   log. Only outages count (unreachable, 5xx, throttled, deadline, no token); a 403 or
+//!   log. Only outages count (Key Vault or Microsoft Entra unreachable, failing, throttling
+//!   or too slow, a certificate that cannot be verified, a rejected credential); the reason
+//!   names which, so Status never calls an Entra outage an authentication failure. A 403 or
 //!   404 is an answer, so the vault is reachable. It turns unhealthy on the first outage
 //!   and healthy again only after 30 s without one and with a success, so a vault failing
 //!   one operation and answering another shows as one unhealthy period, not an

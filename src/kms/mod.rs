@@ -20,6 +20,7 @@ use crate::azure::azure_json::{AzureJson, WorkloadIdentityEnv};
 use crate::azure::cloud::Cloud;
 use crate::azure::credential;
 use crate::azure::keyvault::{self, CallPolicy, KeyVault, TransportConfig};
+use crate::azure::upstream::Upstream;
 use crate::cli::KmsArgs;
 use crate::kms::cache::DecryptCache;
 use crate::kms::envelope::{KeyRef, KeyVersion};
@@ -137,12 +138,12 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
             credential::build(
                 &source,
                 &authority,
-                keyvault::client_options(http.clone(), &credential_policy),
+                keyvault::client_options(http.clone(), &credential_policy, Upstream::Entra),
             )
         })
         .map_err(|e| KmsStartError::Identity(e.to_string()))?
     };
-    let mut vault_options = keyvault::client_options(http, &policy);
+    let mut vault_options = keyvault::client_options(http, &policy, Upstream::KeyVault);
     vault_options.per_try_policies.push(credential.policy());
     let key = KeyRef::new(&vault_url, &args.key_name);
     let kv = KeyVault::new(key, credential, vault_options, &policy)?;

@@ -73,7 +73,8 @@ impl KmsError {
                 KvError::NotFound(_) | KvError::KeyUnusable { .. } => Code::FailedPrecondition,
                 KvError::PermissionDenied(_) => Code::PermissionDenied,
                 KvError::Unauthenticated(_) => Code::Unauthenticated,
-                KvError::Throttled | KvError::Unavailable(_) => Code::Unavailable,
+                KvError::Throttled(_) => Code::ResourceExhausted,
+                KvError::Unavailable { .. } | KvError::Certificate { .. } => Code::Unavailable,
                 KvError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             },
         };
