@@ -25,8 +25,8 @@ identities: [{name: kms, client_id: 00000000-0000-0000-0000-00000000c0de, client
 "#;
 
 async fn channel(path: std::path::PathBuf) -> Channel {
-    akv_bridge::probe::connect(
-        &akv_bridge::probe::SocketSpec::Path(path),
+    akv_bridge::socket::connect(
+        &akv_bridge::socket::SocketAddress::Path(path),
         Duration::from_secs(10),
     )
     .await

@@ -14,7 +14,8 @@ use clap::{Args, Parser as _};
 use serde_json::json;
 
 use crate::cli::{Cli, Command};
-use crate::probe::{ProbeOptions, SocketSpec};
+use crate::probe::ProbeOptions;
+use crate::socket::SocketAddress;
 
 /// Flags of `akv-bridge dev`.
 #[derive(Debug, Args)]
@@ -175,11 +176,11 @@ pub async fn main(args: DevArgs) -> ExitCode {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let spec = SocketSpec::Path(socket.clone());
+    let spec = SocketAddress::Path(socket.clone());
     // The plugin resolves its key in the background: wait for Status as kube-apiserver does.
-    let ready = match crate::probe::connect(&spec, Duration::from_secs(5)).await {
+    let ready = match crate::socket::connect(&spec, Duration::from_secs(5)).await {
         Ok(channel) => crate::probe::wait_for_status_ok(channel, Duration::from_secs(30)).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     if let Err(e) = ready {
         return fail("KMS plugin", e);

@@ -44,8 +44,9 @@ async fn main() -> ExitCode {
 }
 
 async fn probe_kms(args: akv_bridge::cli::ProbeKmsArgs) -> ExitCode {
-    use akv_bridge::probe::{ProbeOptions, SocketSpec, probe_socket};
-    let socket = match SocketSpec::parse(&args.socket) {
+    use akv_bridge::probe::{ProbeOptions, probe_socket};
+    use akv_bridge::socket::SocketAddress;
+    let socket = match SocketAddress::parse_endpoint(&args.socket) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("akv-bridge probe kms: {e}");

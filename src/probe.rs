@@ -52,7 +52,7 @@
 //!   an abstract socket, `:authority` is `localhost`, every call has its own timeout.
 
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -63,7 +63,7 @@ use hkdf::Hkdf;
 use rand::RngCore;
 use serde::{Serialize, Serializer};
 use sha2::Sha256;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
 use crate::proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
@@ -98,8 +98,6 @@ pub const NONCE_SIZE: usize = 12;
 /// AES-GCM tag size.
 pub const TAG_SIZE: usize = 16;
 
-/// Longest socket path or abstract name a `sockaddr_un` holds (108 bytes with the NUL).
-const SUN_PATH_MAX: usize = 107;
 /// Longest DNS-1123 subdomain.
 const DNS1123_SUBDOMAIN_MAX: usize = 253;
 /// Longest DNS-1123 label.
@@ -119,30 +117,8 @@ const SAMPLE_SECRET: &[u8] = br#"{"apiVersion":"v1","kind":"Secret","metadata":{
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// The socket argument is not a usable Unix socket address.
-    #[error("invalid KMS socket {input:?}: {reason}")]
-    InvalidSocket {
-        /// The argument as given.
-        input: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The socket URL has a scheme other than `unix`, which kube-apiserver refuses.
-    #[error(
-        "unsupported scheme {scheme:?} in {input:?}: kube-apiserver only dials KMS plugins on \
-         unix sockets (unix:///path/to/socket or unix:///@abstract-name)"
-    )]
-    UnsupportedScheme {
-        /// The argument as given.
-        input: String,
-        /// The scheme found.
-        scheme: String,
-    },
-    /// A Linux abstract socket was asked for on a platform without them.
-    #[error("abstract socket @{name} requested, but abstract sockets exist only on Linux")]
-    AbstractUnsupported {
-        /// The abstract name.
-        name: String,
-    },
+    #[error(transparent)]
+    Socket(#[from] EndpointError),
     /// Status did not say "ok" within the time allowed.
     #[error("the plugin's Status was not ok within {}: {last}", humantime::format_duration(*limit))]
     NotReady {
@@ -151,22 +127,9 @@ pub enum ProbeError {
         /// The last Status healthz, or the last failure.
         last: String,
     },
-    /// No connection to the socket could be made within the timeout.
-    #[error("could not connect to {socket} within {}", humantime::format_duration(*timeout))]
-    ConnectTimeout {
-        /// The socket, as `unix://` URL.
-        socket: String,
-        /// The timeout that expired.
-        timeout: Duration,
-    },
-    /// Connecting to the socket failed.
-    #[error("could not connect to {socket}: {reason}")]
-    Connect {
-        /// The socket, as `unix://` URL.
-        socket: String,
-        /// The cause, with its source chain.
-        reason: String,
-    },
+    /// No connection to the socket could be made.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     /// The probe options are invalid (provider name, timeout, storage key).
     #[error("invalid probe options: {0}")]
     InvalidOptions(String),
@@ -187,231 +150,9 @@ pub enum ProbeError {
 // Socket addresses and connection
 // ---------------------------------------------------------------------------------------
 
-/// Where the plugin listens: a socket file or a Linux abstract socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SocketSpec {
-    /// A socket file (`unix:///opt/azurekms.socket` or a bare path).
-    Path(PathBuf),
-    /// A Linux abstract socket name, without the leading `@` (`unix:///@name` or `@name`).
-    Abstract(String),
-}
-
-impl SocketSpec {
-    /// Parses `unix:///path`, `unix:///@name`, `unix:/path`, a bare path, or `@name`, the
-    /// way kube-apiserver parses the `endpoint` of a KMS provider (URL path, percent-decoded;
-    /// `/@name` is abstract). Other schemes (`tcp://`, `http://`, …) are refused, and so is a
-    /// `unix://host/path` form, which kube-apiserver would silently turn into `/path`.
-    pub fn parse(input: &str) -> Result<Self, ProbeError> {
-        let invalid = |reason: String| ProbeError::InvalidSocket {
-            input: input.to_owned(),
-            reason,
-        };
-        if input.is_empty() {
-            return Err(invalid(
-                "empty; give unix:///path/to/socket, unix:///@name or a path".to_owned(),
-            ));
-        }
-        if let Some((scheme, rest)) = input.split_once("://")
-            && is_url_scheme(scheme)
-        {
-            if !scheme.eq_ignore_ascii_case("unix") {
-                return Err(ProbeError::UnsupportedScheme {
-                    input: input.to_owned(),
-                    scheme: scheme.to_owned(),
-                });
-            }
-            let (authority, path) = match rest.find('/') {
-                Some(i) => rest.split_at(i),
-                None => (rest, ""),
-            };
-            if !authority.is_empty() {
-                return Err(invalid(format!(
-                    "{authority:?} is read as a host name and ignored by kube-apiserver, which \
-                     would dial {path:?}; write unix:///{authority}{path}"
-                )));
-            }
-            return Self::from_url_path(input, path);
-        }
-        if let Some(scheme) = input.get(..5)
-            && scheme.eq_ignore_ascii_case("unix:")
-        {
-            let rest = input.get(5..).unwrap_or_default();
-            if !rest.starts_with('/') {
-                return Err(invalid(format!(
-                    "after \"unix:\" an absolute path is expected; write unix:///{rest}"
-                )));
-            }
-            return Self::from_url_path(input, rest);
-        }
-        if let Some(name) = input.strip_prefix('@') {
-            return Self::abstract_name(input, name);
-        }
-        Self::file_path(input, input)
-    }
-
-    /// The path part of a `unix:` URL: percent-decoded, `/@name` is abstract.
-    fn from_url_path(input: &str, path: &str) -> Result<Self, ProbeError> {
-        let invalid = |reason: String| ProbeError::InvalidSocket {
-            input: input.to_owned(),
-            reason,
-        };
-        if path.contains(['?', '#']) {
-            return Err(invalid(
-                "contains '?' or '#', which kube-apiserver's URL parser cuts off; escape them \
-                 as %3F / %23"
-                    .to_owned(),
-            ));
-        }
-        let decoded = percent_decode(path).map_err(invalid)?;
-        if let Some(name) = decoded.strip_prefix("/@") {
-            return Self::abstract_name(input, name);
-        }
-        if decoded.is_empty() || decoded == "/" {
-            return Err(invalid("no socket path".to_owned()));
-        }
-        Self::file_path(input, &decoded)
-    }
-
-    fn abstract_name(input: &str, name: &str) -> Result<Self, ProbeError> {
-        if name.is_empty() {
-            return Err(ProbeError::InvalidSocket {
-                input: input.to_owned(),
-                reason: "empty abstract socket name".to_owned(),
-            });
-        }
-        if name.len() > SUN_PATH_MAX {
-            return Err(ProbeError::InvalidSocket {
-                input: input.to_owned(),
-                reason: format!(
-                    "abstract name is {} bytes; a Unix socket address holds at most {SUN_PATH_MAX}",
-                    name.len()
-                ),
-            });
-        }
-        Ok(Self::Abstract(name.to_owned()))
-    }
-
-    fn file_path(input: &str, path: &str) -> Result<Self, ProbeError> {
-        if path.len() > SUN_PATH_MAX {
-            return Err(ProbeError::InvalidSocket {
-                input: input.to_owned(),
-                reason: format!(
-                    "path is {} bytes; a Unix socket path holds at most {SUN_PATH_MAX}",
-                    path.len()
-                ),
-            });
-        }
-        Ok(Self::Path(PathBuf::from(path)))
-    }
-}
-
-impl fmt::Display for SocketSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Path(p) if p.is_absolute() => write!(f, "unix://{}", p.display()),
-            Self::Path(p) => write!(f, "{}", p.display()),
-            Self::Abstract(name) => write!(f, "unix:///@{}", name.escape_debug()),
-        }
-    }
-}
-
-/// A URL scheme: a letter, then letters, digits, `+`, `-` or `.`.
-fn is_url_scheme(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-}
-
-/// Decodes `%XX` escapes as Go's `url.Parse` does for the path; the result must be UTF-8.
-fn percent_decode(s: &str) -> Result<String, String> {
-    fn hex(b: Option<&u8>) -> Option<u8> {
-        b.and_then(|b| (*b as char).to_digit(16))
-            .and_then(|d| u8::try_from(d).ok())
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.as_bytes().iter();
-    while let Some(&b) = bytes.next() {
-        if b == b'%' {
-            match (hex(bytes.next()), hex(bytes.next())) {
-                (Some(hi), Some(lo)) => out.push((hi << 4) | lo),
-                _ => return Err("invalid %-escape in the path".to_owned()),
-            }
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).map_err(|_| "the decoded path is not UTF-8".to_owned())
-}
-
-/// Opens a gRPC channel to the plugin over its Unix socket, as kube-apiserver does
-/// (plaintext HTTP/2, `:authority` `localhost`). Fails if no connection is made within
-/// `timeout`.
-pub async fn connect(socket: &SocketSpec, timeout: Duration) -> Result<Channel, ProbeError> {
-    let connect_error = |reason: String| ProbeError::Connect {
-        socket: socket.to_string(),
-        reason,
-    };
-    let endpoint = Endpoint::try_from("http://localhost")
-        .map_err(|e| connect_error(error_chain(&e)))?
-        .connect_timeout(timeout);
-    let spec = socket.clone();
-    let connector = tower::service_fn(move |_: http::Uri| {
-        let spec = spec.clone();
-        async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(dial(&spec).await?)) }
-    });
-    match tokio::time::timeout(timeout, endpoint.connect_with_connector(connector)).await {
-        Err(_) => Err(ProbeError::ConnectTimeout {
-            socket: socket.to_string(),
-            timeout,
-        }),
-        Ok(Err(e)) => Err(connect_error(error_chain(&e))),
-        Ok(Ok(channel)) => Ok(channel),
-    }
-}
-
-/// Connects one stream to the socket.
-async fn dial(spec: &SocketSpec) -> std::io::Result<tokio::net::UnixStream> {
-    match spec {
-        SocketSpec::Path(path) => tokio::net::UnixStream::connect(path).await,
-        SocketSpec::Abstract(name) => dial_abstract(name.clone()).await,
-    }
-}
-
-#[cfg(target_os = "linux")]
-async fn dial_abstract(name: String) -> std::io::Result<tokio::net::UnixStream> {
-    // std's connect blocks (a full backlog makes a Unix connect wait): keep it off the
-    // runtime's worker threads.
-    let stream = tokio::task::spawn_blocking(move || {
-        use std::os::linux::net::SocketAddrExt as _;
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-        std::os::unix::net::UnixStream::connect_addr(&addr)
-    })
-    .await
-    .map_err(std::io::Error::other)??;
-    stream.set_nonblocking(true)?;
-    tokio::net::UnixStream::from_std(stream)
-}
-
-#[cfg(not(target_os = "linux"))]
-async fn dial_abstract(name: String) -> std::io::Result<tokio::net::UnixStream> {
-    Err(std::io::Error::other(
-        ProbeError::AbstractUnsupported { name }.to_string(),
-    ))
-}
-
-/// An error and its sources, `a: b: c`, without repeating identical messages.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let msg = s.to_string();
-        if parts.last().is_none_or(|last| !last.contains(&msg)) {
-            parts.push(msg);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
+use crate::socket::error_chain;
+pub use crate::socket::{ConnectError, EndpointError};
+use crate::socket::{SocketAddress, connect};
 
 // ---------------------------------------------------------------------------------------
 // Options and report
@@ -651,7 +392,7 @@ impl Serialize for ProbeReport {
 
 /// Connects to `socket` and probes it: [`connect`] as a `connect` step, then
 /// [`probe_kms`]. Never fails: a failed connection is a failed step.
-pub async fn probe_socket(socket: &SocketSpec, options: &ProbeOptions) -> ProbeReport {
+pub async fn probe_socket(socket: &SocketAddress, options: &ProbeOptions) -> ProbeReport {
     let start = Instant::now();
     match connect(socket, options.timeout).await {
         Ok(channel) => {

@@ -253,8 +253,8 @@ async fn start_plugin(env: &Env, name: &str, extra: &[String]) -> Result<Server,
     )
     .await?;
     // The plugin resolves its key after binding: wait for Status ok, as kube-apiserver does.
-    let spec = crate::probe::SocketSpec::Path(server.socket.clone());
-    let channel = crate::probe::connect(&spec, Duration::from_secs(10))
+    let spec = crate::socket::SocketAddress::Path(server.socket.clone());
+    let channel = crate::socket::connect(&spec, Duration::from_secs(10))
         .await
         .map_err(|e| BenchError::Setup(format!("{name}: {e}")))?;
     crate::probe::wait_for_status_ok(channel, Duration::from_secs(30))

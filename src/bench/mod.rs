@@ -719,8 +719,8 @@ async fn run(args: BenchArgs) -> Result<(), BenchError> {
 
 /// A channel to a server's socket, as both servers' clients use it.
 async fn channel(socket: &std::path::Path) -> Result<tonic::transport::Channel, BenchError> {
-    crate::probe::connect(
-        &crate::probe::SocketSpec::Path(socket.to_owned()),
+    crate::socket::connect(
+        &crate::socket::SocketAddress::Path(socket.to_owned()),
         Duration::from_secs(10),
     )
     .await

@@ -21,8 +21,8 @@ use zeroize::Zeroizing;
 
 use crate::cli::ProbeCsiArgs;
 use crate::csi::params::{RelativeFilePath, WORKLOAD_IDENTITY_AUDIENCE};
-use crate::probe::SocketSpec;
 use crate::proto::csi_v1alpha1 as pb;
+use crate::socket::SocketAddress;
 
 /// Largest input file read (SecretProviderClass, token, Secret).
 const MAX_INPUT: u64 = 1024 * 1024;
@@ -307,8 +307,8 @@ pub async fn probe(args: &ProbeCsiArgs) -> Result<ProbeCsiReport, ProbeCsiError>
         let path = path.to_owned();
         move |reason: String| ProbeCsiError::Input { path, reason }
     };
-    let socket =
-        SocketSpec::parse(&args.socket).map_err(|e| ProbeCsiError::Socket(e.to_string()))?;
+    let socket = SocketAddress::parse_endpoint(&args.socket)
+        .map_err(|e| ProbeCsiError::Socket(e.to_string()))?;
     let spc = read_input(&args.spc)?;
     let (name, params) = spc_parameters(&spc).map_err(input(&args.spc))?;
     let token = match &args.pod_token {
@@ -339,7 +339,7 @@ pub async fn probe(args: &ProbeCsiArgs) -> Result<ProbeCsiReport, ProbeCsiError>
     .map_err(input(&args.spc))?;
 
     let mut report = ProbeCsiReport::default();
-    let channel = match crate::probe::connect(&socket, Duration::from_secs(10)).await {
+    let channel = match crate::socket::connect(&socket, Duration::from_secs(10)).await {
         Ok(c) => c,
         Err(e) => {
             report.version = format!("cannot connect: {e}");

@@ -40,15 +40,12 @@ impl Liveness {
             alive: AtomicBool::new(true),
             what,
         });
-        let spec = match address {
-            SocketAddress::Path(p) => crate::probe::SocketSpec::Path(p.clone()),
-            SocketAddress::Abstract(n) => crate::probe::SocketSpec::Abstract(n.clone()),
-        };
+        let address = address.clone();
         let state = Arc::clone(&liveness);
         let task = tokio::spawn(async move {
             loop {
                 let check = async {
-                    match crate::probe::connect(&spec, timeout).await {
+                    match crate::socket::connect(&address, timeout).await {
                         Ok(channel) => call(channel).await,
                         Err(_) => false,
                     }

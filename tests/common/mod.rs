@@ -251,8 +251,8 @@ pub fn csi_args(flags: &[String]) -> akv_bridge::cli::CsiArgs {
 }
 
 pub async fn channel(socket: &Path) -> Channel {
-    let spec = akv_bridge::probe::SocketSpec::Path(socket.to_owned());
-    akv_bridge::probe::connect(&spec, Duration::from_secs(10))
+    let spec = akv_bridge::socket::SocketAddress::Path(socket.to_owned());
+    akv_bridge::socket::connect(&spec, Duration::from_secs(10))
         .await
         .expect("connect to the plugin socket")
 }
