@@ -263,7 +263,7 @@ pub async fn main(args: DevArgs) -> ExitCode {
             token_path.display(),
             mount_dir.display(),
         );
-        crate::socket::shutdown_signal().await;
+        crate::server::process::shutdown_signal().await;
     }
     let _ = stop_tx.send(());
     let _ = csi_stop_tx.send(());

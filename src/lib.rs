@@ -17,12 +17,14 @@
 //! - [`cache`]: the bounded cache with request coalescing both servers use;
 //!   [`kms::cache`] is the decrypt cache built on it.
 //! - [`kms::service`]: the gRPC services (v2, v1beta1) and the error-to-status mapping.
-//! - [`kms`]: `serve(listener, config, shutdown)`.
+//! - [`kms`]: `serve(listener, kms, rewrite, shutdown)` and the process `run`.
 //! - [`authority`]: the HTTP/2 layer that accepts the socket path older Go clients send as
 //!   `:authority` (HPACK re-encoding in front of tonic).
-//! - [`socket`]: Unix-socket binding (stale sockets, permissions, abstract names).
-//! - [`server`]: the gRPC server loop both servers run on their socket: connection cap
-//!   with eviction, timers, the in-flight byte budget, liveness by a real call.
+//! - [`socket`]: the one Unix-socket address type: binding (stale sockets, permissions,
+//!   abstract names) and connecting.
+//! - [`server`]: what both servers share: the process shell, the gRPC server loop on
+//!   their socket (connection cap with eviction, timers, the in-flight byte budget),
+//!   liveness by a real call.
 //! - [`observability`]: metrics, health endpoints, logging.
 //! - [`csi`]: the CSI provider: mount parameters and file contents (pure), identities, the
 //!   Key Vault reads through the cache, the gRPC service, `probe csi`.

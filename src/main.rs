@@ -13,7 +13,8 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Kms(args) => {
             akv_bridge::observability::logging::init(args.log_format_json, args.verbosity);
-            match akv_bridge::kms::run(*args, akv_bridge::socket::shutdown_signal()).await {
+            match akv_bridge::kms::run(*args, akv_bridge::server::process::shutdown_signal()).await
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     // One line that says what to fix.
@@ -25,7 +26,8 @@ async fn main() -> ExitCode {
         }
         Command::Csi(args) => {
             akv_bridge::observability::logging::init(args.log_format_json, args.verbosity);
-            match akv_bridge::csi::run(*args, akv_bridge::socket::shutdown_signal()).await {
+            match akv_bridge::csi::run(*args, akv_bridge::server::process::shutdown_signal()).await
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("akv-bridge csi: {e}");

@@ -485,60 +485,6 @@ fn bind_abstract(name: &str) -> Result<BoundSocket, SocketError> {
     })
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}
-
-/// A future that resolves once a server must stop accepting calls.
-pub type StopSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// Runs a server until it ends or `shutdown` resolves; then it stops accepting and its
-/// in-flight calls get at most `grace` to finish. `serve` receives the signal to stop
-/// accepting; `in_flight` names the calls (`calls`, `mounts`) in the log lines.
-pub async fn serve_and_drain<F, E>(
-    serve: impl FnOnce(StopSignal) -> F,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: std::time::Duration,
-    in_flight: &'static str,
-) -> Result<(), E>
-where
-    F: std::future::Future<Output = Result<(), E>>,
-{
-    let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining in-flight {in_flight}");
-        let _ = signal_tx.send(true);
-    });
-    let signalled = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let served = serve(Box::pin(signalled(signal_rx.clone())));
-    tokio::pin!(served);
-    tokio::select! {
-        r = &mut served => r,
-        () = async {
-            signalled(signal_rx).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(?grace, "drain timed out; stopping with {in_flight} in flight");
-            Ok(())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,7 +68,7 @@ pub async fn serve(
         .map_err(|e| BenchError::Setup(format!("floor server: {e}")))?;
     let (listener, _guard) = bound.into_parts();
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    socket::serve_and_drain(
+    crate::server::process::serve_and_drain(
         |stop| {
             tonic::transport::Server::builder()
                 .add_service(
@@ -87,7 +87,7 @@ pub async fn serve(
 /// Entry point of `akv-bridge bench --serve-floor <SOCKET>`: serves until SIGTERM (how
 /// the bench stops every server) or SIGINT.
 pub async fn main(path: &Path) -> std::process::ExitCode {
-    match serve(path, socket::shutdown_signal()).await {
+    match serve(path, crate::server::process::shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("akv-bridge bench --serve-floor: {e}");

@@ -541,7 +541,7 @@ pub async fn main(args: BenchArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        () = crate::socket::shutdown_signal() => {
+        () = crate::server::process::shutdown_signal() => {
             // Dropping `run` kills the children and removes the work directory.
             eprintln!("akv-bridge bench: {}", BenchError::Interrupted);
             ExitCode::from(130)

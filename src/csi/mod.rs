@@ -32,10 +32,9 @@ use crate::csi::content::ProviderOptions;
 use crate::csi::fetch::{FetchConfig, Fetcher};
 use crate::csi::identity::Identities;
 use crate::csi::service::{CsiService, MountConfig, Provider, VaultUrls};
-use crate::observability::http as health_http;
 use crate::observability::metrics::{MountMetrics, ServerMetrics};
 use crate::proto::csi_v1alpha1 as pb;
-use crate::server::liveness::Liveness;
+use crate::server::process::{self, Served, Shell, ShellError, StopSignal};
 use crate::socket::{self, SocketAddress};
 
 /// Largest request accepted: attributes (with tokens), secrets and objects are bounded by
@@ -54,17 +53,12 @@ pub enum CsiStartError {
     /// The HTTP client could not be built.
     #[error(transparent)]
     Setup(#[from] keyvault::SetupError),
-    /// The socket could not be bound.
+    /// The socket address is invalid.
     #[error(transparent)]
     Socket(#[from] socket::SocketError),
-    /// The health or metrics listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
+    /// The socket or a listener could not be bound.
+    #[error(transparent)]
+    Shell(#[from] ShellError),
 }
 
 fn vault_urls(template: Option<&str>) -> Result<VaultUrls, CsiStartError> {
@@ -204,33 +198,33 @@ pub async fn serve(
     .await
 }
 
-/// Liveness and readiness: a new client's `Version` over our own socket, as the driver
-/// calls it.
-struct CsiHealth {
-    liveness: Arc<Liveness>,
-}
+/// The provider in the process shell: liveness and readiness are a new client's
+/// `Version` over the socket, as the driver calls it.
+impl Served for Provider {
+    const NAME: &'static str = "CSI provider";
+    const IN_FLIGHT: &'static str = "mounts";
+    const LIVENESS_CALL: &'static str = "Version";
 
-impl health_http::Health for CsiHealth {
-    fn live(&self) -> Result<(), String> {
-        self.liveness.check()
+    async fn liveness_call(channel: tonic::transport::Channel) -> bool {
+        let mut client = pb::csi_driver_provider_client::CsiDriverProviderClient::new(channel);
+        client
+            .version(pb::VersionRequest {
+                version: service::API_VERSION.to_owned(),
+            })
+            .await
+            .is_ok()
     }
 
     fn ready(&self) -> Result<(), String> {
-        self.live()
+        Ok(())
+    }
+
+    async fn serve(self: Arc<Self>, listener: UnixListener, rewrite: bool, stop: StopSignal) {
+        let Ok(()) = serve(listener, self, rewrite, stop).await;
     }
 }
 
-async fn version_call(channel: tonic::transport::Channel) -> bool {
-    let mut client = pb::csi_driver_provider_client::CsiDriverProviderClient::new(channel);
-    client
-        .version(pb::VersionRequest {
-            version: service::API_VERSION.to_owned(),
-        })
-        .await
-        .is_ok()
-}
-
-/// The whole provider process: bind, serve until `shutdown`, drain, clean up.
+/// The whole provider process: prepare, then run in the shell until `shutdown`.
 pub async fn run(
     args: CsiArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -238,56 +232,16 @@ pub async fn run(
     let address = SocketAddress::parse(&args.endpoint)?;
     let mut registry = Registry::default();
     let provider = prepare(&args, &mut registry)?;
-    let registry = Arc::new(registry);
-    let bound = socket::bind(&address, args.socket_mode)?;
-    let (listener, socket_guard) = bound.into_parts();
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
+    let shell = Shell {
+        address,
+        socket_mode: args.socket_mode,
+        healthz_addr: SocketAddr::new(args.healthz_bind_address, args.healthz_port),
+        healthz_path: args.healthz_path.clone(),
+        readyz_path: args.readyz_path.clone(),
+        metrics_addr: SocketAddr::new(args.metrics_bind_address, args.prometheus_port),
+        healthz_timeout: args.healthz_timeout,
+        shutdown_grace: args.shutdown_grace,
+        rewrite_authority: args.h2_authority_rewrite,
     };
-    let (liveness, checker) = Liveness::spawn(
-        &address,
-        args.healthz_timeout,
-        "Version",
-        version_call,
-        stop_rx.clone(),
-    );
-    let health = Arc::new(CsiHealth { liveness });
-    let health: Arc<dyn health_http::Health> = health;
-    let healthz_addr = SocketAddr::new(args.healthz_bind_address, args.healthz_port);
-    let router = health_http::router(
-        Arc::clone(&health),
-        &args.healthz_path,
-        &args.readyz_path,
-        None,
-    );
-    let (_, health_task) = health_http::serve(healthz_addr, router, stopped(stop_rx.clone()))
-        .await
-        .map_err(|source| CsiStartError::Listen {
-            addr: healthz_addr,
-            source,
-        })?;
-    let metrics_addr = SocketAddr::new(args.metrics_bind_address, args.prometheus_port);
-    let metrics_router = health_http::metrics_router(health, Arc::clone(&registry));
-    let (_, metrics_task) = health_http::serve(metrics_addr, metrics_router, stopped(stop_rx))
-        .await
-        .map_err(|source| CsiStartError::Listen {
-            addr: metrics_addr,
-            source,
-        })?;
-    tracing::info!(socket = %address, "CSI provider serving");
-
-    let result = socket::serve_and_drain(
-        |stop| serve(listener, provider, args.h2_authority_rewrite, stop),
-        shutdown,
-        args.shutdown_grace,
-        "mounts",
-    )
-    .await
-    .map_err(|never| match never {});
-    let _ = stop_tx.send(true);
-    let _ = tokio::join!(checker, health_task, metrics_task);
-    drop(socket_guard);
-    result
+    Ok(process::run(shell, provider, Arc::new(registry), shutdown).await?)
 }

@@ -26,10 +26,9 @@ use crate::kms::cache::DecryptCache;
 use crate::kms::envelope::{KeyRef, KeyVersion};
 use crate::kms::keyring::KeyRing;
 use crate::kms::service::{Kms, ServiceConfig, V1, V2};
-use crate::observability::http as health_http;
 use crate::observability::metrics::{KeyMetrics, ServerMetrics};
 use crate::proto::{kms_v1beta1, kms_v2};
-use crate::server::liveness::Liveness;
+use crate::server::process::{self, Served, Shell, ShellError, StopSignal};
 use crate::socket::{self, SocketAddress};
 
 /// Largest gRPC message accepted: KMS requests are at most a few KiB (1 KiB ciphertext,
@@ -48,17 +47,12 @@ pub enum KmsStartError {
     /// The Key Vault client could not be built.
     #[error(transparent)]
     Setup(#[from] keyvault::SetupError),
-    /// The socket could not be bound.
+    /// The socket address is invalid.
     #[error(transparent)]
     Socket(#[from] socket::SocketError),
-    /// The health or metrics listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        source: std::io::Error,
-    },
+    /// The socket or a listener could not be bound.
+    #[error(transparent)]
+    Shell(#[from] ShellError),
 }
 
 /// A prepared plugin: the key ring (with its poller not yet started) and the services.
@@ -250,31 +244,35 @@ pub async fn serve(
     .await
 }
 
-/// Liveness: a new client's v2 `Status` over our own socket (any answer: liveness never
-/// depends on Key Vault). Readiness: that, and the key ring is ready.
-struct KmsHealth {
+/// The plugin in the process shell: liveness is a new client's v2 `Status` (any answer:
+/// liveness never depends on Key Vault); readiness adds the key ring's.
+struct Plugin {
+    kms: Arc<Kms>,
     ring: Arc<KeyRing>,
-    liveness: Arc<Liveness>,
 }
 
-impl health_http::Health for KmsHealth {
-    fn live(&self) -> Result<(), String> {
-        self.liveness.check()
+impl Served for Plugin {
+    const NAME: &'static str = "KMS plugin";
+    const IN_FLIGHT: &'static str = "calls";
+    const LIVENESS_CALL: &'static str = "Status";
+
+    async fn liveness_call(channel: tonic::transport::Channel) -> bool {
+        let mut client =
+            kms_v2::key_management_service_client::KeyManagementServiceClient::new(channel);
+        client.status(kms_v2::StatusRequest {}).await.is_ok()
     }
 
     fn ready(&self) -> Result<(), String> {
-        self.live()?;
         self.ring.ready()
+    }
+
+    async fn serve(self: Arc<Self>, listener: UnixListener, rewrite: bool, stop: StopSignal) {
+        let Ok(()) = serve(listener, Arc::clone(&self.kms), rewrite, stop).await;
     }
 }
 
-async fn status_call(channel: tonic::transport::Channel) -> bool {
-    let mut client =
-        kms_v2::key_management_service_client::KeyManagementServiceClient::new(channel);
-    client.status(kms_v2::StatusRequest {}).await.is_ok()
-}
-
-/// The whole plugin process: prepare, bind, serve until `shutdown`, drain, clean up.
+/// The whole plugin process: prepare, start the key ring's maintainer, run in the shell
+/// until `shutdown`, then stop the maintainer and flush the audit log.
 pub async fn run(
     args: KmsArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -282,68 +280,28 @@ pub async fn run(
     let address = SocketAddress::parse(&args.listen_addr)?;
     let mut registry = Registry::default();
     let prepared = prepare(&args, &mut registry).await?;
-    let registry = Arc::new(registry);
-    let bound = socket::bind(&address, args.socket_mode)?;
-    let (listener, socket_guard) = bound.into_parts();
-
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let poller = prepared
+    let maintainer = prepared
         .ring
-        .spawn_maintainer(args.key_poll_interval, stop_rx.clone());
-    let (liveness, checker) = Liveness::spawn(
-        &address,
-        args.healthz_timeout,
-        "Status",
-        status_call,
-        stop_rx.clone(),
-    );
-    let health: Arc<dyn health_http::Health> = Arc::new(KmsHealth {
-        ring: Arc::clone(&prepared.ring),
-        liveness,
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
+        .spawn_maintainer(args.key_poll_interval, stop_rx);
+    let shell = Shell {
+        address,
+        socket_mode: args.socket_mode,
+        healthz_addr: SocketAddr::new(args.healthz_bind_address, args.healthz_port),
+        healthz_path: args.healthz_path.clone(),
+        readyz_path: args.readyz_path.clone(),
+        metrics_addr: args.metrics_addr,
+        healthz_timeout: args.healthz_timeout,
+        shutdown_grace: args.shutdown_grace,
+        rewrite_authority: args.h2_authority_rewrite,
     };
-    let healthz_addr = SocketAddr::new(args.healthz_bind_address, args.healthz_port);
-    let router = health_http::router(
-        Arc::clone(&health),
-        &args.healthz_path,
-        &args.readyz_path,
-        None,
-    );
-    let (_, health_task) = health_http::serve(healthz_addr, router, stopped(stop_rx.clone()))
-        .await
-        .map_err(|source| KmsStartError::Listen {
-            addr: healthz_addr,
-            source,
-        })?;
-    let metrics_router = health_http::metrics_router(health, Arc::clone(&registry));
-    let (_, metrics_task) = health_http::serve(args.metrics_addr, metrics_router, stopped(stop_rx))
-        .await
-        .map_err(|source| KmsStartError::Listen {
-            addr: args.metrics_addr,
-            source,
-        })?;
-    tracing::info!(socket = %address, "KMS plugin serving; the key version is resolved in the background");
-
-    let result = socket::serve_and_drain(
-        |stop| {
-            serve(
-                listener,
-                Arc::clone(&prepared.kms),
-                args.h2_authority_rewrite,
-                stop,
-            )
-        },
-        shutdown,
-        args.shutdown_grace,
-        "calls",
-    )
-    .await
-    .map_err(|never| match never {});
+    let plugin = Arc::new(Plugin {
+        kms: Arc::clone(&prepared.kms),
+        ring: Arc::clone(&prepared.ring),
+    });
+    let result = process::run(shell, plugin, Arc::new(registry), shutdown).await;
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(poller, checker, health_task, metrics_task);
+    let _ = maintainer.await;
     prepared.kms.flush_audit().await;
-    drop(socket_guard);
-    result
+    Ok(result?)
 }

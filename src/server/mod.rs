@@ -30,6 +30,7 @@
 
 pub mod budget;
 pub mod liveness;
+pub mod process;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
