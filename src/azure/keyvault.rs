@@ -21,8 +21,8 @@ use futures::TryStreamExt as _;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
+use crate::azure::key::{KeyRef, KeyVersion, ResponseInfo};
 use crate::azure::upstream::{self, Upstream, UpstreamPolicy};
-use crate::kms::envelope::{KeyRef, KeyVersion, ResponseInfo};
 
 /// How to reach a vault.
 #[derive(Debug, Clone)]

@@ -3,5 +3,6 @@
 pub mod azure_json;
 pub mod cloud;
 pub mod credential;
+pub mod key;
 pub mod keyvault;
 pub mod upstream;

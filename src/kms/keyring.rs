@@ -35,8 +35,9 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng as _, RngCore as _};
 
+use crate::azure::key::{KeyRef, KeyVersion};
 use crate::azure::keyvault::{KeyInfo, KeyVault, KvError, unix_now};
-use crate::kms::envelope::{KeyRef, KeyVersion, WRAP_ALGORITHM};
+use crate::kms::envelope::WRAP_ALGORITHM;
 use crate::kms::wrap::PublicWrapKey;
 use crate::observability::metrics::KeyMetrics;
 
