@@ -158,6 +158,7 @@ pub const LIMITS: crate::server::Limits = crate::server::Limits {
     idle_timeout: Duration::from_secs(300),
     close_grace: Duration::from_secs(2),
     max_message: MAX_REQUEST,
+    response_timeout: Duration::from_secs(10),
     message_timeout: Duration::from_secs(10),
     call_timeout: Duration::from_secs(150),
     call_budget: 8 * 1024 * 1024,

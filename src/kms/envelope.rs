@@ -264,8 +264,8 @@ pub fn loggable_uid(uid: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::{Digest as _, Sha256};
     use proptest::prelude::*;
+    use sha2::{Digest as _, Sha256};
 
     fn v(s: &str) -> KeyVersion {
         KeyVersion::parse(s).unwrap()

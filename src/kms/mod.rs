@@ -206,6 +206,7 @@ pub const LIMITS: crate::server::Limits = crate::server::Limits {
     idle_timeout: Duration::from_secs(300),
     close_grace: Duration::from_secs(2),
     max_message: MAX_MESSAGE,
+    response_timeout: Duration::from_secs(10),
     message_timeout: Duration::from_secs(5),
     call_timeout: Duration::from_secs(30),
     call_budget: 16 * 1024 * 1024,

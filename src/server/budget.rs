@@ -129,6 +129,8 @@ pub struct Charge {
     admitted: usize,
     /// In the bytes pool.
     held: AtomicUsize,
+    /// Reserved for the answer and not yet produced.
+    response_credit: AtomicUsize,
     /// Set once the request message has arrived in full (or the body was given up).
     received: AtomicBool,
     on_received: Notify,
@@ -137,17 +139,46 @@ pub struct Charge {
 impl Charge {
     /// Admits a call whose headers count `header_bytes`, if the calls pool has room for
     /// them and the allowance.
+    /// Refused while answers overdraw the bytes pool: they hold back new work.
     pub fn admit(budget: &Arc<Budget>, header_bytes: usize) -> Option<Arc<Self>> {
+        if budget.bytes.used() > budget.bytes.limit() {
+            return None;
+        }
         let admitted = budget.allowance + header_bytes;
         budget.calls.try_take(admitted).then(|| {
             Arc::new(Self {
                 budget: Arc::clone(budget),
                 admitted,
                 held: AtomicUsize::new(0),
+                response_credit: AtomicUsize::new(0),
                 received: AtomicBool::new(false),
                 on_received: Notify::new(),
             })
         })
+    }
+
+    /// Reserves `n` bytes for the call's answer before it is built, waiting while the
+    /// bytes pool has no room (the caller's deadline bounds the wait). The answer's bytes
+    /// are then not charged again as they are sent.
+    pub async fn reserve_response(&self, n: usize) {
+        Arc::clone(&self.budget).take_bytes(n).await;
+        self.add(n);
+        self.response_credit.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Charges `n` bytes of the answer: from what was reserved, then past the limit.
+    fn charge_response(&self, n: usize) {
+        let from_credit = self
+            .response_credit
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some(c.saturating_sub(n))
+            })
+            .map_or(0, |c| c.min(n));
+        let rest = n - from_credit;
+        if rest > 0 {
+            self.budget.bytes.force_take(rest);
+            self.add(rest);
+        }
     }
 
     /// Whether the request message has arrived in full.
@@ -194,9 +225,9 @@ const PREFIX: usize = 5;
 /// A request body read only against the budget.
 ///
 /// tonic reserves a buffer of the length a message's prefix announces as soon as it has
-/// read the prefix, so the announced length (when within the message limit; beyond it
-/// tonic refuses the call) is charged before the frame completing the prefix is handed
-/// over. Bytes beyond what was charged are charged as they come.
+/// read the prefix, so the announced length of every message (when within the message
+/// limit; beyond it tonic refuses the call) is charged before the frame completing its
+/// prefix is handed over. Bytes beyond what was charged are charged as they come.
 pub struct BudgetedBody<B> {
     inner: B,
     charge: Arc<Charge>,
@@ -205,6 +236,8 @@ pub struct BudgetedBody<B> {
     delivered: usize,
     prefix: [u8; PREFIX],
     prefix_len: usize,
+    /// Bytes left of the current message's body (0: reading a prefix).
+    body_left: usize,
     max_message: usize,
     /// A frame read and waiting for the bytes pool, what it owes, and the wait.
     held: Option<(Frame<Bytes>, usize, Waiting)>,
@@ -239,6 +272,7 @@ impl<B> BudgetedBody<B> {
             delivered: 0,
             prefix: [0; PREFIX],
             prefix_len: 0,
+            body_left: 0,
             max_message,
             held: None,
             on_end: Some(on_end),
@@ -252,25 +286,40 @@ impl<B> BudgetedBody<B> {
         }
     }
 
-    /// What must be paid before `data` may be handed over: its own bytes and, if it
-    /// completes the first message's prefix, the rest of that message.
+    /// What must be paid before `data` may be handed over: its own bytes and, for every
+    /// message prefix it completes, the rest of that message.
     fn owed(&mut self, data: &[u8]) -> usize {
-        let mut want = data.len();
-        if self.prefix_len < PREFIX {
-            for (slot, byte) in self.prefix.iter_mut().skip(self.prefix_len).zip(data) {
-                *slot = *byte;
-                self.prefix_len += 1;
+        let mut want_end = self.delivered + data.len();
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.body_left > 0 {
+                let step = self.body_left.min(rest.len());
+                self.body_left -= step;
+                rest = rest.get(step..).unwrap_or_default();
+                continue;
             }
+            let Some((&byte, tail)) = rest.split_first() else {
+                break;
+            };
+            rest = tail;
+            if let Some(slot) = self.prefix.get_mut(self.prefix_len) {
+                *slot = byte;
+            }
+            self.prefix_len += 1;
             if self.prefix_len == PREFIX {
+                self.prefix_len = 0;
                 let [_, a, b, c, d] = self.prefix;
                 let announced = u32::from_be_bytes([a, b, c, d]) as usize;
+                self.body_left = announced;
                 if announced <= self.max_message {
-                    // Everything up to the end of the message, from here.
-                    want = want.max(PREFIX + announced - self.delivered);
+                    // The message ends here: after the frame's bytes read so far, and
+                    // its whole body.
+                    let at = self.delivered + (data.len() - rest.len());
+                    want_end = want_end.max(at + announced);
                 }
             }
         }
-        want.saturating_sub(self.credit)
+        want_end.saturating_sub(self.delivered + self.credit)
     }
 
     fn deliver(
@@ -397,8 +446,7 @@ where
         if let (Some(charge), Some(Ok(frame))) = (&this.charge, &frame)
             && let Some(data) = frame.data_ref()
         {
-            charge.budget.bytes.force_take(data.len());
-            charge.add(data.len());
+            charge.charge_response(data.len());
         }
         Poll::Ready(frame)
     }
@@ -557,6 +605,45 @@ mod tests {
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap().len(), 5);
         assert_eq!(budget.bytes.used(), 195);
+    }
+
+    #[tokio::test]
+    async fn every_message_of_a_body_is_paid_for_when_its_prefix_completes() {
+        let budget = Budget::new(1 << 20, 1 << 20, 10);
+        let charge = Charge::admit(&budget, 0).unwrap();
+        // A 3-byte message, then a prefix announcing 100 bytes, in one frame.
+        let mut body = BudgetedBody::new(
+            stalled(vec![Bytes::from_static(&[
+                0, 0, 0, 0, 3, b'a', b'b', b'c', 0, 0, 0, 0, 100,
+            ])]),
+            Arc::clone(&charge),
+            4096,
+            Box::new(|| {}),
+        );
+        let _ = body.frame().await.unwrap().unwrap();
+        assert_eq!(budget.bytes.used(), 13 + 100 - 10);
+    }
+
+    #[tokio::test]
+    async fn a_reserved_answer_is_not_charged_twice_and_overdraw_stops_admission() {
+        let budget = Budget::new(1 << 20, 100, 0);
+        let charge = Charge::admit(&budget, 0).unwrap();
+        charge.reserve_response(80).await;
+        assert_eq!(budget.bytes.used(), 80);
+        let mut body = ChargedBody::new(
+            Full::new(Bytes::from(vec![0u8; 120])),
+            Some(Arc::clone(&charge)),
+            (),
+        );
+        let _ = body.frame().await.unwrap().unwrap();
+        assert_eq!(budget.bytes.used(), 120, "80 reserved, 40 past it");
+        assert!(
+            Charge::admit(&budget, 0).is_none(),
+            "overdrawn: no new calls"
+        );
+        drop((body, charge));
+        assert_eq!(budget.bytes.used(), 0);
+        assert!(Charge::admit(&budget, 0).is_some());
     }
 
     #[tokio::test]

@@ -5,34 +5,42 @@
 //! # Connections
 //!
 //! Every connection is accepted at once; none waits in the listen backlog for a slot. At
-//! most [`Limits::max_connections`] are served; when a new one arrives at the cap, one is
-//! closed to make room, in this order:
+//! most [`Limits::max_connections`] are served. When a new one arrives at the cap, one is
+//! closed to make room: from the peer process holding the most connections (by
+//! `SO_PEERCRED`), so a flooding process evicts its own connections first; and among
+//! those, in this order:
 //! 1. one that has never sent a request (half-open, zero-byte, slow preface), oldest first:
 //!    closed at once;
-//! 2. one with no call in flight, least recently active first: sent GOAWAY, so a client
-//!    that was about to use it retries on a new connection, and closed at the latest
-//!    [`Limits::close_grace`] later;
-//! 3. one whose calls in flight are all still receiving their request message (a stalled
+//! 2. one whose answer has waited over 2 s for the client to read it: closed at once;
+//! 3. one with no call in flight, least recently active first: sent GOAWAY, so a client
+//!    that was about to use it retries on a new connection. Calls it starts more than 1 s
+//!    after GOAWAY are refused (`UNAVAILABLE`); it is closed once idle for
+//!    [`Limits::close_grace`], and at the latest after the call timeout. At most
+//!    [`Limits::max_closing`] close this way at once; beyond, the oldest is closed at once;
+//! 4. one whose calls in flight are all still receiving their request message (a stalled
 //!    upload), least recently active first: closed at once.
 //!
-//! Only connections busy with complete requests are never closed for a newcomer; if every
-//! connection is such, the newcomer is closed at once (counted, logged), never left hanging.
-//! A connection must send its first request within [`Limits::first_request_timeout`], and
-//! one idle (no call in flight) for [`Limits::idle_timeout`] is sent GOAWAY. Neither
-//! depends on the client answering pings: an idle client that answers every ping is still
-//! idle.
+//! Connections busy with complete requests whose answers are being read are never closed
+//! for a newcomer; if every connection is such, the newcomer is closed at once (counted,
+//! logged), never left hanging. A connection must send its first request within
+//! [`Limits::first_request_timeout`]; one idle (no call in flight) for
+//! [`Limits::idle_timeout`] is sent GOAWAY; one holding an answer its client has not read
+//! for [`Limits::response_timeout`] is closed. None of this depends on the client
+//! answering pings: an idle client that answers every ping is still idle.
 //!
 //! # Calls
 //!
 //! A call's request message must arrive in full within [`Limits::message_timeout`], and the
-//! call must finish within its `grpc-timeout` or [`Limits::call_timeout`], whichever is
-//! sooner. Every call is charged to the server's in-flight byte [`budget`].
+//! call must produce its answer within its `grpc-timeout` or [`Limits::call_timeout`],
+//! whichever is sooner. Every call is charged to the server's in-flight byte [`budget`];
+//! the handler finds its [`budget::Charge`] in the request's extensions, to reserve its
+//! response before building it.
 
 pub mod budget;
 pub mod liveness;
 pub mod process;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -63,6 +71,9 @@ pub struct Limits {
     pub close_grace: Duration,
     /// The services' request message limit (tonic refuses larger ones).
     pub max_message: usize,
+    /// Longest an answer may wait for the client to read it; a connection holding one
+    /// longer is closed (its client is not reading).
+    pub response_timeout: Duration,
     /// Time a call's request message has to arrive in full.
     pub message_timeout: Duration,
     /// Longest a call may run.
@@ -86,24 +97,38 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Connections closing gracefully (sent GOAWAY to make room) on top of the cap.
+    pub const fn max_closing(&self) -> usize {
+        let quarter = self.max_connections / 4;
+        if quarter == 0 { 1 } else { quarter }
+    }
+
     /// Worst-case bytes that request data can hold: both pools, one held frame per call the
-    /// calls pool admits, and what each connection may have sent into its window and not
-    /// yet been read.
+    /// calls pool admits, and what each connection (served or closing) may have sent into
+    /// its window and not yet been read.
     pub const fn request_memory_bound(&self) -> usize {
         self.call_budget
             + (self.call_budget / self.call_allowance) * budget::MAX_FRAME
             + self.byte_budget
-            + self.max_connections * self.connection_window as usize
+            + (self.max_connections + self.max_closing()) * self.connection_window as usize
     }
 }
+
+/// How long a call waits for room in the budget once stalled connections were closed.
+const ADMISSION_WAIT: Duration = Duration::from_secs(1);
+/// Calls that may wait for room at once; more are refused at once.
+const MAX_ADMISSIONS_WAITING: usize = 64;
+/// An answer unread for this long makes its connection evictable for a newcomer.
+const STUCK_AFTER: Duration = Duration::from_secs(2);
+/// After GOAWAY, calls already on their way are still served for this long.
+const GOAWAY_RACE: Duration = Duration::from_secs(1);
 
 /// How a connection is told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum Command {
     Run = 0,
-    /// GOAWAY; closed by HTTP/2 once its calls are done, or by us once it has been idle
-    /// for `close_grace`.
+    /// GOAWAY; see the module documentation.
     Drain = 1,
     /// As `Drain`, for the server's shutdown.
     Shutdown = 2,
@@ -111,17 +136,38 @@ enum Command {
     Abort = 3,
 }
 
+/// Who is at the other end, for fairness: the process (or, without a pid, the user).
+type Peer = i64;
+
+fn peer_of(stream: &tokio::net::UnixStream) -> Peer {
+    match stream.peer_cred() {
+        Ok(cred) => match cred.pid() {
+            Some(pid) => i64::from(pid),
+            None => -1 - i64::from(cred.uid()),
+        },
+        Err(_) => i64::MIN,
+    }
+}
+
 /// What the server knows of one connection.
 #[derive(Debug)]
 struct ConnState {
     id: u64,
+    peer: Peer,
     accepted: Instant,
     in_flight: AtomicUsize,
     receiving: AtomicUsize,
-    served: AtomicBool,
+    /// A call has arrived on it (set before admission, so a client is not taken for an
+    /// unused connection while its first call waits).
+    used: AtomicBool,
     /// Milliseconds since the server's epoch of the last call start or end.
     last_active: AtomicU64,
+    /// Answers produced and not yet taken by the client: (since, call).
+    responding: Mutex<BTreeSet<(Instant, u64)>>,
+    next_call: AtomicU64,
     command: AtomicU8,
+    /// Milliseconds since the server's epoch when GOAWAY was ordered, plus one (0: never).
+    drain_ordered: AtomicU64,
     wake: Notify,
     /// Cancelled when the connection is gone: its calls stop at once.
     gone: tokio_util::sync::CancellationToken,
@@ -138,13 +184,36 @@ impl ConnState {
     }
 
     /// Raises the command (never lowers it: an abort stays an abort).
-    fn order(&self, command: Command) {
+    fn order(&self, command: Command, now_ms: u64) {
+        if command != Command::Run {
+            let _ = self.drain_ordered.compare_exchange(
+                0,
+                now_ms.saturating_add(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
         self.command.fetch_max(command as u8, Ordering::AcqRel);
         if command == Command::Abort {
             self.gone.cancel();
         }
         self.wake.notify_one();
     }
+
+    fn oldest_answer(&self) -> Option<Instant> {
+        lock(&self.responding).first().map(|(since, _)| *since)
+    }
+
+    fn stuck(&self, now: Instant) -> bool {
+        self.oldest_answer()
+            .is_some_and(|since| now.saturating_duration_since(since) >= STUCK_AFTER)
+    }
+}
+
+/// Locks, going on with the data if a holder panicked: none of these maps can be left in a
+/// state that matters more than serving.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[derive(Debug, Default)]
@@ -152,6 +221,25 @@ struct Table {
     next_id: u64,
     live: Vec<Arc<ConnState>>,
     closing: VecDeque<Arc<ConnState>>,
+    /// Live connections per peer.
+    peers: HashMap<Peer, usize>,
+}
+
+impl Table {
+    fn take_live(&mut self, i: usize) -> Arc<ConnState> {
+        let c = self.live.swap_remove(i);
+        if let Some(n) = self.peers.get_mut(&c.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.peers.remove(&c.peer);
+            }
+        }
+        c
+    }
+
+    fn peer_count(&self, peer: Peer) -> usize {
+        self.peers.get(&peer).copied().unwrap_or(0)
+    }
 }
 
 struct Shared {
@@ -166,22 +254,17 @@ struct Shared {
     rewrite_authority: bool,
 }
 
-/// How long a call waits for room in the calls pool once stalled uploads were closed.
-const ADMISSION_WAIT: Duration = Duration::from_secs(1);
-/// Calls that may wait for room at once; more are refused at once.
-const MAX_ADMISSIONS_WAITING: usize = 64;
-
 impl Shared {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    fn at_ms(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
-        // A panic while holding the lock cannot leave the table inconsistent in a way that
-        // matters more than serving: keep going with what is there.
-        self.table
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.table)
     }
 
     /// Makes room for a new connection; false if no connection may be closed for it.
@@ -189,51 +272,56 @@ impl Shared {
         if table.live.len() < self.limits.max_connections {
             return true;
         }
-        let mut best: Option<(usize, (u8, u64), Command)> = None;
+        let now = Instant::now();
+        // (peer's connections, reversed; class; age key)
+        let mut best: Option<(usize, (std::cmp::Reverse<usize>, u8, u64), Command)> = None;
         for (i, c) in table.live.iter().enumerate() {
             let in_flight = c.in_flight.load(Ordering::Acquire);
             let receiving = c.receiving.load(Ordering::Acquire);
-            let candidate = if in_flight == 0 && !c.served.load(Ordering::Acquire) {
-                Some(((0, c.id), Command::Abort))
+            let last = c.last_active.load(Ordering::Relaxed);
+            let candidate = if in_flight == 0 && !c.used.load(Ordering::Acquire) {
+                Some((0, c.id, Command::Abort))
+            } else if c.stuck(now) {
+                Some((1, last, Command::Abort))
             } else if in_flight == 0 {
-                Some(((1, c.last_active.load(Ordering::Relaxed)), Command::Drain))
+                Some((2, last, Command::Drain))
             } else if receiving >= in_flight {
-                Some(((2, c.last_active.load(Ordering::Relaxed)), Command::Abort))
+                Some((3, last, Command::Abort))
             } else {
                 None
             };
-            if let Some((rank, command)) = candidate
-                && best.as_ref().is_none_or(|(_, r, _)| rank < *r)
-            {
-                best = Some((i, rank, command));
+            if let Some((class, key, command)) = candidate {
+                let rank = (std::cmp::Reverse(table.peer_count(c.peer)), class, key);
+                if best.as_ref().is_none_or(|(_, r, _)| rank < *r) {
+                    best = Some((i, rank, command));
+                }
             }
         }
-        let Some((i, (class, _), command)) = best else {
+        let Some((i, (_, class, _), command)) = best else {
             return false;
         };
-        let victim = table.live.swap_remove(i);
-        victim.order(command);
+        let victim = table.take_live(i);
+        victim.order(command, self.now_ms());
         self.metrics.closed(match class {
             0 => "evicted_unused",
-            1 => "evicted_idle",
+            1 => "evicted_unread",
+            2 => "evicted_idle",
             _ => "evicted_stalled",
         });
         if command == Command::Drain {
             table.closing.push_back(victim);
-            // Connections closing gracefully are bounded too.
-            while table.closing.len() > self.limits.max_connections {
+            while table.closing.len() > self.limits.max_closing() {
                 if let Some(old) = table.closing.pop_front() {
-                    old.order(Command::Abort);
+                    old.order(Command::Abort, self.now_ms());
                 }
             }
         }
         true
     }
 
-    /// Admits a call. When the calls pool is full, the connection with the most calls
-    /// still receiving their request (stalled uploads) is closed to make room, and the
-    /// call waits up to [`ADMISSION_WAIT`] for it; a full pool of calls being served is
-    /// never relieved that way, and the call is refused.
+    /// Admits a call. When the budget has no room, the connection most clearly abusing it
+    /// (all its calls stalled uploads, or an answer unread) is closed, and the call waits up
+    /// to [`ADMISSION_WAIT`] for the room that frees; otherwise it is refused.
     async fn admit(&self, header_bytes: usize) -> Option<Arc<Charge>> {
         if let Some(charge) = Charge::admit(&self.budget, header_bytes) {
             return Some(charge);
@@ -249,34 +337,50 @@ impl Shared {
             return None;
         }
         let _waiting = Waiting(&self.admissions_waiting);
-        self.relieve_stalled();
+        self.relieve();
         let deadline = Instant::now() + ADMISSION_WAIT;
         loop {
-            let released = self.budget.calls.released();
-            tokio::pin!(released);
-            released.as_mut().enable();
+            let calls = self.budget.calls.released();
+            let bytes = self.budget.bytes.released();
+            tokio::pin!(calls);
+            tokio::pin!(bytes);
+            calls.as_mut().enable();
+            bytes.as_mut().enable();
             if let Some(charge) = Charge::admit(&self.budget, header_bytes) {
                 return Some(charge);
             }
+            let released = async {
+                tokio::select! {
+                    () = calls => {}
+                    () = bytes => {}
+                }
+            };
             if tokio::time::timeout_at(deadline, released).await.is_err() {
                 return None;
             }
         }
     }
 
-    /// Closes the connection with the most calls still receiving their request.
-    fn relieve_stalled(&self) {
+    /// Closes the connection most clearly holding the budget without use: every call of it
+    /// still receiving its request, or an answer it does not read; from the peer with the
+    /// most connections first. A connection with a call being served is never chosen.
+    fn relieve(&self) {
+        let now = Instant::now();
         let mut table = self.table();
         let victim = table
             .live
             .iter()
             .enumerate()
-            .map(|(i, c)| (i, c.receiving.load(Ordering::Acquire)))
-            .filter(|&(_, receiving)| receiving > 0)
-            .max_by_key(|&(_, receiving)| receiving);
+            .filter_map(|(i, c)| {
+                let in_flight = c.in_flight.load(Ordering::Acquire);
+                let receiving = c.receiving.load(Ordering::Acquire);
+                let stalled = in_flight > 0 && receiving >= in_flight;
+                (stalled || c.stuck(now)).then(|| (i, (table.peer_count(c.peer), receiving)))
+            })
+            .max_by_key(|&(_, key)| key);
         if let Some((i, _)) = victim {
-            let c = table.live.swap_remove(i);
-            c.order(Command::Abort);
+            let c = table.take_live(i);
+            c.order(Command::Abort, self.now_ms());
             self.metrics.closed("evicted_stalled");
             self.metrics.open.set(table.live.len() as i64);
         }
@@ -284,7 +388,9 @@ impl Shared {
 
     fn remove(&self, id: u64) {
         let mut table = self.table();
-        table.live.retain(|c| c.id != id);
+        if let Some(i) = table.live.iter().position(|c| c.id == id) {
+            table.take_live(i);
+        }
         table.closing.retain(|c| c.id != id);
         self.metrics.open.set(table.live.len() as i64);
         if table.live.is_empty() && table.closing.is_empty() {
@@ -309,28 +415,43 @@ impl Shared {
     }
 }
 
+/// The gRPC routes a server serves.
+pub trait Routes:
+    tower::Service<
+        http::Request<BudgetedBody<Incoming>>,
+        Response = http::Response<tonic::body::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Routes for S where
+    S: tower::Service<
+            http::Request<BudgetedBody<Incoming>>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves `routes` (tonic's [`tonic::service::Routes`]) on `listener` under `limits` until
 /// `shutdown` resolves; then stops accepting, sends every connection GOAWAY and returns
 /// once they have all closed. `rewrite_authority` puts the [`crate::authority`] layer in
 /// front of every connection.
-pub async fn serve<S>(
+pub async fn serve<S: Routes>(
     listener: UnixListener,
     routes: S,
     limits: Limits,
     rewrite_authority: bool,
     metrics: ConnectionMetrics,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), Infallible>
-where
-    S: tower::Service<
-            http::Request<BudgetedBody<Incoming>>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> Result<(), Infallible> {
     let shared = Arc::new(Shared {
         budget: Budget::new(
             limits.call_budget,
@@ -374,9 +495,18 @@ where
                 continue;
             }
         };
+        let peer = peer_of(&stream);
         let state = {
             let mut table = shared.table();
-            if !shared.make_room(&mut table) {
+            *table.peers.entry(peer).or_insert(0) += 1;
+            let room = shared.make_room(&mut table);
+            if !room {
+                if let Some(n) = table.peers.get_mut(&peer) {
+                    *n -= 1;
+                    if *n == 0 {
+                        table.peers.remove(&peer);
+                    }
+                }
                 drop(table);
                 shared.metrics.closed("refused");
                 shared.log_refusal();
@@ -386,12 +516,16 @@ where
             table.next_id += 1;
             let state = Arc::new(ConnState {
                 id: table.next_id,
+                peer,
                 accepted: Instant::now(),
                 in_flight: AtomicUsize::new(0),
                 receiving: AtomicUsize::new(0),
-                served: AtomicBool::new(false),
+                used: AtomicBool::new(false),
                 last_active: AtomicU64::new(shared.now_ms()),
+                responding: Mutex::new(BTreeSet::new()),
+                next_call: AtomicU64::new(0),
                 command: AtomicU8::new(Command::Run as u8),
+                drain_ordered: AtomicU64::new(0),
                 wake: Notify::new(),
                 gone: tokio_util::sync::CancellationToken::new(),
             });
@@ -419,7 +553,7 @@ where
                 break;
             }
             for c in table.live.iter().chain(table.closing.iter()) {
-                c.order(Command::Shutdown);
+                c.order(Command::Shutdown, shared.now_ms());
             }
         }
         emptied.await;
@@ -427,22 +561,13 @@ where
     Ok(())
 }
 
-async fn connection<S>(
+async fn connection<S: Routes>(
     shared: Arc<Shared>,
     state: Arc<ConnState>,
     stream: tokio::net::UnixStream,
     routes: S,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-) where
-    S: tower::Service<
-            http::Request<BudgetedBody<Incoming>>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) {
     let io = TokioIo::new(AuthorityRewrite::new(stream, shared.rewrite_authority));
     let service = ConnService {
         routes,
@@ -475,21 +600,42 @@ async fn connection<S>(
                 _ => {}
             }
         }
+        let now = Instant::now();
         let idle = state.in_flight.load(Ordering::Acquire) == 0;
-        let last_active =
-            shared.epoch + Duration::from_millis(state.last_active.load(Ordering::Acquire));
-        let timer = if !idle {
-            None
-        } else if let Some(since) = draining {
-            // GOAWAY was sent: a client that acknowledges it is closed by HTTP/2 itself;
-            // one that does not is closed once GOAWAY and its last answer are a grace old.
-            Some(last_active.max(since) + limits.close_grace)
-        } else if state.served.load(Ordering::Acquire) {
-            Some(last_active + limits.idle_timeout)
-        } else {
-            Some(state.accepted + limits.first_request_timeout)
+        let last_active = shared.at_ms(state.last_active.load(Ordering::Acquire));
+        // The next moment something must be decided, and what.
+        let mut timer: Option<(Instant, &'static str)> = None;
+        let mut at = |when: Instant, why: &'static str| {
+            if timer.is_none_or(|(t, _)| when < t) {
+                timer = Some((when, why));
+            }
         };
-        let far = Instant::now() + Duration::from_secs(86_400);
+        if let Some(since) = state.oldest_answer() {
+            at(since + limits.response_timeout, "response_timeout");
+        }
+        match draining {
+            Some(since) => {
+                // GOAWAY was sent: a client that acknowledges it is closed by HTTP/2
+                // itself; one that does not is closed once GOAWAY and its last answer are
+                // a grace old, and in any case once a call could have run its course.
+                if idle {
+                    at(last_active.max(since) + limits.close_grace, "close_grace");
+                }
+                at(
+                    since + limits.call_timeout + limits.close_grace,
+                    "close_grace",
+                );
+            }
+            None if !idle => {}
+            None if state.used.load(Ordering::Acquire) => {
+                at(last_active + limits.idle_timeout, "idle");
+            }
+            None => at(
+                state.accepted + limits.first_request_timeout,
+                "first_request_timeout",
+            ),
+        }
+        let far = now + Duration::from_secs(86_400);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -498,22 +644,46 @@ async fn connection<S>(
                 break;
             }
             () = &mut wake => {}
-            () = tokio::time::sleep_until(timer.unwrap_or(far)), if timer.is_some() => {
-                if state.in_flight.load(Ordering::Acquire) != 0 {
-                    continue;
-                }
-                if draining.is_some() {
-                    if cause == "client" {
-                        cause = "close_grace";
+            () = tokio::time::sleep_until(timer.map_or(far, |(t, _)| t)), if timer.is_some() => {
+                let Some((_, why)) = timer else { continue };
+                match why {
+                    "response_timeout" | "first_request_timeout" => {
+                        if why == "first_request_timeout"
+                            && (state.used.load(Ordering::Acquire) || !idle_now(&state))
+                        {
+                            continue;
+                        }
+                        if why == "response_timeout"
+                            && state
+                                .oldest_answer()
+                                .is_none_or(|s| Instant::now() < s + limits.response_timeout)
+                        {
+                            continue;
+                        }
+                        cause = why;
+                        break;
                     }
-                    break;
+                    "idle" => {
+                        if idle_now(&state) {
+                            cause = "idle";
+                            state.order(Command::Drain, shared.now_ms());
+                        }
+                    }
+                    _ => {
+                        // close_grace: re-checked against the state of now.
+                        let since = draining.unwrap_or(now);
+                        let last = shared.at_ms(state.last_active.load(Ordering::Acquire));
+                        let hard = since + limits.call_timeout + limits.close_grace;
+                        let soft = last.max(since) + limits.close_grace;
+                        let now = Instant::now();
+                        if now >= hard || (idle_now(&state) && now >= soft) {
+                            if cause == "client" || cause.is_empty() {
+                                cause = "close_grace";
+                            }
+                            break;
+                        }
+                    }
                 }
-                if !state.served.load(Ordering::Acquire) {
-                    cause = "first_request_timeout";
-                    break;
-                }
-                cause = "idle";
-                state.order(Command::Drain);
             }
         }
     }
@@ -522,6 +692,10 @@ async fn connection<S>(
         shared.metrics.closed(cause);
     }
     shared.remove(state.id);
+}
+
+fn idle_now(state: &ConnState) -> bool {
+    state.in_flight.load(Ordering::Acquire) == 0
 }
 
 /// The service of one connection: charges and tracks each call, then hands it to `routes`.
@@ -535,10 +709,25 @@ struct ConnService<S> {
 struct CallGuard {
     shared: Arc<Shared>,
     state: Arc<ConnState>,
+    call: u64,
+    answered: Option<Instant>,
+}
+
+impl CallGuard {
+    /// The answer is ready: from now on the client is the one who must act.
+    fn answered(&mut self) {
+        let now = Instant::now();
+        self.answered = Some(now);
+        lock(&self.state.responding).insert((now, self.call));
+        self.state.wake.notify_one();
+    }
 }
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
+        if let Some(since) = self.answered {
+            lock(&self.state.responding).remove(&(since, self.call));
+        }
         self.state
             .last_active
             .store(self.shared.now_ms(), Ordering::Release);
@@ -562,17 +751,7 @@ fn refuse(
         .map(|b| ChargedBody::new(b, charge, guard))
 }
 
-impl<S> hyper::service::Service<http::Request<Incoming>> for ConnService<S>
-where
-    S: tower::Service<
-            http::Request<BudgetedBody<Incoming>>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: Routes> hyper::service::Service<http::Request<Incoming>> for ConnService<S> {
     type Response = http::Response<CallBody>;
     type Error = Infallible;
     type Future = CallFuture;
@@ -581,8 +760,23 @@ where
         let shared = Arc::clone(&self.shared);
         let state = Arc::clone(&self.state);
         let routes = self.routes.clone();
+        state.used.store(true, Ordering::Release);
         Box::pin(async move {
             let limits = &shared.limits;
+            let ordered = state.drain_ordered.load(Ordering::Acquire);
+            if ordered != 0
+                && shared.now_ms().saturating_sub(ordered - 1)
+                    > u64::try_from(GOAWAY_RACE.as_millis()).unwrap_or(u64::MAX)
+            {
+                shared.metrics.refused_call("goaway");
+                return Ok(refuse(
+                    tonic::Status::unavailable(
+                        "this connection was sent GOAWAY; retry on a new connection",
+                    ),
+                    None,
+                    None,
+                ));
+            }
             let Some(charge) = shared.admit(header_bytes(&request)).await else {
                 shared.metrics.refused_call("budget");
                 let status = tonic::Status::resource_exhausted(format!(
@@ -591,20 +785,22 @@ where
                 ));
                 return Ok(refuse(status, None, None));
             };
-            state.served.store(true, Ordering::Release);
             state.receiving.fetch_add(1, Ordering::AcqRel);
             state.in_flight.fetch_add(1, Ordering::AcqRel);
             state.last_active.store(shared.now_ms(), Ordering::Release);
             state.wake.notify_one();
-            let guard = CallGuard {
+            let mut guard = CallGuard {
                 shared: Arc::clone(&shared),
                 state: Arc::clone(&state),
+                call: state.next_call.fetch_add(1, Ordering::Relaxed),
+                answered: None,
             };
             let deadline = grpc_timeout(request.headers())
                 .map_or(limits.call_timeout, |t| t.min(limits.call_timeout));
             let message_timeout = limits.message_timeout;
             let state_gone = state.gone.clone();
-            let (parts, body) = request.into_parts();
+            let (mut parts, body) = request.into_parts();
+            parts.extensions.insert(Arc::clone(&charge));
             let body = BudgetedBody::new(
                 body,
                 Arc::clone(&charge),
@@ -629,6 +825,7 @@ where
                 }
                 r = call => {
                     let Ok(response) = r;
+                    guard.answered();
                     return Ok(response.map(|b| ChargedBody::new(b, Some(charge), Some(guard))));
                 }
                 () = message_late => {
@@ -644,6 +841,7 @@ where
                     ))
                 }
             };
+            guard.answered();
             Ok(refuse(status, Some(charge), Some(guard)))
         })
     }
