@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::azure::cloud::CloudError;
+
 use super::{MAX_PATH_BYTES, MAX_SEGMENT_BYTES, MAX_SEGMENTS, WORKLOAD_IDENTITY_AUDIENCE};
 
 /// Which entry of `objects` an error is about: its index, and its `objectName` when known
@@ -165,6 +167,11 @@ pub enum ParamError {
         /// Why, and what to use instead.
         reason: &'static str,
     },
+    /// `cloudName` is well-formed but names no cloud akv-bridge supports: unknown, or
+    /// refused by `crate::azure::cloud::Cloud::parse` (`AzureGermanCloud`). The value is
+    /// at most 64 letters and digits, checked before.
+    #[error("cloudName: {0}")]
+    InvalidCloud(CloudError),
     /// `clientID` and `useVMManagedIdentity: true` are both set.
     #[error(
         "both `clientID` (workload identity) and `useVMManagedIdentity: true` are set: keep \

@@ -33,7 +33,7 @@
 //! |---|---|
 //! | `keyvaultName` | required; 3-24 characters of `[-A-Za-z0-9]` (the Go provider's rule) |
 //! | `tenantID` (legacy `tenantId`) | required; `tenantID` wins when both are set; 1-253 characters of `[-.A-Za-z0-9]` (a GUID or a domain: it becomes part of the Entra URL) |
-//! | `cloudName` | trimmed and returned as [`MountParams::cloud`] for `crate::azure::cloud::Cloud::parse`; empty means `AzurePublicCloud`; `AzureStackCloud` is refused |
+//! | `cloudName` | [`MountParams::cloud`]: empty means `AzurePublicCloud`; else `AzurePublicCloud` (or `AzureCloud`), `AzureUSGovernmentCloud` (or `AzureUSGovernment`) or `AzureChinaCloud`, ignoring ASCII case ([`Cloud::parse`]); `AzureStackCloud` and `AzureGermanCloud` are refused |
 //! | `cloudEnvFileName` | refused: custom cloud environment files are not supported |
 //! | `usePodIdentity` | `true` is refused: aad-pod-identity is deprecated |
 //! | `usePodServiceAccountAnnotation` | `true` is refused: akv-bridge does not read the Kubernetes API; set `clientID` |
@@ -140,6 +140,8 @@ use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
+use crate::azure::cloud::Cloud;
+
 use self::attributes::{Attributes, parse_string_map};
 use self::files::{parse_permission, parse_target_path};
 use self::identity::parse_auth;
@@ -181,8 +183,8 @@ pub const MAX_SEGMENTS: usize = 16;
 pub const MAX_JSON_KEY_BYTES: usize = 1024;
 /// The service-account token audience workload identity exchanges with Entra.
 pub const WORKLOAD_IDENTITY_AUDIENCE: &str = "api://AzureADTokenExchange";
-/// The cloud name used when `cloudName` is empty.
-pub const DEFAULT_CLOUD: &str = "AzurePublicCloud";
+/// The cloud used when `cloudName` is empty.
+pub const DEFAULT_CLOUD: Cloud = Cloud::AzurePublicCloud;
 
 const P_KEYVAULT_NAME: &str = "keyvaultName";
 const P_TENANT_ID: &str = "tenantID";
@@ -259,9 +261,8 @@ pub struct MountParams {
     pub vault: VaultName,
     /// `tenantID` (or `tenantId`).
     pub tenant_id: String,
-    /// `cloudName`, trimmed, [`DEFAULT_CLOUD`] when empty; for
-    /// `crate::azure::cloud::Cloud::parse` (which refuses unknown names).
-    pub cloud: String,
+    /// `cloudName`, [`DEFAULT_CLOUD`] when empty.
+    pub cloud: Cloud,
     /// The identity to use.
     pub auth: AuthMode,
     /// `objects`, in order, with their files and ids.
@@ -369,10 +370,11 @@ fn parse_tenant(attrs: &Attributes) -> Result<String, ParamError> {
     Ok(value.to_owned())
 }
 
-fn parse_cloud(attrs: &Attributes) -> Result<String, ParamError> {
+/// `cloudName`: empty means [`DEFAULT_CLOUD`]; else a name [`Cloud::parse`] accepts.
+fn parse_cloud(attrs: &Attributes) -> Result<Cloud, ParamError> {
     let value = attrs.trimmed(P_CLOUD_NAME);
     if value.is_empty() {
-        return Ok(DEFAULT_CLOUD.to_owned());
+        return Ok(DEFAULT_CLOUD);
     }
     if value.eq_ignore_ascii_case("AzureStackCloud") {
         return Err(ParamError::Unsupported {
@@ -391,7 +393,7 @@ fn parse_cloud(attrs: &Attributes) -> Result<String, ParamError> {
             ),
         });
     }
-    Ok(value.to_owned())
+    Cloud::parse(value).map_err(ParamError::InvalidCloud)
 }
 
 /// `value`, shortened to [`MAX_ECHO_CHARS`] characters, for error messages.

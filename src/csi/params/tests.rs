@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 
+use crate::azure::cloud::{Cloud, CloudError};
 use crate::csi::params::fixtures::{
     CLIENT, DB, SA_TOKEN, TENANT, ids, json, mount_with, objects_yaml, paths, wi_attributes,
 };
@@ -32,7 +33,7 @@ fn spec_example_parses_to_the_expected_objects() {
     let params = parse_mount(&attributes, "null", "420", "/mnt/target").unwrap();
     assert_eq!(params.vault.as_str(), "kv-prod");
     assert_eq!(params.tenant_id, TENANT);
-    assert_eq!(params.cloud, "AzurePublicCloud");
+    assert_eq!(params.cloud, Cloud::AzurePublicCloud);
     assert_eq!(params.default_mode, 0o644);
     assert_eq!(params.target_path, PathBuf::from("/mnt/target"));
     assert_eq!(params.secret_provider_class.as_deref(), Some("app-secrets"));
@@ -89,13 +90,15 @@ fn spec_example_parses_to_the_expected_objects() {
 fn top_level_parameters_and_defaults() {
     let p = mount_with(&[]).unwrap();
     assert_eq!(p.cloud, DEFAULT_CLOUD);
-    for cloud in [
-        "AzureUSGovernmentCloud",
-        "AzureChinaCloud",
-        "azurepubliccloud",
+    for (cloud, expected) in [
+        ("AzureUSGovernmentCloud", Cloud::AzureUSGovernmentCloud),
+        ("AzureChinaCloud", Cloud::AzureChinaCloud),
+        ("azurepubliccloud", Cloud::AzurePublicCloud),
+        ("AzureUSGovernment", Cloud::AzureUSGovernmentCloud),
+        ("AzureCloud", Cloud::AzurePublicCloud),
     ] {
         let p = mount_with(&[("cloudName", &format!(" {cloud} "))]).unwrap();
-        assert_eq!(p.cloud, cloud);
+        assert_eq!(p.cloud, expected);
     }
     // Legacy tenantId, and tenantID winning over it.
     let p = mount_with(&[("tenantID", ""), ("tenantId", " contoso.onmicrosoft.com ")]).unwrap();
@@ -207,6 +210,27 @@ fn top_level_errors() {
         ),
         "{err}"
     );
+    // Well-formed but not a cloud: the message `Cloud::parse` gives, after `cloudName: `.
+    let err = mount_with(&[("cloudName", " MarsCloud ")]).unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::InvalidCloud(CloudError::Unknown("MarsCloud".to_owned()))
+    );
+    assert_eq!(
+        err.to_string(),
+        "cloudName: unknown Azure cloud \"MarsCloud\": expected AzurePublicCloud, \
+         AzureUSGovernmentCloud or AzureChinaCloud (case-insensitive; empty means \
+         AzurePublicCloud)"
+    );
+    let err = mount_with(&[("cloudName", "azuregermancloud")]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ParamError::InvalidCloud(CloudError::Unsupported { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("cloudName: "), "{err}");
     let err = mount_with(&[("cloudEnvFileName", "/etc/kubernetes/custom.json")]).unwrap_err();
     assert!(matches!(
         err,
