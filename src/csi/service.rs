@@ -58,7 +58,7 @@ pub const WARN_RESPONSE_BYTES: usize = 1024 * 1024;
 pub enum MountError {
     /// The request's parameters.
     #[error("invalid SecretProviderClass parameters: {0}")]
-    Params(#[from] ParamError),
+    Params(#[source] ParamError),
     /// `cloudName` or the vault URL.
     #[error("{0}")]
     Config(String),
@@ -101,6 +101,17 @@ pub enum MountError {
     /// The mount's deadline passed.
     #[error("the mount did not finish within {0:?} (Key Vault slow or throttling)")]
     Timeout(Duration),
+}
+
+impl From<ParamError> for MountError {
+    fn from(error: ParamError) -> Self {
+        match error {
+            // A cloud name refused by `Cloud::parse` has always been reported as
+            // `cloudName: ...`, without the parameters prefix; it keeps that message.
+            ParamError::InvalidCloud(_) => Self::Config(error.to_string()),
+            error => Self::Params(error),
+        }
+    }
 }
 
 impl MountError {
@@ -251,8 +262,7 @@ impl Provider {
         &self,
         params: &MountParams,
     ) -> Result<(pb::MountResponse, MountSummary), MountError> {
-        let cloud = Cloud::parse(&params.cloud)
-            .map_err(|e| MountError::Config(format!("cloudName: {e}")))?;
+        let cloud = params.cloud;
         let primary = self.config.vault_urls.url(&params.vault, cloud);
         let scope = vault_scope(&primary).ok_or_else(|| {
             MountError::Config(format!(
@@ -546,3 +556,6 @@ impl pb::csi_driver_provider_server::CsiDriverProvider for CsiService {
         self.0.observe("Mount", started, result)
     }
 }
+
+#[cfg(test)]
+mod tests;

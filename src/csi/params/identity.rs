@@ -1,0 +1,259 @@
+//! Which identity a mount authenticates as ([`AuthMode`]): workload identity, managed
+//! identity or a service principal, with the pod's token and the client secret held in
+//! redacting, zeroizing types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use zeroize::Zeroizing;
+
+use super::attributes::{Attributes, json_reason};
+use super::error::ParamError;
+use super::{
+    A_SERVICE_ACCOUNT_TOKENS, MAX_ECHO_CHARS, P_CLIENT_ID, P_USE_POD_IDENTITY,
+    P_USE_POD_SA_ANNOTATION, P_USE_VM_MANAGED_IDENTITY, P_USER_ASSIGNED_IDENTITY_ID, S_CLIENT_ID,
+    S_CLIENT_SECRET, WORKLOAD_IDENTITY_AUDIENCE, snippet,
+};
+
+/// A Kubernetes service-account token (a JWT) the driver requested for the pod. Zeroized on
+/// drop; `Debug` prints `[redacted]`; no `Display`, `Clone` or `Serialize`.
+pub struct ServiceAccountToken(Zeroizing<String>);
+
+impl ServiceAccountToken {
+    /// The token, to hand to the credential as a client assertion. The only way out.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ServiceAccountToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServiceAccountToken([redacted])")
+    }
+}
+
+impl<'de> de::Deserialize<'de> for ServiceAccountToken {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_str(ZeroizingStringVisitor)
+            .map(ServiceAccountToken)
+    }
+}
+
+/// A service principal's client secret, from the `nodePublishSecretRef` Secret. Zeroized on
+/// drop; `Debug` prints `[redacted]`; no `Display`, `Clone` or `Serialize`.
+pub struct ClientSecret(Zeroizing<String>);
+
+impl ClientSecret {
+    /// The secret, to hand to the credential. The only way out.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientSecret([redacted])")
+    }
+}
+
+/// Deserializes a JSON string straight into a zeroizing buffer.
+struct ZeroizingStringVisitor;
+
+impl Visitor<'_> for ZeroizingStringVisitor {
+    type Value = Zeroizing<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Zeroizing::new(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Zeroizing::new(v))
+    }
+}
+
+/// How the provider authenticates to Entra for this mount.
+#[derive(Debug)]
+pub enum AuthMode {
+    /// Workload identity: exchange the pod's service-account token for an Entra token of
+    /// `client_id` (an app registration or user-assigned identity).
+    WorkloadIdentity {
+        /// `clientID`.
+        client_id: String,
+        /// The pod's token for [`WORKLOAD_IDENTITY_AUDIENCE`].
+        token: ServiceAccountToken,
+        /// The token's `expirationTimestamp` as the driver sent it (RFC 3339), if any.
+        token_expiration: Option<String>,
+    },
+    /// The node's managed identity (IMDS).
+    ManagedIdentity {
+        /// `userAssignedIdentityID`: the client id of a user-assigned identity; `None` for
+        /// the system-assigned one.
+        user_assigned_client_id: Option<String>,
+    },
+    /// A service principal with a client secret from the `nodePublishSecretRef` Secret.
+    ServicePrincipal {
+        /// The Secret's `clientid`.
+        client_id: String,
+        /// The Secret's `clientsecret`.
+        client_secret: ClientSecret,
+    },
+}
+
+/// Checks a client id: 1-128 characters of `[-._A-Za-z0-9]`.
+fn is_client_id(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+fn client_id_param(attrs: &Attributes, name: &'static str) -> Result<Option<String>, ParamError> {
+    let value = attrs.trimmed(name);
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if !is_client_id(value) {
+        return Err(ParamError::InvalidParameter {
+            name,
+            reason: format!(
+                "{:?} is not a client id (1-128 characters of letters, digits, '-', '.', '_')",
+                snippet(value)
+            ),
+        });
+    }
+    Ok(Some(value.to_owned()))
+}
+
+pub(super) fn parse_auth(
+    attrs: &Attributes,
+    secrets: &[(String, Zeroizing<String>)],
+) -> Result<AuthMode, ParamError> {
+    if attrs.bool(P_USE_POD_IDENTITY)? {
+        return Err(ParamError::PodIdentityUnsupported);
+    }
+    if attrs.bool(P_USE_POD_SA_ANNOTATION)? {
+        return Err(ParamError::Unsupported {
+            name: P_USE_POD_SA_ANNOTATION,
+            reason: "akv-bridge does not read the Kubernetes API; set clientID in the \
+                     SecretProviderClass",
+        });
+    }
+    let use_vm = attrs.bool(P_USE_VM_MANAGED_IDENTITY)?;
+    let client_id = client_id_param(attrs, P_CLIENT_ID)?;
+
+    if let Some(client_id) = client_id {
+        if use_vm {
+            return Err(ParamError::ConflictingIdentity);
+        }
+        let (token, token_expiration) =
+            workload_identity_token(attrs.trimmed(A_SERVICE_ACCOUNT_TOKENS))?;
+        return Ok(AuthMode::WorkloadIdentity {
+            client_id,
+            token,
+            token_expiration,
+        });
+    }
+    if use_vm {
+        return Ok(AuthMode::ManagedIdentity {
+            user_assigned_client_id: client_id_param(attrs, P_USER_ASSIGNED_IDENTITY_ID)?,
+        });
+    }
+
+    let client_id = find_secret(secrets, S_CLIENT_ID)?;
+    let client_secret = find_secret(secrets, S_CLIENT_SECRET)?;
+    match (client_id, client_secret) {
+        (None, None) => Err(ParamError::NoIdentity {
+            hint: attrs.case_hint(P_CLIENT_ID, &[]),
+        }),
+        (Some(_), None) => Err(ParamError::IncompleteServicePrincipal {
+            missing: S_CLIENT_SECRET,
+        }),
+        (None, Some(_)) => Err(ParamError::IncompleteServicePrincipal {
+            missing: S_CLIENT_ID,
+        }),
+        (Some(id), Some(secret)) => {
+            if !is_client_id(id) {
+                // Not echoed: it comes from a Secret. A trailing newline is the usual cause.
+                return Err(ParamError::InvalidParameter {
+                    name: "nodePublishSecretRef clientid",
+                    reason: "is not a client id (1-128 characters of letters, digits, '-', \
+                             '.', '_'; is there a trailing newline?)"
+                        .to_owned(),
+                });
+            }
+            Ok(AuthMode::ServicePrincipal {
+                client_id: id.to_owned(),
+                client_secret: ClientSecret(Zeroizing::new(secret.to_owned())),
+            })
+        }
+    }
+}
+
+/// The non-empty value of the one key of `secrets` equal to `name` ignoring ASCII case.
+fn find_secret<'a>(
+    secrets: &'a [(String, Zeroizing<String>)],
+    name: &'static str,
+) -> Result<Option<&'a str>, ParamError> {
+    let mut found = None;
+    for (key, value) in secrets {
+        if key.eq_ignore_ascii_case(name) {
+            if found.is_some() {
+                return Err(ParamError::DuplicateKey {
+                    what: "secrets",
+                    key: name.to_owned(),
+                });
+            }
+            found = Some(value.as_str());
+        }
+    }
+    Ok(found.filter(|v| !v.is_empty()))
+}
+
+/// One entry of `csi.storage.k8s.io/serviceAccount.tokens`.
+#[derive(serde::Deserialize)]
+struct TokenEntry {
+    #[serde(default)]
+    token: Option<ServiceAccountToken>,
+    #[serde(default, rename = "expirationTimestamp")]
+    expiration: Option<String>,
+}
+
+fn workload_identity_token(
+    tokens: &str,
+) -> Result<(ServiceAccountToken, Option<String>), ParamError> {
+    const WHAT: &str = "attribute csi.storage.k8s.io/serviceAccount.tokens";
+    if tokens.is_empty() {
+        return Err(ParamError::MissingWorkloadIdentityToken);
+    }
+    let mut entries: BTreeMap<String, TokenEntry> = serde_json::from_str::<Option<_>>(tokens)
+        .map_err(|e| ParamError::InvalidJson {
+            what: WHAT,
+            reason: json_reason(
+                &e,
+                "expected a JSON object mapping audiences to {\"token\": string, \
+                     \"expirationTimestamp\": string}",
+            ),
+        })?
+        .unwrap_or_default();
+    match entries.remove(WORKLOAD_IDENTITY_AUDIENCE) {
+        Some(TokenEntry {
+            token: Some(token),
+            expiration,
+        }) if !token.expose_secret().is_empty() => {
+            let expiration = expiration
+                .map(|e| e.trim().to_owned())
+                .filter(|e| !e.is_empty() && e.len() <= MAX_ECHO_CHARS);
+            Ok((token, expiration))
+        }
+        _ => Err(ParamError::MissingWorkloadIdentityToken),
+    }
+}
+
+#[cfg(test)]
+mod tests;

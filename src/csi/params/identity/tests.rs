@@ -1,0 +1,217 @@
+//! Tests of identity selection and of the redaction of its secrets.
+
+use std::collections::BTreeMap;
+use zeroize::Zeroizing;
+
+use super::ClientSecret;
+use crate::csi::params::fixtures::{
+    CLIENT, DB, SA_TOKEN, SP_SECRET, json, mount_with, objects_yaml, tokens_json, wi_attributes,
+};
+use crate::csi::params::{
+    A_SERVICE_ACCOUNT_TOKENS, AuthMode, ParamError, WORKLOAD_IDENTITY_AUDIENCE, parse_mount,
+};
+
+#[test]
+fn managed_identity() {
+    let p = mount_with(&[("clientID", ""), ("useVMManagedIdentity", "true")]).unwrap();
+    assert!(matches!(
+        p.auth,
+        AuthMode::ManagedIdentity {
+            user_assigned_client_id: None
+        }
+    ));
+    let p = mount_with(&[
+        ("clientID", ""),
+        ("useVMManagedIdentity", "1"),
+        ("userAssignedIdentityID", CLIENT),
+    ])
+    .unwrap();
+    match p.auth {
+        AuthMode::ManagedIdentity {
+            user_assigned_client_id,
+        } => {
+            assert_eq!(user_assigned_client_id.as_deref(), Some(CLIENT));
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = mount_with(&[
+        ("clientID", ""),
+        ("useVMManagedIdentity", "true"),
+        ("userAssignedIdentityID", "a b"),
+    ])
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ParamError::InvalidParameter {
+                name: "userAssignedIdentityID",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn service_principal_secrets_match_case_insensitively() {
+    let attributes = wi_attributes(&objects_yaml(&[DB]), &[("clientID", "")]);
+    for secrets in [
+        json(&[("clientid", CLIENT), ("clientsecret", SP_SECRET)]),
+        json(&[
+            ("ClientID", CLIENT),
+            ("CLIENTSECRET", SP_SECRET),
+            ("other", "x"),
+        ]),
+    ] {
+        let p = parse_mount(&attributes, &secrets, "420", "/t").unwrap();
+        match &p.auth {
+            AuthMode::ServicePrincipal {
+                client_id,
+                client_secret,
+            } => {
+                assert_eq!(client_id, CLIENT);
+                assert_eq!(client_secret.expose_secret(), SP_SECRET);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{p:?}").contains(SP_SECRET));
+    }
+    let secrets = format!(r#"{{"clientid":"{CLIENT}","ClientId":"{CLIENT}","clientsecret":"x"}}"#);
+    let err = parse_mount(&attributes, &secrets, "420", "/t").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ParamError::DuplicateKey {
+                what: "secrets",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = parse_mount(&attributes, &json(&[("clientid", CLIENT)]), "420", "/t").unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::IncompleteServicePrincipal {
+            missing: "clientsecret"
+        }
+    );
+    let err = parse_mount(
+        &attributes,
+        &json(&[("clientsecret", SP_SECRET)]),
+        "420",
+        "/t",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::IncompleteServicePrincipal {
+            missing: "clientid"
+        }
+    );
+    let err = parse_mount(
+        &attributes,
+        &json(&[("clientid", CLIENT), ("clientsecret", "")]),
+        "420",
+        "/t",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::IncompleteServicePrincipal {
+            missing: "clientsecret"
+        }
+    );
+    // A trailing newline in clientid is refused without echoing it.
+    let secrets = json(&[
+        ("clientid", &format!("{CLIENT}\n")),
+        ("clientsecret", SP_SECRET),
+    ]);
+    let err = parse_mount(&attributes, &secrets, "420", "/t").unwrap_err();
+    assert!(err.to_string().contains("trailing newline"), "{err}");
+    assert!(!err.to_string().contains(SP_SECRET));
+}
+
+#[test]
+fn no_identity() {
+    let attributes = wi_attributes(&objects_yaml(&[DB]), &[("clientID", "")]);
+    for secrets in ["", "null", "{}", "  "] {
+        let err = parse_mount(&attributes, secrets, "420", "/t").unwrap_err();
+        assert!(
+            matches!(err, ParamError::NoIdentity { .. }),
+            "{secrets:?}: {err}"
+        );
+        assert!(err.to_string().starts_with(
+            "no identity: set clientID for workload identity, useVMManagedIdentity, or \
+             nodePublishSecretRef with clientid/clientsecret"
+        ));
+    }
+    // A mis-cased clientID gets a hint.
+    let attributes = wi_attributes(
+        &objects_yaml(&[DB]),
+        &[("clientID", ""), ("clientId", CLIENT)],
+    );
+    let err = parse_mount(&attributes, "{}", "420", "/t").unwrap_err();
+    assert!(err.to_string().contains("found \"clientId\""), "{err}");
+}
+
+#[test]
+fn workload_identity_token_extraction() {
+    let objects = objects_yaml(&[DB]);
+    // Missing attribute, empty, null, other audience only, empty token, null token.
+    for tokens in [
+        None,
+        Some(String::new()),
+        Some("null".to_owned()),
+        Some("{}".to_owned()),
+        Some(tokens_json("api://AKSIdentityBinding", SA_TOKEN)),
+        Some(tokens_json(WORKLOAD_IDENTITY_AUDIENCE, "")),
+        Some(format!(
+            r#"{{"{WORKLOAD_IDENTITY_AUDIENCE}":{{"token":null}}}}"#
+        )),
+        Some(format!(r#"{{"{WORKLOAD_IDENTITY_AUDIENCE}":{{}}}}"#)),
+    ] {
+        let mut map: BTreeMap<String, String> =
+            serde_json::from_str(&wi_attributes(&objects, &[])).unwrap();
+        match &tokens {
+            None => map.remove(A_SERVICE_ACCOUNT_TOKENS),
+            Some(t) => map.insert(A_SERVICE_ACCOUNT_TOKENS.to_owned(), t.clone()),
+        };
+        let err =
+            parse_mount(&serde_json::to_string(&map).unwrap(), "{}", "420", "/t").unwrap_err();
+        assert_eq!(err, ParamError::MissingWorkloadIdentityToken, "{tokens:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("tokenRequests") && text.contains(WORKLOAD_IDENTITY_AUDIENCE),
+            "{text}"
+        );
+    }
+    // Malformed token JSON: an error that does not quote the token.
+    for bad in [
+        format!(r#"{{"{WORKLOAD_IDENTITY_AUDIENCE}":{{"token":["{SA_TOKEN}"]}}}}"#),
+        format!(r#"{{"{WORKLOAD_IDENTITY_AUDIENCE}":"{SA_TOKEN}"}}"#),
+        format!(r#"{{"{WORKLOAD_IDENTITY_AUDIENCE}":{{"token":"{SA_TOKEN}""#),
+        format!(r#"["{SA_TOKEN}"]"#),
+    ] {
+        let attributes = wi_attributes(&objects, &[(A_SERVICE_ACCOUNT_TOKENS, &bad)]);
+        let err = parse_mount(&attributes, "{}", "420", "/t").unwrap_err();
+        assert!(
+            matches!(err, ParamError::InvalidJson { .. }),
+            "{bad}: {err}"
+        );
+        assert!(!err.to_string().contains(SA_TOKEN), "{err}");
+        assert!(!format!("{err:?}").contains(SA_TOKEN), "{err:?}");
+    }
+}
+
+#[test]
+fn debug_is_redacted() {
+    let p = mount_with(&[]).unwrap();
+    let debug = format!("{p:?}");
+    assert!(!debug.contains(SA_TOKEN), "{debug}");
+    assert!(!debug.contains("c2EtdG9rZW4"), "{debug}");
+    assert!(debug.contains("[redacted]"), "{debug}");
+    assert!(debug.contains("kv-prod"));
+    let secret = ClientSecret(Zeroizing::new(SP_SECRET.to_owned()));
+    assert_eq!(format!("{secret:?}"), "ClientSecret([redacted])");
+    assert_eq!(format!("{:#?}", secret), "ClientSecret([redacted])");
+}

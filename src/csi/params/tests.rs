@@ -1,0 +1,279 @@
+//! Tests of [`parse_mount`] as a whole: the spec's example, top-level parameters and
+//! their errors.
+
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+
+use crate::azure::cloud::{Cloud, CloudError};
+use crate::csi::params::fixtures::{
+    CLIENT, DB, SA_TOKEN, TENANT, ids, json, mount_with, objects_yaml, paths, wi_attributes,
+};
+use crate::csi::params::{
+    A_POD_NAME, AuthMode, DEFAULT_CLOUD, ObjectFile, ObjectKind, ParamError, PodInfo,
+    RelativeFilePath, parse_mount,
+};
+
+#[test]
+fn spec_example_parses_to_the_expected_objects() {
+    let objects = "array:
+  - |
+    objectName: db-password
+    objectType: secret
+  - |
+    objectName: tls-cert
+    objectType: secret        # the cert's private key and chain
+    objectAlias: tls/bundle.pem
+  - |
+    objectName: signing-key
+    objectType: key
+    objectVersionHistory: 2
+";
+    let attributes = wi_attributes(objects, &[]);
+    let params = parse_mount(&attributes, "null", "420", "/mnt/target").unwrap();
+    assert_eq!(params.vault.as_str(), "kv-prod");
+    assert_eq!(params.tenant_id, TENANT);
+    assert_eq!(params.cloud, Cloud::AzurePublicCloud);
+    assert_eq!(params.default_mode, 0o644);
+    assert_eq!(params.target_path, PathBuf::from("/mnt/target"));
+    assert_eq!(params.secret_provider_class.as_deref(), Some("app-secrets"));
+    assert_eq!(
+        params.pod,
+        PodInfo {
+            namespace: Some("shop".into()),
+            name: Some("web-0".into()),
+            uid: Some("5d8e3c1e-0000-4000-8000-000000000001".into()),
+            service_account: Some("web".into()),
+            ephemeral: false,
+        }
+    );
+    match &params.auth {
+        AuthMode::WorkloadIdentity {
+            client_id,
+            token,
+            token_expiration,
+        } => {
+            assert_eq!(client_id, CLIENT);
+            assert_eq!(token.expose_secret(), SA_TOKEN);
+            assert_eq!(token_expiration.as_deref(), Some("2030-01-01T00:00:00Z"));
+        }
+        other => panic!("expected workload identity, got {other:?}"),
+    }
+
+    let o = &params.objects;
+    assert_eq!(o.len(), 3);
+    assert_eq!(o[0].name.as_str(), "db-password");
+    assert_eq!(o[0].kind, ObjectKind::Secret);
+    assert_eq!(o[0].path.as_str(), "db-password");
+    assert_eq!(o[0].id, "secret/db-password");
+    assert_eq!(
+        o[0].files,
+        vec![ObjectFile {
+            path: RelativeFilePath::parse("db-password").unwrap(),
+            id: "secret/db-password".into(),
+            history_index: None
+        }]
+    );
+    assert_eq!(o[1].kind, ObjectKind::Secret);
+    assert_eq!(paths(&o[1]), ["tls/bundle.pem"]);
+    assert_eq!(o[1].id, "secret/tls-cert");
+    assert_eq!(o[2].kind, ObjectKind::Key);
+    assert_eq!(o[2].history, 2);
+    assert_eq!(paths(&o[2]), ["signing-key/0", "signing-key/1"]);
+    assert_eq!(ids(&o[2..]), ["key/signing-key/0", "key/signing-key/1"]);
+    assert_eq!(o[2].files[1].history_index, Some(1));
+    assert_eq!(params.vault_for(&o[0]).as_str(), "kv-prod");
+    assert_eq!(params.mode_for(&o[0]), 0o644);
+}
+
+#[test]
+fn top_level_parameters_and_defaults() {
+    let p = mount_with(&[]).unwrap();
+    assert_eq!(p.cloud, DEFAULT_CLOUD);
+    for (cloud, expected) in [
+        ("AzureUSGovernmentCloud", Cloud::AzureUSGovernmentCloud),
+        ("AzureChinaCloud", Cloud::AzureChinaCloud),
+        ("azurepubliccloud", Cloud::AzurePublicCloud),
+        ("AzureUSGovernment", Cloud::AzureUSGovernmentCloud),
+        ("AzureCloud", Cloud::AzurePublicCloud),
+    ] {
+        let p = mount_with(&[("cloudName", &format!(" {cloud} "))]).unwrap();
+        assert_eq!(p.cloud, expected);
+    }
+    // Legacy tenantId, and tenantID winning over it.
+    let p = mount_with(&[("tenantID", ""), ("tenantId", " contoso.onmicrosoft.com ")]).unwrap();
+    assert_eq!(p.tenant_id, "contoso.onmicrosoft.com");
+    let p = mount_with(&[("tenantId", "other-tenant")]).unwrap();
+    assert_eq!(p.tenant_id, TENANT);
+    // Values are trimmed; usePodIdentity false is fine.
+    let p = mount_with(&[("keyvaultName", "  kv-prod\n"), ("usePodIdentity", "false")]).unwrap();
+    assert_eq!(p.vault.as_str(), "kv-prod");
+    // Pod info absent: all None.
+    let attributes = json(&[
+        ("keyvaultName", "kv1"),
+        ("tenantId", TENANT),
+        ("useVMManagedIdentity", "true"),
+        ("objects", &objects_yaml(&[DB])),
+    ]);
+    let p = parse_mount(&attributes, "", "0", "/t").unwrap();
+    assert_eq!(p.pod, PodInfo::default());
+    assert_eq!(p.secret_provider_class, None);
+    assert_eq!(p.default_mode, 0);
+    let p = mount_with(&[("csi.storage.k8s.io/ephemeral", "True")]).unwrap();
+    assert!(p.pod.ephemeral);
+}
+
+#[test]
+fn top_level_errors() {
+    let err = mount_with(&[("keyvaultName", "")]).unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::MissingParameter {
+            name: "keyvaultName",
+            hint: String::new()
+        }
+    );
+    let err = mount_with(&[("keyvaultName", ""), ("keyVaultName", "kv-prod")]).unwrap_err();
+    assert!(err.to_string().contains("found \"keyVaultName\""), "{err}");
+    for bad in [
+        "kv",
+        "a234567890123456789012345",
+        "kv_prod",
+        "kv.prod",
+        "kv prod",
+        "kv/x",
+        "kvé1",
+    ] {
+        let err = mount_with(&[("keyvaultName", bad)]).unwrap_err();
+        assert!(
+            matches!(err, ParamError::InvalidVaultName { .. }),
+            "{bad}: {err}"
+        );
+    }
+    let err = mount_with(&[("tenantID", "")]).unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::MissingParameter {
+            name: "tenantID",
+            hint: String::new()
+        }
+    );
+    for bad in ["../evil", "a/b", "tenant?x=1", "t enant"] {
+        let err = mount_with(&[("tenantID", bad)]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ParamError::InvalidParameter {
+                    name: "tenantID",
+                    ..
+                }
+            ),
+            "{bad}: {err}"
+        );
+    }
+    assert_eq!(
+        mount_with(&[("usePodIdentity", "true")]).unwrap_err(),
+        ParamError::PodIdentityUnsupported
+    );
+    assert_eq!(
+        ParamError::PodIdentityUnsupported.to_string(),
+        "usePodIdentity: aad-pod-identity is deprecated and not supported; use workload identity (clientID)"
+    );
+    let err = mount_with(&[("usePodServiceAccountAnnotation", "true")]).unwrap_err();
+    assert!(matches!(
+        err,
+        ParamError::Unsupported {
+            name: "usePodServiceAccountAnnotation",
+            ..
+        }
+    ));
+    let err = mount_with(&[("cloudName", "AzureStackCloud")]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ParamError::Unsupported {
+                name: "cloudName",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not supported"));
+    let err = mount_with(&[("cloudName", "Azure Cloud/../x")]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ParamError::InvalidParameter {
+                name: "cloudName",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Well-formed but not a cloud: the message `Cloud::parse` gives, after `cloudName: `.
+    let err = mount_with(&[("cloudName", " MarsCloud ")]).unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::InvalidCloud(CloudError::Unknown("MarsCloud".to_owned()))
+    );
+    assert_eq!(
+        err.to_string(),
+        "cloudName: unknown Azure cloud \"MarsCloud\": expected AzurePublicCloud, \
+         AzureUSGovernmentCloud or AzureChinaCloud (case-insensitive; empty means \
+         AzurePublicCloud)"
+    );
+    let err = mount_with(&[("cloudName", "azuregermancloud")]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ParamError::InvalidCloud(CloudError::Unsupported { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("cloudName: "), "{err}");
+    let err = mount_with(&[("cloudEnvFileName", "/etc/kubernetes/custom.json")]).unwrap_err();
+    assert!(matches!(
+        err,
+        ParamError::Unsupported {
+            name: "cloudEnvFileName",
+            ..
+        }
+    ));
+    assert_eq!(
+        mount_with(&[("useVMManagedIdentity", "true")]).unwrap_err(),
+        ParamError::ConflictingIdentity
+    );
+    let err = mount_with(&[("clientID", "not a guid")]).unwrap_err();
+    assert!(matches!(
+        err,
+        ParamError::InvalidParameter {
+            name: "clientID",
+            ..
+        }
+    ));
+    let err = mount_with(&[("objects", "")]).unwrap_err();
+    assert_eq!(
+        err,
+        ParamError::MissingParameter {
+            name: "objects",
+            hint: String::new()
+        }
+    );
+    let err = mount_with(&[("csi.storage.k8s.io/pod.name", "web\n0")]).unwrap_err();
+    assert!(matches!(
+        err,
+        ParamError::InvalidParameter {
+            name: A_POD_NAME,
+            ..
+        }
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn parse_mount_never_panics(a in any::<String>(), s in any::<String>(), p in any::<String>(), t in any::<String>()) {
+        let _ = parse_mount(&a, &s, &p, &t);
+    }
+}
