@@ -12,9 +12,10 @@ use zeroize::Zeroizing;
 use crate::api::{ApiError, ApiResult, Ctx, Reply, check_name, tags_from};
 use crate::crypto::{Curve, KeySpec, KeyType, Material};
 use crate::identity::{ObjectKind, uuid_like};
+use crate::lifecycle::{self, UpdateRequest, Version, Versioned};
 use crate::store::{
-    Attributes, AttributesPatch, CertEntry, CertVersion, Deleted, KeyEntry, KeyVersion, PendingOp,
-    SecretEntry, SecretVersion, Tags, Vault, VaultCell, find_version, find_version_mut,
+    Attributes, AttributesPatch, CertBacking, CertEntry, CertVersion, Collection, KeyEntry,
+    KeyVersion, PendingOp, SecretEntry, SecretVersion, Tags, Vault, VaultCell, find_version_mut,
     new_version_id, now,
 };
 use crate::x509::{self, CertRequest, KeyKind, TestCa};
@@ -37,16 +38,6 @@ pub struct Issuers {
 pub fn handle(ctx: &Ctx<'_>, cell: &VaultCell, issuers: &Issuers) -> ApiResult {
     let m = ctx.method;
     match ctx.segments.as_slice() {
-        ["certificates"] | ["certificates", ""] if m == Method::GET => {
-            ctx.require(C, "list")?;
-            let items = cell.read(|v| {
-                v.certificates
-                    .values()
-                    .filter_map(|e| e.versions.last().map(|cv| list_item(ctx, e, cv, false)))
-                    .collect()
-            });
-            ctx.page("/certificates", items)
-        }
         ["certificates", name, "create"] if m == Method::POST => {
             ctx.require(C, "create")?;
             create(ctx, cell, issuers, name)
@@ -84,118 +75,16 @@ pub fn handle(ctx: &Ctx<'_>, cell: &VaultCell, issuers: &Issuers) -> ApiResult {
                 Ok(Reply::ok(policy_json(ctx, &e.name, &e.policy)))
             })
         }
-        ["certificates", name, "versions"] if m == Method::GET => {
-            ctx.require(C, "list")?;
-            let items = cell.read(|v| {
-                let e = entry(v, name)?;
-                Ok::<_, ApiError>(
-                    e.versions
-                        .iter()
-                        .map(|cv| list_item(ctx, e, cv, true))
-                        .collect(),
-                )
-            })?;
-            ctx.page(&format!("/certificates/{name}/versions"), items)
-        }
-        ["certificates", name] if m == Method::DELETE => {
-            ctx.require(C, "delete")?;
-            delete(ctx, cell, name)
-        }
-        ["certificates", name] if m == Method::GET => {
-            ctx.require(C, "get")?;
-            get(ctx, cell, name, None)
-        }
-        ["certificates", name, version] if m == Method::GET => {
-            ctx.require(C, "get")?;
-            get(ctx, cell, name, Some(version))
-        }
-        ["certificates", name, version] if m == Method::PATCH => {
-            ctx.require(C, "update")?;
-            update(ctx, cell, name, version)
-        }
-        ["deletedcertificates"] if m == Method::GET => {
-            ctx.require(C, "list")?;
-            let items = cell.read(|v| {
-                v.deleted_certificates
-                    .values()
-                    .filter_map(|d| {
-                        let e = &d.entry.0;
-                        e.versions.last().map(|cv| {
-                            with_deleted(ctx, list_item(ctx, e, cv, false), e, d.deleted_date)
-                        })
-                    })
-                    .collect()
-            });
-            ctx.page("/deletedcertificates", items)
-        }
-        ["deletedcertificates", name] if m == Method::GET => {
-            ctx.require(C, "get")?;
-            cell.read(|v| {
-                let d = v
-                    .deleted_certificates
-                    .get(&name.to_ascii_lowercase())
-                    .ok_or_else(|| ApiError::not_found(C, name))?;
-                let e = &d.entry.0;
-                let cv = e
-                    .versions
-                    .last()
-                    .ok_or_else(|| ApiError::not_found(C, name))?;
-                Ok(Reply::ok(with_deleted(
-                    ctx,
-                    bundle(ctx, e, cv),
-                    e,
-                    d.deleted_date,
-                )))
-            })
-        }
-        ["deletedcertificates", name] if m == Method::DELETE => {
-            ctx.require(C, "purge")?;
-            cell.write(|v| {
-                v.deleted_certificates
-                    .remove(&name.to_ascii_lowercase())
-                    .ok_or_else(|| ApiError::not_found(C, name))?;
-                Ok(Reply::with_status(StatusCode::NO_CONTENT, Value::Null))
-            })
-        }
-        ["deletedcertificates", name, "recover"] if m == Method::POST => {
-            ctx.require(C, "recover")?;
-            cell.write(|v| {
-                let lower = name.to_ascii_lowercase();
-                let d = v
-                    .deleted_certificates
-                    .remove(&lower)
-                    .ok_or_else(|| ApiError::not_found(C, name))?;
-                let (cert, key, secret) = d.entry;
-                let body = cert
-                    .versions
-                    .last()
-                    .map(|cv| bundle(ctx, &cert, cv))
-                    .ok_or_else(|| ApiError::not_found(C, name))?;
-                if let Some(k) = key {
-                    v.keys.insert(lower.clone(), k);
-                }
-                if let Some(s) = secret {
-                    v.secrets.insert(lower.clone(), s);
-                }
-                v.certificates.insert(lower, cert);
-                Ok(Reply::ok(body))
-            })
-        }
-        ["certificates", ..] | ["deletedcertificates", ..] => Err(ApiError::method_not_allowed(m)),
-        _ => Err(ApiError::no_route(m, &ctx.segments.join("/"))),
+        _ => lifecycle::handle::<CertEntry>(ctx, cell),
     }
 }
 
 fn entry<'a>(v: &'a Vault, name: &str) -> Result<&'a CertEntry, ApiError> {
-    v.certificates
-        .get(&name.to_ascii_lowercase())
-        .ok_or_else(|| ApiError::not_found(C, name))
+    lifecycle::entry(v, name)
 }
 
 fn entry_mut<'a>(v: &'a mut Vault, name: &str) -> Result<&'a mut CertEntry, ApiError> {
-    v.certificates
-        .get_mut(&name.to_ascii_lowercase())
-        .ok_or_else(|| ApiError::not_found(C, name))
+    lifecycle::entry_mut(v, name)
 }
 
 fn cert_url(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> String {
@@ -216,42 +105,117 @@ fn policy_json(ctx: &Ctx<'_>, name: &str, policy: &Value) -> Value {
     p
 }
 
-fn bundle(ctx: &Ctx<'_>, entry: &CertEntry, cv: &CertVersion) -> Value {
-    let leaf = cv.chain.first().map(Vec::as_slice).unwrap_or_default();
-    json!({
-        "id": cert_url(ctx, &entry.name, Some(&cv.version)),
-        "kid": format!("{}/keys/{}/{}", ctx.base, entry.name, cv.version),
-        "sid": format!("{}/secrets/{}/{}", ctx.base, entry.name, cv.version),
-        "x5t": x509::x5t(leaf),
-        "cer": STD_B64.encode(leaf),
-        "attributes": cv.attributes.to_json(),
-        "tags": cv.tags,
-        "policy": policy_json(ctx, &entry.name, &cv.policy),
-        "contentType": content_type_of(&cv.policy),
-        "preserveCertOrder": false,
-    })
-}
-
-fn list_item(ctx: &Ctx<'_>, entry: &CertEntry, cv: &CertVersion, versioned: bool) -> Value {
-    let leaf = cv.chain.first().map(Vec::as_slice).unwrap_or_default();
-    json!({
-        "id": cert_url(ctx, &entry.name, versioned.then_some(cv.version.as_str())),
-        "x5t": x509::x5t(leaf),
-        "attributes": cv.attributes.to_json(),
-        "tags": cv.tags,
-    })
-}
-
-fn with_deleted(ctx: &Ctx<'_>, mut body: Value, entry: &CertEntry, deleted: i64) -> Value {
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert(
-            "recoveryId".into(),
-            format!("{}/deletedcertificates/{}", ctx.base, entry.name).into(),
-        );
-        obj.insert("deletedDate".into(), deleted.into());
-        obj.insert("scheduledPurgeDate".into(), (deleted + 90 * 86_400).into());
+impl Version for CertVersion {
+    fn id(&self) -> &str {
+        &self.version
     }
-    body
+
+    fn tags_mut(&mut self) -> &mut Tags {
+        &mut self.tags
+    }
+}
+
+impl Versioned for CertEntry {
+    type Version = CertVersion;
+    type Backing = CertBacking;
+    type Update = UpdateCertificate;
+
+    const KIND: ObjectKind = C;
+    const PATH: &'static str = "certificates";
+    const NOUN: &'static str = "Certificate";
+    const UPDATE_PERMISSION: &'static str = "update";
+
+    fn collection(vault: &Vault) -> &Collection<Self, CertBacking> {
+        &vault.certificates
+    }
+
+    fn collection_mut(vault: &mut Vault) -> &mut Collection<Self, CertBacking> {
+        &mut vault.certificates
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn versions(&self) -> &[CertVersion] {
+        &self.versions
+    }
+
+    fn versions_mut(&mut self) -> &mut [CertVersion] {
+        &mut self.versions
+    }
+
+    fn bundle(&self, ctx: &Ctx<'_>, cv: &CertVersion) -> Value {
+        let leaf = cv.chain.first().map(Vec::as_slice).unwrap_or_default();
+        json!({
+            "id": cert_url(ctx, &self.name, Some(&cv.version)),
+            "kid": format!("{}/keys/{}/{}", ctx.base, self.name, cv.version),
+            "sid": format!("{}/secrets/{}/{}", ctx.base, self.name, cv.version),
+            "x5t": x509::x5t(leaf),
+            "cer": STD_B64.encode(leaf),
+            "attributes": cv.attributes.to_json(),
+            "tags": cv.tags,
+            "policy": policy_json(ctx, &self.name, &cv.policy),
+            "contentType": content_type_of(&cv.policy),
+            "preserveCertOrder": false,
+        })
+    }
+
+    /// Needs a version for `x5t`: a certificate without one is not listed.
+    fn list_item(&self, ctx: &Ctx<'_>, cv: Option<&CertVersion>) -> Option<Value> {
+        let (cv, versioned) = match cv {
+            Some(cv) => (cv, true),
+            None => (self.versions.last()?, false),
+        };
+        let leaf = cv.chain.first().map(Vec::as_slice).unwrap_or_default();
+        Some(json!({
+            "id": cert_url(ctx, &self.name, versioned.then_some(cv.version.as_str())),
+            "x5t": x509::x5t(leaf),
+            "attributes": cv.attributes.to_json(),
+            "tags": cv.tags,
+        }))
+    }
+
+    fn apply_update(cv: &mut CertVersion, req: &UpdateCertificate) {
+        if let Some(a) = &req.attributes {
+            // Validity comes from the certificate; only the enabled flag changes.
+            let patch = AttributesPatch {
+                enabled: a.enabled,
+                ..AttributesPatch::default()
+            };
+            cv.attributes.apply(&patch);
+        }
+    }
+
+    /// The backing key and secret follow the certificate's enabled flag.
+    fn after_update(vault: &mut Vault, lower: &str, cv: &CertVersion) {
+        if let Some(k) = vault.keys.live.get_mut(lower)
+            && let Some(kv) = find_version_mut(&mut k.versions, Some(&cv.version), |x| &x.version)
+        {
+            kv.attributes.enabled = cv.attributes.enabled;
+        }
+        if let Some(s) = vault.secrets.live.get_mut(lower)
+            && let Some(sv) = find_version_mut(&mut s.versions, Some(&cv.version), |x| &x.version)
+        {
+            sv.attributes.enabled = cv.attributes.enabled;
+        }
+    }
+
+    fn detach(vault: &mut Vault, lower: &str) -> CertBacking {
+        CertBacking {
+            key: vault.keys.live.remove(lower),
+            secret: vault.secrets.live.remove(lower),
+        }
+    }
+
+    fn reattach(vault: &mut Vault, lower: &str, backing: CertBacking) {
+        if let Some(k) = backing.key {
+            vault.keys.live.insert(lower.to_owned(), k);
+        }
+        if let Some(s) = backing.secret {
+            vault.secrets.live.insert(lower.to_owned(), s);
+        }
+    }
 }
 
 fn content_type_of(policy: &Value) -> String {
@@ -451,15 +415,10 @@ fn store_version(
     attributes: Option<&AttributesPatch>,
     tags: Tags,
 ) -> Result<(), ApiError> {
+    lifecycle::check_not_deleted::<CertEntry>(vault, name)?;
     let lower = name.to_ascii_lowercase();
-    if vault.deleted_certificates.contains_key(&lower) {
-        return Err(ApiError::conflict(format!(
-            "Certificate {name} is currently in a deleted but recoverable state, and its name \
-             cannot be reused; in this state, the certificate can only be recovered or purged."
-        )));
-    }
-    if vault.keys.get(&lower).is_some_and(|k| !k.managed)
-        || vault.secrets.get(&lower).is_some_and(|s| !s.managed)
+    if vault.keys.live.get(&lower).is_some_and(|k| !k.managed)
+        || vault.secrets.live.get(&lower).is_some_and(|s| !s.managed)
     {
         return Err(ApiError::conflict(format!(
             "A key or secret named {name} already exists and is not managed by a certificate."
@@ -497,12 +456,16 @@ fn store_version(
             "decrypt".into(),
         ],
     };
-    let key_entry = vault.keys.entry(lower.clone()).or_insert_with(|| KeyEntry {
-        name: name.to_owned(),
-        versions: Vec::new(),
-        managed: true,
-        rotation_policy: None,
-    });
+    let key_entry = vault
+        .keys
+        .live
+        .entry(lower.clone())
+        .or_insert_with(|| KeyEntry {
+            name: name.to_owned(),
+            versions: Vec::new(),
+            managed: true,
+            rotation_policy: None,
+        });
     key_entry.versions.push(KeyVersion {
         version: version.to_owned(),
         kty,
@@ -516,6 +479,7 @@ fn store_version(
     });
     let secret_entry = vault
         .secrets
+        .live
         .entry(lower.clone())
         .or_insert_with(|| SecretEntry {
             name: name.to_owned(),
@@ -531,6 +495,7 @@ fn store_version(
     });
     let cert_entry = vault
         .certificates
+        .live
         .entry(lower)
         .or_insert_with(|| CertEntry {
             name: name.to_owned(),
@@ -707,86 +672,19 @@ fn pending(ctx: &Ctx<'_>, cell: &VaultCell, name: &str, action: PendingAction) -
     }
 }
 
-fn get(ctx: &Ctx<'_>, cell: &VaultCell, name: &str, version: Option<&str>) -> ApiResult {
-    cell.read(|v| {
-        let e = entry(v, name)?;
-        let cv = find_version(&e.versions, version, |c| &c.version)
-            .ok_or_else(|| ApiError::not_found(C, &format!("{name}/{}", version.unwrap_or(""))))?;
-        Ok(Reply::ok(bundle(ctx, e, cv)))
-    })
-}
-
+/// Body of `PATCH /certificates/{name}/{version}`.
 #[derive(Debug, Deserialize)]
-struct UpdateCertificate {
+pub struct UpdateCertificate {
     #[serde(default)]
     attributes: Option<AttributesPatch>,
     #[serde(default)]
     tags: Option<Value>,
 }
 
-fn update(ctx: &Ctx<'_>, cell: &VaultCell, name: &str, version: &str) -> ApiResult {
-    let req: UpdateCertificate = ctx.json()?;
-    let tags = match &req.tags {
-        Some(t) => Some(tags_from(Some(t))?),
-        None => None,
-    };
-    cell.write(|v| {
-        let lower = name.to_ascii_lowercase();
-        let e = entry_mut(v, name)?;
-        let cv = find_version_mut(&mut e.versions, Some(version), |c| &c.version)
-            .ok_or_else(|| ApiError::not_found(C, &format!("{name}/{version}")))?;
-        if let Some(a) = &req.attributes {
-            // Validity comes from the certificate; only the enabled flag changes.
-            let patch = AttributesPatch {
-                enabled: a.enabled,
-                ..AttributesPatch::default()
-            };
-            cv.attributes.apply(&patch);
-        }
-        if let Some(t) = &tags {
-            cv.tags.clone_from(t);
-        }
-        let cv = cv.clone();
-        let body = bundle(ctx, e, &cv);
-        // The backing key and secret follow the certificate's enabled flag.
-        if let Some(k) = v.keys.get_mut(&lower)
-            && let Some(kv) = find_version_mut(&mut k.versions, Some(&cv.version), |x| &x.version)
-        {
-            kv.attributes.enabled = cv.attributes.enabled;
-        }
-        if let Some(s) = v.secrets.get_mut(&lower)
-            && let Some(sv) = find_version_mut(&mut s.versions, Some(&cv.version), |x| &x.version)
-        {
-            sv.attributes.enabled = cv.attributes.enabled;
-        }
-        Ok(Reply::ok(body))
-    })
-}
-
-fn delete(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
-    cell.write(|v| {
-        let lower = name.to_ascii_lowercase();
-        let cert = v
-            .certificates
-            .remove(&lower)
-            .ok_or_else(|| ApiError::not_found(C, name))?;
-        let key = v.keys.remove(&lower);
-        let secret = v.secrets.remove(&lower);
-        let when = now();
-        let body = cert
-            .versions
-            .last()
-            .map(|cv| with_deleted(ctx, bundle(ctx, &cert, cv), &cert, when))
-            .unwrap_or_else(|| json!({}));
-        v.deleted_certificates.insert(
-            lower,
-            Deleted {
-                entry: (cert, key, secret),
-                deleted_date: when,
-            },
-        );
-        Ok(Reply::ok(body))
-    })
+impl UpdateRequest for UpdateCertificate {
+    fn tags(&self) -> Option<&Value> {
+        self.tags.as_ref()
+    }
 }
 
 #[derive(Deserialize)]
@@ -879,6 +777,6 @@ fn import(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
             .versions
             .last()
             .ok_or_else(|| ApiError::not_found(C, name))?;
-        Ok(Reply::ok(bundle(ctx, e, cv)))
+        Ok(Reply::ok(e.bundle(ctx, cv)))
     })
 }

@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 use crate::api::{ApiError, ApiResult, Ctx, Reply, b64url, b64url_decode, check_name, tags_from};
 use crate::crypto::{CryptoError, Curve, KeySpec, KeyType, Material, OpenParams, PublicJwk};
 use crate::identity::ObjectKind;
+use crate::lifecycle::{self, UpdateRequest, Version, Versioned};
 use crate::store::{
-    Attributes, AttributesPatch, Deleted, KeyEntry, KeyVersion, Vault, VaultCell, VaultKind,
-    find_version, find_version_mut, new_version_id, now,
+    Attributes, AttributesPatch, Collection, KeyEntry, KeyVersion, Tags, Vault, VaultCell,
+    VaultKind, new_version_id, now,
 };
 
 const K: ObjectKind = ObjectKind::Keys;
@@ -20,15 +21,7 @@ const K: ObjectKind = ObjectKind::Keys;
 pub fn handle(ctx: &Ctx<'_>, cell: &VaultCell) -> ApiResult {
     let m = ctx.method;
     match ctx.segments.as_slice() {
-        ["keys"] | ["keys", ""] if m == Method::GET => {
-            ctx.require(K, "list")?;
-            list_keys(ctx, cell)
-        }
         ["keys", name, "create"] if m == Method::POST => create(ctx, cell, name),
-        ["keys", name, "versions"] if m == Method::GET => {
-            ctx.require(K, "list")?;
-            list_versions(ctx, cell, name)
-        }
         ["keys", name, "rotate"] if m == Method::POST => {
             ctx.require(K, "rotate")?;
             rotate(ctx, cell, name)
@@ -41,67 +34,8 @@ pub fn handle(ctx: &Ctx<'_>, cell: &VaultCell) -> ApiResult {
             ctx.require(K, "setrotationpolicy")?;
             set_rotation_policy(ctx, cell, name)
         }
-        ["keys", name] if m == Method::DELETE => {
-            ctx.require(K, "delete")?;
-            delete(ctx, cell, name)
-        }
-        ["keys", name] if m == Method::GET => {
-            ctx.require(K, "get")?;
-            get(ctx, cell, name, None)
-        }
-        ["keys", name, version] if m == Method::GET => {
-            ctx.require(K, "get")?;
-            get(ctx, cell, name, Some(version))
-        }
-        ["keys", name, version] if m == Method::PATCH => {
-            ctx.require(K, "update")?;
-            update(ctx, cell, name, version)
-        }
         ["keys", name, version, op] if m == Method::POST => operation(ctx, cell, name, version, op),
-        ["deletedkeys"] if m == Method::GET => {
-            ctx.require(K, "list")?;
-            let items = cell.read(|v| {
-                v.deleted_keys
-                    .values()
-                    .map(|d| deleted_item(ctx, &d.entry, d.deleted_date))
-                    .collect()
-            });
-            ctx.page("/deletedkeys", items)
-        }
-        ["deletedkeys", name] if m == Method::GET => {
-            ctx.require(K, "get")?;
-            cell.read(|v| {
-                let d = v
-                    .deleted_keys
-                    .get(&name.to_ascii_lowercase())
-                    .ok_or_else(|| ApiError::not_found(K, name))?;
-                Ok(Reply::ok(deleted_bundle(ctx, &d.entry, d.deleted_date)))
-            })
-        }
-        ["deletedkeys", name] if m == Method::DELETE => {
-            ctx.require(K, "purge")?;
-            cell.write(|v| {
-                v.deleted_keys
-                    .remove(&name.to_ascii_lowercase())
-                    .ok_or_else(|| ApiError::not_found(K, name))?;
-                Ok(Reply::with_status(StatusCode::NO_CONTENT, Value::Null))
-            })
-        }
-        ["deletedkeys", name, "recover"] if m == Method::POST => {
-            ctx.require(K, "recover")?;
-            cell.write(|v| {
-                let lower = name.to_ascii_lowercase();
-                let d = v
-                    .deleted_keys
-                    .remove(&lower)
-                    .ok_or_else(|| ApiError::not_found(K, name))?;
-                let body = latest_bundle(ctx, &d.entry)?;
-                v.keys.insert(lower, d.entry);
-                Ok(Reply::ok(body))
-            })
-        }
-        ["keys", ..] | ["deletedkeys", ..] => Err(ApiError::method_not_allowed(m)),
-        _ => Err(ApiError::no_route(m, &ctx.segments.join("/"))),
+        _ => lifecycle::handle::<KeyEntry>(ctx, cell),
     }
 }
 
@@ -207,104 +141,91 @@ pub fn jwk(ctx: &Ctx<'_>, name: &str, kv: &KeyVersion) -> Value {
     jwk
 }
 
-fn bundle(ctx: &Ctx<'_>, entry: &KeyEntry, kv: &KeyVersion) -> Value {
-    let mut b = json!({
-        "key": jwk(ctx, &entry.name, kv),
-        "attributes": kv.attributes.to_json(),
-        "tags": kv.tags,
-    });
-    if entry.managed
-        && let Some(obj) = b.as_object_mut()
-    {
-        obj.insert("managed".into(), true.into());
+impl Version for KeyVersion {
+    fn id(&self) -> &str {
+        &self.version
     }
-    b
-}
 
-fn latest_bundle(ctx: &Ctx<'_>, entry: &KeyEntry) -> Result<Value, ApiError> {
-    let kv = entry
-        .versions
-        .last()
-        .ok_or_else(|| ApiError::not_found(K, &entry.name))?;
-    Ok(bundle(ctx, entry, kv))
-}
-
-fn deleted_bundle(ctx: &Ctx<'_>, entry: &KeyEntry, deleted: i64) -> Value {
-    let mut b = entry
-        .versions
-        .last()
-        .map(|kv| bundle(ctx, entry, kv))
-        .unwrap_or_else(|| json!({}));
-    if let Some(obj) = b.as_object_mut() {
-        obj.insert(
-            "recoveryId".into(),
-            format!("{}/deletedkeys/{}", ctx.base, entry.name).into(),
-        );
-        obj.insert("deletedDate".into(), deleted.into());
-        obj.insert("scheduledPurgeDate".into(), (deleted + 90 * 86_400).into());
+    fn tags_mut(&mut self) -> &mut Tags {
+        &mut self.tags
     }
-    b
 }
 
-fn deleted_item(ctx: &Ctx<'_>, entry: &KeyEntry, deleted: i64) -> Value {
-    let mut item = list_item(ctx, entry, None);
-    if let Some(obj) = item.as_object_mut() {
-        obj.insert(
-            "recoveryId".into(),
-            format!("{}/deletedkeys/{}", ctx.base, entry.name).into(),
-        );
-        obj.insert("deletedDate".into(), deleted.into());
-        obj.insert("scheduledPurgeDate".into(), (deleted + 90 * 86_400).into());
+impl Versioned for KeyEntry {
+    type Version = KeyVersion;
+    type Backing = ();
+    type Update = UpdateKey;
+
+    const KIND: ObjectKind = K;
+    const PATH: &'static str = "keys";
+    const NOUN: &'static str = "Key";
+    const UPDATE_PERMISSION: &'static str = "update";
+
+    fn collection(vault: &Vault) -> &Collection<Self> {
+        &vault.keys
     }
-    item
-}
 
-fn list_item(ctx: &Ctx<'_>, entry: &KeyEntry, kv: Option<&KeyVersion>) -> Value {
-    let shown = kv.or(entry.versions.last());
-    let mut item = json!({
-        "kid": key_url(ctx, &entry.name, kv.map(|k| k.version.as_str())),
-        "attributes": shown.map(|k| k.attributes.to_json()).unwrap_or(Value::Null),
-        "tags": shown.map(|k| json!(k.tags)).unwrap_or(Value::Null),
-    });
-    if entry.managed
-        && let Some(obj) = item.as_object_mut()
-    {
-        obj.insert("managed".into(), true.into());
+    fn collection_mut(vault: &mut Vault) -> &mut Collection<Self> {
+        &mut vault.keys
     }
-    item
-}
 
-fn list_keys(ctx: &Ctx<'_>, cell: &VaultCell) -> ApiResult {
-    let items = cell.read(|v| v.keys.values().map(|e| list_item(ctx, e, None)).collect());
-    ctx.page("/keys", items)
-}
+    fn name(&self) -> &str {
+        &self.name
+    }
 
-fn list_versions(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
-    let items = cell.read(|v| {
-        let e = v
-            .keys
-            .get(&name.to_ascii_lowercase())
-            .ok_or_else(|| ApiError::not_found(K, name))?;
-        Ok::<_, ApiError>(
-            e.versions
-                .iter()
-                .map(|kv| list_item(ctx, e, Some(kv)))
-                .collect(),
-        )
-    })?;
-    ctx.page(&format!("/keys/{name}/versions"), items)
-}
+    fn versions(&self) -> &[KeyVersion] {
+        &self.versions
+    }
 
-fn get(ctx: &Ctx<'_>, cell: &VaultCell, name: &str, version: Option<&str>) -> ApiResult {
-    cell.read(|v| {
-        let e = v
-            .keys
-            .get(&name.to_ascii_lowercase())
-            .ok_or_else(|| ApiError::not_found(K, name))?;
-        let kv = find_version(&e.versions, version, |k| &k.version)
-            .ok_or_else(|| ApiError::not_found(K, &format!("{name}/{}", version.unwrap_or(""))))?;
-        Ok(Reply::ok(bundle(ctx, e, kv)))
-    })
+    fn versions_mut(&mut self) -> &mut [KeyVersion] {
+        &mut self.versions
+    }
+
+    fn managed(&self) -> bool {
+        self.managed
+    }
+
+    fn bundle(&self, ctx: &Ctx<'_>, kv: &KeyVersion) -> Value {
+        let mut b = json!({
+            "key": jwk(ctx, &self.name, kv),
+            "attributes": kv.attributes.to_json(),
+            "tags": kv.tags,
+        });
+        if self.managed
+            && let Some(obj) = b.as_object_mut()
+        {
+            obj.insert("managed".into(), true.into());
+        }
+        b
+    }
+
+    fn list_item(&self, ctx: &Ctx<'_>, kv: Option<&KeyVersion>) -> Option<Value> {
+        let shown = kv.or(self.versions.last());
+        let mut item = json!({
+            "kid": key_url(ctx, &self.name, kv.map(|k| k.version.as_str())),
+            "attributes": shown.map(|k| k.attributes.to_json()).unwrap_or(Value::Null),
+            "tags": shown.map(|k| json!(k.tags)).unwrap_or(Value::Null),
+        });
+        if self.managed
+            && let Some(obj) = item.as_object_mut()
+        {
+            obj.insert("managed".into(), true.into());
+        }
+        Some(item)
+    }
+
+    fn apply_update(kv: &mut KeyVersion, req: &UpdateKey) {
+        if let Some(a) = &req.attributes {
+            kv.attributes.apply(a);
+        }
+        if let Some(ops) = &req.key_ops {
+            kv.key_ops.clone_from(ops);
+        }
+    }
+
+    fn detach(_: &mut Vault, _: &str) {}
+
+    fn reattach(_: &mut Vault, _: &str, (): ()) {}
 }
 
 /// Creates a key version with fresh material (used by create, rotate and fixtures).
@@ -327,28 +248,26 @@ pub fn add_version(
     name: &str,
     mut kv: KeyVersion,
     attributes: Option<&AttributesPatch>,
-    tags: crate::store::Tags,
+    tags: Tags,
 ) -> Result<Value, ApiError> {
     if let Some(a) = attributes {
         kv.attributes.apply(a);
         kv.attributes.updated = kv.attributes.created;
     }
     kv.tags = tags;
-    let lower = name.to_ascii_lowercase();
-    if vault.deleted_keys.contains_key(&lower) {
-        return Err(ApiError::conflict(format!(
-            "Key {name} is currently in a deleted but recoverable state, and its name cannot be \
-             reused; in this state, the key can only be recovered or purged."
-        )));
-    }
-    let entry = vault.keys.entry(lower).or_insert_with(|| KeyEntry {
-        name: name.to_owned(),
-        versions: Vec::new(),
-        managed: false,
-        rotation_policy: None,
-    });
+    lifecycle::check_not_deleted::<KeyEntry>(vault, name)?;
+    let entry = vault
+        .keys
+        .live
+        .entry(name.to_ascii_lowercase())
+        .or_insert_with(|| KeyEntry {
+            name: name.to_owned(),
+            versions: Vec::new(),
+            managed: false,
+            rotation_policy: None,
+        });
     entry.versions.push(kv);
-    latest_bundle(ctx, entry)
+    lifecycle::latest_bundle(ctx, entry).ok_or_else(|| ApiError::not_found(K, &entry.name))
 }
 
 fn create(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
@@ -361,12 +280,11 @@ fn create(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
     let kv = new_version(spec, req.key_ops.clone())?;
     cell.write(|v| {
         if v.keys
+            .live
             .get(&name.to_ascii_lowercase())
             .is_some_and(|e| e.managed)
         {
-            return Err(ApiError::conflict(format!(
-                "Key {name} backs a certificate and can only be changed through the certificate."
-            )));
+            return Err(lifecycle::managed_conflict::<KeyEntry>(name));
         }
         add_version(v, ctx, name, kv, req.attributes.as_ref(), tags).map(Reply::ok)
     })
@@ -374,10 +292,7 @@ fn create(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
 
 fn rotate(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
     let (spec, ops, tags) = cell.read(|v| {
-        let e = v
-            .keys
-            .get(&name.to_ascii_lowercase())
-            .ok_or_else(|| ApiError::not_found(K, name))?;
+        let e = lifecycle::entry::<KeyEntry>(v, name)?;
         if e.managed {
             return Err(ApiError::forbidden(
                 format!("Key {name} backs a certificate and cannot be rotated directly."),
@@ -405,8 +320,9 @@ fn rotate(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
     cell.write(|v| add_version(v, ctx, name, kv, None, tags).map(Reply::ok))
 }
 
+/// Body of `PATCH /keys/{name}/{version}`.
 #[derive(Debug, Deserialize)]
-struct UpdateKey {
+pub struct UpdateKey {
     #[serde(default)]
     key_ops: Option<Vec<String>>,
     #[serde(default)]
@@ -415,65 +331,15 @@ struct UpdateKey {
     tags: Option<Value>,
 }
 
-fn update(ctx: &Ctx<'_>, cell: &VaultCell, name: &str, version: &str) -> ApiResult {
-    let req: UpdateKey = ctx.json()?;
-    let tags = match &req.tags {
-        Some(t) => Some(tags_from(Some(t))?),
-        None => None,
-    };
-    cell.write(|v| {
-        let e = v
-            .keys
-            .get_mut(&name.to_ascii_lowercase())
-            .ok_or_else(|| ApiError::not_found(K, name))?;
-        let kv = find_version_mut(&mut e.versions, Some(version), |k| &k.version)
-            .ok_or_else(|| ApiError::not_found(K, &format!("{name}/{version}")))?;
-        if let Some(a) = &req.attributes {
-            kv.attributes.apply(a);
-        }
-        if let Some(ops) = &req.key_ops {
-            kv.key_ops.clone_from(ops);
-        }
-        if let Some(t) = tags {
-            kv.tags = t;
-        }
-        let kv = kv.clone();
-        Ok(Reply::ok(bundle(ctx, e, &kv)))
-    })
-}
-
-fn delete(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
-    cell.write(|v| {
-        let lower = name.to_ascii_lowercase();
-        if v.keys.get(&lower).is_some_and(|e| e.managed) {
-            return Err(ApiError::forbidden(
-                format!("Key {name} backs a certificate; delete the certificate instead."),
-                "KeyManaged",
-            ));
-        }
-        let entry = v
-            .keys
-            .remove(&lower)
-            .ok_or_else(|| ApiError::not_found(K, name))?;
-        let when = now();
-        let body = deleted_bundle(ctx, &entry, when);
-        v.deleted_keys.insert(
-            lower,
-            Deleted {
-                entry,
-                deleted_date: when,
-            },
-        );
-        Ok(Reply::ok(body))
-    })
+impl UpdateRequest for UpdateKey {
+    fn tags(&self) -> Option<&Value> {
+        self.tags.as_ref()
+    }
 }
 
 fn get_rotation_policy(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
     cell.read(|v| {
-        let e = v
-            .keys
-            .get(&name.to_ascii_lowercase())
-            .ok_or_else(|| ApiError::not_found(K, name))?;
+        let e = lifecycle::entry::<KeyEntry>(v, name)?;
         let id = format!("{}/keys/{}/rotationpolicy", ctx.base, e.name);
         Ok(Reply::ok(match &e.rotation_policy {
             Some(p) => p.clone(),
@@ -523,10 +389,7 @@ fn set_rotation_policy(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult
         }
     }
     cell.write(|v| {
-        let e = v
-            .keys
-            .get_mut(&name.to_ascii_lowercase())
-            .ok_or_else(|| ApiError::not_found(K, name))?;
+        let e = lifecycle::entry_mut::<KeyEntry>(v, name)?;
         let t = now();
         let created = e
             .rotation_policy
@@ -587,12 +450,7 @@ fn operation(ctx: &Ctx<'_>, cell: &VaultCell, name: &str, version: &str, op: &st
     ctx.require(K, perm)?;
     // Look the version up under the lock; run the cryptography outside it.
     let (kid, material) = cell.read(|v| {
-        let e = v
-            .keys
-            .get(&name.to_ascii_lowercase())
-            .ok_or_else(|| ApiError::not_found(K, name))?;
-        let kv = find_version(&e.versions, Some(version), |k| &k.version)
-            .ok_or_else(|| ApiError::not_found(K, &format!("{name}/{version}")))?;
+        let (e, kv) = lifecycle::find::<KeyEntry>(v, name, Some(version))?;
         if let Some(reason) = kv.attributes.unusable_reason(now()) {
             return Err(ApiError::forbidden(
                 format!("Operation {key_op} is not allowed on a {reason} key."),

@@ -12,7 +12,8 @@
 //! - [`store`]: vault state (keys, secrets, certificates and versions) and the state file.
 //! - [`identity`]: identities, permissions, tokens, client-assertion JWTs.
 //! - [`fixture`]: the YAML/JSON seed file.
-//! - [`api`], [`keys`], [`secrets`], [`certificates`]: the vault REST API.
+//! - [`api`], [`keys`], [`secrets`], [`certificates`]: the vault REST API;
+//!   [`lifecycle`]: what the three share (versions, update, soft delete, recover, purge).
 //! - [`entra`]: token, discovery and managed-identity endpoints.
 //! - [`faults`], [`stats`]: fault injection, request counters and log.
 //! - [`tls`]: test CA and server certificate, or operator-given PEM.
@@ -36,6 +37,7 @@ pub mod faults;
 pub mod fixture;
 pub mod identity;
 pub mod keys;
+pub mod lifecycle;
 pub mod secrets;
 pub mod server;
 pub mod stats;

@@ -1,121 +1,28 @@
 //! `/secrets` and `/deletedsecrets`.
 
-use http::{Method, StatusCode};
+use http::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::api::{ApiError, ApiResult, Ctx, MAX_SECRET_VALUE, Reply, check_name, tags_from};
 use crate::identity::ObjectKind;
+use crate::lifecycle::{self, UpdateRequest, Version, Versioned};
 use crate::store::{
-    Attributes, AttributesPatch, Deleted, SecretEntry, SecretVersion, Tags, Vault, VaultCell,
-    find_version, find_version_mut, new_version_id, now,
+    Attributes, AttributesPatch, Collection, SecretEntry, SecretVersion, Tags, Vault, VaultCell,
+    new_version_id,
 };
 
 const S: ObjectKind = ObjectKind::Secrets;
 
 /// Dispatches a request whose first segment is `secrets` or `deletedsecrets`.
 pub fn handle(ctx: &Ctx<'_>, cell: &VaultCell) -> ApiResult {
-    let m = ctx.method;
     match ctx.segments.as_slice() {
-        ["secrets"] | ["secrets", ""] if m == Method::GET => {
-            ctx.require(S, "list")?;
-            let items = cell.read(|v| {
-                v.secrets
-                    .values()
-                    .map(|e| list_item(ctx, e, None))
-                    .collect()
-            });
-            ctx.page("/secrets", items)
-        }
-        ["secrets", name] if m == Method::PUT => {
+        ["secrets", name] if ctx.method == Method::PUT => {
             ctx.require(S, "set")?;
             set(ctx, cell, name)
         }
-        ["secrets", name] if m == Method::DELETE => {
-            ctx.require(S, "delete")?;
-            delete(ctx, cell, name)
-        }
-        ["secrets", name, "versions"] if m == Method::GET => {
-            ctx.require(S, "list")?;
-            let items = cell.read(|v| {
-                let e = v
-                    .secrets
-                    .get(&name.to_ascii_lowercase())
-                    .ok_or_else(|| ApiError::not_found(S, name))?;
-                Ok::<_, ApiError>(
-                    e.versions
-                        .iter()
-                        .map(|sv| list_item(ctx, e, Some(sv)))
-                        .collect(),
-                )
-            })?;
-            ctx.page(&format!("/secrets/{name}/versions"), items)
-        }
-        ["secrets", name] if m == Method::GET => {
-            ctx.require(S, "get")?;
-            get(ctx, cell, name, None)
-        }
-        ["secrets", name, version] if m == Method::GET => {
-            ctx.require(S, "get")?;
-            get(ctx, cell, name, Some(version))
-        }
-        ["secrets", name, version] if m == Method::PATCH => {
-            ctx.require(S, "set")?;
-            update(ctx, cell, name, version)
-        }
-        ["deletedsecrets"] if m == Method::GET => {
-            ctx.require(S, "list")?;
-            let items = cell.read(|v| {
-                v.deleted_secrets
-                    .values()
-                    .map(|d| {
-                        with_deleted(
-                            ctx,
-                            list_item(ctx, &d.entry, None),
-                            &d.entry,
-                            d.deleted_date,
-                        )
-                    })
-                    .collect()
-            });
-            ctx.page("/deletedsecrets", items)
-        }
-        ["deletedsecrets", name] if m == Method::GET => {
-            ctx.require(S, "get")?;
-            cell.read(|v| {
-                let d = v
-                    .deleted_secrets
-                    .get(&name.to_ascii_lowercase())
-                    .ok_or_else(|| ApiError::not_found(S, name))?;
-                let body = latest_metadata(ctx, &d.entry);
-                Ok(Reply::ok(with_deleted(ctx, body, &d.entry, d.deleted_date)))
-            })
-        }
-        ["deletedsecrets", name] if m == Method::DELETE => {
-            ctx.require(S, "purge")?;
-            cell.write(|v| {
-                v.deleted_secrets
-                    .remove(&name.to_ascii_lowercase())
-                    .ok_or_else(|| ApiError::not_found(S, name))?;
-                Ok(Reply::with_status(StatusCode::NO_CONTENT, Value::Null))
-            })
-        }
-        ["deletedsecrets", name, "recover"] if m == Method::POST => {
-            ctx.require(S, "recover")?;
-            cell.write(|v| {
-                let lower = name.to_ascii_lowercase();
-                let d = v
-                    .deleted_secrets
-                    .remove(&lower)
-                    .ok_or_else(|| ApiError::not_found(S, name))?;
-                let body = latest_metadata(ctx, &d.entry);
-                v.secrets.insert(lower, d.entry);
-                Ok(Reply::ok(body))
-            })
-        }
-        ["secrets", ..] | ["deletedsecrets", ..] => Err(ApiError::method_not_allowed(m)),
-        _ => Err(ApiError::no_route(m, &ctx.segments.join("/"))),
+        _ => lifecycle::handle::<SecretEntry>(ctx, cell),
     }
 }
 
@@ -126,81 +33,100 @@ fn secret_url(ctx: &Ctx<'_>, name: &str, version: Option<&str>) -> String {
     }
 }
 
-/// Bundle fields without the value.
-fn metadata(ctx: &Ctx<'_>, entry: &SecretEntry, sv: &SecretVersion) -> Value {
-    let mut b = json!({
-        "id": secret_url(ctx, &entry.name, Some(&sv.version)),
-        "attributes": sv.attributes.to_json(),
-        "tags": sv.tags,
-    });
-    if let Some(obj) = b.as_object_mut() {
-        if let Some(ct) = &sv.content_type {
-            obj.insert("contentType".into(), ct.clone().into());
-        }
-        if entry.managed {
-            obj.insert("managed".into(), true.into());
-            obj.insert(
-                "kid".into(),
-                format!("{}/keys/{}/{}", ctx.base, entry.name, sv.version).into(),
-            );
-        }
+impl Version for SecretVersion {
+    fn id(&self) -> &str {
+        &self.version
     }
-    b
-}
 
-fn latest_metadata(ctx: &Ctx<'_>, entry: &SecretEntry) -> Value {
-    entry
-        .versions
-        .last()
-        .map(|sv| metadata(ctx, entry, sv))
-        .unwrap_or_else(|| json!({}))
-}
-
-fn with_deleted(ctx: &Ctx<'_>, mut body: Value, entry: &SecretEntry, deleted: i64) -> Value {
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert(
-            "recoveryId".into(),
-            format!("{}/deletedsecrets/{}", ctx.base, entry.name).into(),
-        );
-        obj.insert("deletedDate".into(), deleted.into());
-        obj.insert("scheduledPurgeDate".into(), (deleted + 90 * 86_400).into());
+    fn tags_mut(&mut self) -> &mut Tags {
+        &mut self.tags
     }
-    body
 }
 
-fn list_item(ctx: &Ctx<'_>, entry: &SecretEntry, sv: Option<&SecretVersion>) -> Value {
-    let shown = sv.or(entry.versions.last());
-    let mut item = json!({
-        "id": secret_url(ctx, &entry.name, sv.map(|s| s.version.as_str())),
-        "attributes": shown.map(|s| s.attributes.to_json()).unwrap_or(Value::Null),
-        "tags": shown.map(|s| json!(s.tags)).unwrap_or(Value::Null),
-    });
-    if let Some(obj) = item.as_object_mut() {
-        if let Some(ct) = shown.and_then(|s| s.content_type.clone()) {
-            obj.insert("contentType".into(), ct.into());
-        }
-        if entry.managed {
-            obj.insert("managed".into(), true.into());
-        }
+impl Versioned for SecretEntry {
+    type Version = SecretVersion;
+    type Backing = ();
+    type Update = UpdateSecret;
+
+    const KIND: ObjectKind = S;
+    const PATH: &'static str = "secrets";
+    const NOUN: &'static str = "Secret";
+    const UPDATE_PERMISSION: &'static str = "set";
+
+    fn collection(vault: &Vault) -> &Collection<Self> {
+        &vault.secrets
     }
-    item
-}
 
-fn get(ctx: &Ctx<'_>, cell: &VaultCell, name: &str, version: Option<&str>) -> ApiResult {
-    cell.read(|v| {
-        let e = v
-            .secrets
-            .get(&name.to_ascii_lowercase())
-            .ok_or_else(|| ApiError::not_found(S, name))?;
-        let sv = find_version(&e.versions, version, |s| &s.version)
-            .ok_or_else(|| ApiError::not_found(S, &format!("{name}/{}", version.unwrap_or(""))))?;
+    fn collection_mut(vault: &mut Vault) -> &mut Collection<Self> {
+        &mut vault.secrets
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn versions(&self) -> &[SecretVersion] {
+        &self.versions
+    }
+
+    fn versions_mut(&mut self) -> &mut [SecretVersion] {
+        &mut self.versions
+    }
+
+    fn managed(&self) -> bool {
+        self.managed
+    }
+
+    /// Bundle fields without the value.
+    fn bundle(&self, ctx: &Ctx<'_>, sv: &SecretVersion) -> Value {
+        let mut b = json!({
+            "id": secret_url(ctx, &self.name, Some(&sv.version)),
+            "attributes": sv.attributes.to_json(),
+            "tags": sv.tags,
+        });
+        if let Some(obj) = b.as_object_mut() {
+            if let Some(ct) = &sv.content_type {
+                obj.insert("contentType".into(), ct.clone().into());
+            }
+            if self.managed {
+                obj.insert("managed".into(), true.into());
+                obj.insert(
+                    "kid".into(),
+                    format!("{}/keys/{}/{}", ctx.base, self.name, sv.version).into(),
+                );
+            }
+        }
+        b
+    }
+
+    fn list_item(&self, ctx: &Ctx<'_>, sv: Option<&SecretVersion>) -> Option<Value> {
+        let shown = sv.or(self.versions.last());
+        let mut item = json!({
+            "id": secret_url(ctx, &self.name, sv.map(|s| s.version.as_str())),
+            "attributes": shown.map(|s| s.attributes.to_json()).unwrap_or(Value::Null),
+            "tags": shown.map(|s| json!(s.tags)).unwrap_or(Value::Null),
+        });
+        if let Some(obj) = item.as_object_mut() {
+            if let Some(ct) = shown.and_then(|s| s.content_type.clone()) {
+                obj.insert("contentType".into(), ct.into());
+            }
+            if self.managed {
+                obj.insert("managed".into(), true.into());
+            }
+        }
+        Some(item)
+    }
+
+    /// The bundle with the value, of an enabled version only.
+    fn get(ctx: &Ctx<'_>, vault: &Vault, name: &str, version: Option<&str>) -> ApiResult {
+        let (e, sv) = lifecycle::find::<Self>(vault, name, version)?;
         if !sv.attributes.enabled {
             return Err(ApiError::forbidden(
                 "Operation get is not allowed on a disabled secret.",
                 "SecretDisabled",
             ));
         }
-        let mut body = metadata(ctx, e, sv);
+        let mut body = e.bundle(ctx, sv);
         let value = converted_value(ctx, sv)?;
         if let Some(obj) = body.as_object_mut() {
             if value.is_some() {
@@ -210,7 +136,20 @@ fn get(ctx: &Ctx<'_>, cell: &VaultCell, name: &str, version: Option<&str>) -> Ap
             obj.insert("value".into(), text.into());
         }
         Ok(Reply::ok(body))
-    })
+    }
+
+    fn apply_update(sv: &mut SecretVersion, req: &UpdateSecret) {
+        if let Some(a) = &req.attributes {
+            sv.attributes.apply(a);
+        }
+        if let Some(ct) = &req.content_type {
+            sv.content_type = Some(ct.clone());
+        }
+    }
+
+    fn detach(_: &mut Vault, _: &str) {}
+
+    fn reattach(_: &mut Vault, _: &str, (): ()) {}
 }
 
 const PEM: &str = "application/x-pem-file";
@@ -279,22 +218,18 @@ pub fn add_version(
     sv: SecretVersion,
     managed: bool,
 ) -> Result<(), ApiError> {
-    let lower = name.to_ascii_lowercase();
-    if vault.deleted_secrets.contains_key(&lower) {
-        return Err(ApiError::conflict(format!(
-            "Secret {name} is currently in a deleted but recoverable state, and its name cannot \
-             be reused; in this state, the secret can only be recovered or purged."
-        )));
-    }
-    let entry = vault.secrets.entry(lower).or_insert_with(|| SecretEntry {
-        name: name.to_owned(),
-        versions: Vec::new(),
-        managed,
-    });
+    lifecycle::check_not_deleted::<SecretEntry>(vault, name)?;
+    let entry = vault
+        .secrets
+        .live
+        .entry(name.to_ascii_lowercase())
+        .or_insert_with(|| SecretEntry {
+            name: name.to_owned(),
+            versions: Vec::new(),
+            managed,
+        });
     if entry.managed && !managed {
-        return Err(ApiError::conflict(format!(
-            "Secret {name} backs a certificate and can only be changed through the certificate."
-        )));
+        return Err(lifecycle::managed_conflict::<SecretEntry>(name));
     }
     entry.versions.push(sv);
     Ok(())
@@ -344,23 +279,21 @@ fn set(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
 }
 
 fn get_written(ctx: &Ctx<'_>, v: &Vault, name: &str) -> ApiResult {
-    let e = v
-        .secrets
-        .get(&name.to_ascii_lowercase())
-        .ok_or_else(|| ApiError::not_found(S, name))?;
+    let e = lifecycle::entry::<SecretEntry>(v, name)?;
     let sv = e
         .versions
         .last()
         .ok_or_else(|| ApiError::not_found(S, name))?;
-    let mut body = metadata(ctx, e, sv);
+    let mut body = e.bundle(ctx, sv);
     if let Some(obj) = body.as_object_mut() {
         obj.insert("value".into(), sv.value.as_str().into());
     }
     Ok(Reply::ok(body))
 }
 
+/// Body of `PATCH /secrets/{name}/{version}`.
 #[derive(Debug, Deserialize)]
-struct UpdateSecret {
+pub struct UpdateSecret {
     #[serde(default, rename = "contentType")]
     content_type: Option<String>,
     #[serde(default)]
@@ -369,55 +302,8 @@ struct UpdateSecret {
     tags: Option<Value>,
 }
 
-fn update(ctx: &Ctx<'_>, cell: &VaultCell, name: &str, version: &str) -> ApiResult {
-    let req: UpdateSecret = ctx.json()?;
-    let tags = match &req.tags {
-        Some(t) => Some(tags_from(Some(t))?),
-        None => None,
-    };
-    cell.write(|v| {
-        let e = v
-            .secrets
-            .get_mut(&name.to_ascii_lowercase())
-            .ok_or_else(|| ApiError::not_found(S, name))?;
-        let sv = find_version_mut(&mut e.versions, Some(version), |s| &s.version)
-            .ok_or_else(|| ApiError::not_found(S, &format!("{name}/{version}")))?;
-        if let Some(a) = &req.attributes {
-            sv.attributes.apply(a);
-        }
-        if let Some(ct) = &req.content_type {
-            sv.content_type = Some(ct.clone());
-        }
-        if let Some(t) = tags {
-            sv.tags = t;
-        }
-        let sv = sv.clone();
-        Ok(Reply::ok(metadata(ctx, e, &sv)))
-    })
-}
-
-fn delete(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
-    cell.write(|v| {
-        let lower = name.to_ascii_lowercase();
-        if v.secrets.get(&lower).is_some_and(|e| e.managed) {
-            return Err(ApiError::forbidden(
-                format!("Secret {name} backs a certificate; delete the certificate instead."),
-                "SecretManaged",
-            ));
-        }
-        let entry = v
-            .secrets
-            .remove(&lower)
-            .ok_or_else(|| ApiError::not_found(S, name))?;
-        let when = now();
-        let body = with_deleted(ctx, latest_metadata(ctx, &entry), &entry, when);
-        v.deleted_secrets.insert(
-            lower,
-            Deleted {
-                entry,
-                deleted_date: when,
-            },
-        );
-        Ok(Reply::ok(body))
-    })
+impl UpdateRequest for UpdateSecret {
+    fn tags(&self) -> Option<&Value> {
+        self.tags.as_ref()
+    }
 }

@@ -26,6 +26,9 @@ pub fn new_version_id() -> String {
     hex::encode(bytes)
 }
 
+/// How long a soft-deleted object stays recoverable, in days.
+pub const RECOVERABLE_DAYS: i64 = 90;
+
 /// What kind of service a vault emulates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -78,7 +81,7 @@ impl Attributes {
             "created": self.created,
             "updated": self.updated,
             "recoveryLevel": "Recoverable+Purgeable",
-            "recoverableDays": 90,
+            "recoverableDays": RECOVERABLE_DAYS,
         });
         if let Some(obj) = v.as_object_mut() {
             if let Some(nbf) = self.nbf {
@@ -262,17 +265,43 @@ pub struct CertEntry {
     pub pending: Option<PendingOp>,
 }
 
-/// A soft-deleted object of any kind.
+/// A soft-deleted object of any kind, with what was deleted along with it.
 #[derive(Debug, Clone)]
-pub struct Deleted<T> {
+pub struct Deleted<T, B = ()> {
     /// The object as it was.
     pub entry: T,
+    /// What went with it (a certificate's managed key and secret).
+    pub backing: B,
     /// When it was deleted.
     pub deleted_date: i64,
 }
 
-/// A certificate with its managed key and secret, kept together while soft-deleted.
-pub type CertWithBacking = (CertEntry, Option<KeyEntry>, Option<SecretEntry>);
+/// The live and the soft-deleted objects of one kind, each by lowercased name.
+#[derive(Debug, Clone)]
+pub struct Collection<T, B = ()> {
+    /// Live objects.
+    pub live: BTreeMap<String, T>,
+    /// Soft-deleted objects.
+    pub deleted: BTreeMap<String, Deleted<T, B>>,
+}
+
+impl<T, B> Default for Collection<T, B> {
+    fn default() -> Self {
+        Self {
+            live: BTreeMap::new(),
+            deleted: BTreeMap::new(),
+        }
+    }
+}
+
+/// A certificate's managed key and secret, kept with it while it is soft-deleted.
+#[derive(Debug, Clone)]
+pub struct CertBacking {
+    /// The backing key.
+    pub key: Option<KeyEntry>,
+    /// The backing secret.
+    pub secret: Option<SecretEntry>,
+}
 
 /// One emulated vault.
 #[derive(Debug, Clone)]
@@ -283,18 +312,12 @@ pub struct Vault {
     pub kind: VaultKind,
     /// Tenant that owns the vault.
     pub tenant: String,
-    /// Keys by lowercased name.
-    pub keys: BTreeMap<String, KeyEntry>,
-    /// Secrets by lowercased name.
-    pub secrets: BTreeMap<String, SecretEntry>,
-    /// Certificates by lowercased name.
-    pub certificates: BTreeMap<String, CertEntry>,
-    /// Soft-deleted keys.
-    pub deleted_keys: BTreeMap<String, Deleted<KeyEntry>>,
-    /// Soft-deleted secrets.
-    pub deleted_secrets: BTreeMap<String, Deleted<SecretEntry>>,
-    /// Soft-deleted certificates (with their backing key and secret).
-    pub deleted_certificates: BTreeMap<String, Deleted<CertWithBacking>>,
+    /// Keys.
+    pub keys: Collection<KeyEntry>,
+    /// Secrets.
+    pub secrets: Collection<SecretEntry>,
+    /// Certificates (soft-deleted with their backing key and secret).
+    pub certificates: Collection<CertEntry, CertBacking>,
 }
 
 impl Vault {
@@ -304,12 +327,9 @@ impl Vault {
             name: name.to_owned(),
             kind,
             tenant: tenant.to_owned(),
-            keys: BTreeMap::new(),
-            secrets: BTreeMap::new(),
-            certificates: BTreeMap::new(),
-            deleted_keys: BTreeMap::new(),
-            deleted_secrets: BTreeMap::new(),
-            deleted_certificates: BTreeMap::new(),
+            keys: Collection::default(),
+            secrets: Collection::default(),
+            certificates: Collection::default(),
         }
     }
 }
@@ -448,6 +468,7 @@ impl StateFile {
                 tenant: v.tenant.clone(),
                 keys: v
                     .keys
+                    .live
                     .values()
                     .map(|k| StoredKey {
                         name: k.name.clone(),
@@ -469,6 +490,7 @@ impl StateFile {
                     .collect(),
                 secrets: v
                     .secrets
+                    .live
                     .values()
                     .map(|s| StoredSecret {
                         name: s.name.clone(),
@@ -488,6 +510,7 @@ impl StateFile {
                     .collect(),
                 certificates: v
                     .certificates
+                    .live
                     .values()
                     .map(|c| StoredCert {
                         name: c.name.clone(),
@@ -534,7 +557,7 @@ impl StateFile {
                         tags: kv.tags,
                     });
                 }
-                vault.keys.insert(
+                vault.keys.live.insert(
                     k.name.to_ascii_lowercase(),
                     KeyEntry {
                         name: k.name,
@@ -556,7 +579,7 @@ impl StateFile {
                         tags: v.tags,
                     })
                     .collect();
-                vault.secrets.insert(
+                vault.secrets.live.insert(
                     s.name.to_ascii_lowercase(),
                     SecretEntry {
                         name: s.name,
@@ -582,7 +605,7 @@ impl StateFile {
                         policy: cv.policy,
                     });
                 }
-                vault.certificates.insert(
+                vault.certificates.live.insert(
                     c.name.to_ascii_lowercase(),
                     CertEntry {
                         name: c.name,

@@ -304,3 +304,125 @@ async fn import_pfx_and_pem_and_refuse_garbage() {
     let err = certs.get_certificate("absent", None).await.unwrap_err();
     assert_eq!(error_code(&err), (404, "CertificateNotFound".into()));
 }
+
+#[tokio::test]
+async fn update_delete_recover_and_purge_carry_the_backing_key_and_secret() {
+    use azure_security_keyvault_certificates::models::{
+        CertificateAttributes, CertificateClientUpdateCertificatePropertiesOptions,
+        UpdateCertificatePropertiesParameters,
+    };
+    let h = Harness::start("{}").await;
+    let cred = h.default_credential();
+    let certs = h.certificates("kv1", cred.clone());
+    let keys = h.keys("kv1", cred.clone());
+    let secrets = h.secrets("kv1", cred);
+    let p = || policy("Self", "application/x-pkcs12", KeyType::Rsa);
+    let cert = create(&certs, "web", p()).await;
+    let version = cert.resource_id().unwrap().version.unwrap();
+
+    // Disabling the certificate disables its backing secret; tags are replaced.
+    let params = UpdateCertificatePropertiesParameters {
+        certificate_attributes: Some(CertificateAttributes {
+            enabled: Some(false),
+            ..Default::default()
+        }),
+        tags: Some([("stage".to_owned(), "old".to_owned())].into()),
+        ..Default::default()
+    };
+    let updated = certs
+        .update_certificate_properties(
+            "web",
+            params.try_into().unwrap(),
+            Some(CertificateClientUpdateCertificatePropertiesOptions {
+                certificate_version: Some(version.clone()),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    assert_eq!(updated.attributes.unwrap().enabled, Some(false));
+    assert_eq!(updated.tags.unwrap()["stage"], "old");
+    let err = secrets.get_secret("web", None).await.unwrap_err();
+    assert_eq!(error_code(&err), (403, "Forbidden".into()));
+
+    // Deleting the certificate takes the key and secret with it.
+    let deleted = certs
+        .delete_certificate("web", None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    assert!(
+        deleted
+            .recovery_id
+            .unwrap()
+            .ends_with("/deletedcertificates/web")
+    );
+    assert!(deleted.scheduled_purge_date.is_some());
+    let err = certs.get_certificate("web", None).await.unwrap_err();
+    assert_eq!(error_code(&err), (404, "CertificateNotFound".into()));
+    let err = keys.get_key("web", None).await.unwrap_err();
+    assert_eq!(error_code(&err), (404, "KeyNotFound".into()));
+    let again = certs
+        .get_deleted_certificate("web", None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    assert!(
+        again
+            .id
+            .unwrap()
+            .ends_with(&format!("/certificates/web/{version}"))
+    );
+    let listed: Vec<_> = certs
+        .list_deleted_certificate_properties(None)
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(
+        listed[0]
+            .recovery_id
+            .as_deref()
+            .unwrap()
+            .ends_with("/deletedcertificates/web")
+    );
+
+    // The name cannot be reused while the certificate is recoverable.
+    let params = CreateCertificateParameters {
+        certificate_policy: Some(p()),
+        ..Default::default()
+    };
+    let err = match certs.begin_create_certificate("web", params.try_into().unwrap(), None) {
+        Ok(poller) => poller.await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(error_code(&err), (409, "Conflict".into()));
+
+    // Recovery brings back the certificate, its key and its secret.
+    certs
+        .recover_deleted_certificate("web", None)
+        .await
+        .unwrap();
+    certs.get_certificate("web", None).await.unwrap();
+    let key = keys
+        .get_key("web", None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    assert_eq!(key.managed, Some(true));
+
+    certs.delete_certificate("web", None).await.unwrap();
+    certs.purge_deleted_certificate("web", None).await.unwrap();
+    let err = certs
+        .get_deleted_certificate("web", None)
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err), (404, "CertificateNotFound".into()));
+    create(&certs, "web", p()).await;
+}
