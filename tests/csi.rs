@@ -238,6 +238,14 @@ async fn version_answers_v1alpha1_with_a_semver_runtime_version() {
         .unwrap()
         .into_inner();
     assert_eq!(status.status, 1, "SERVING");
+    // Watch would hold a stream open for ever: UNIMPLEMENTED, which clients do not retry.
+    let watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(watch.code(), tonic::Code::Unimplemented);
 }
 
 #[tokio::test]

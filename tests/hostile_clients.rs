@@ -74,8 +74,22 @@ impl Proc {
                     _env: Box::new(env),
                 }
             }
-            Kind::Csi => {
-                let mock = mock(CSI_FIXTURE).await;
+            Kind::Csi => Self::start_csi(CSI_FIXTURE).await,
+        }
+    }
+
+    /// The mock of a CSI process.
+    fn mock(&self) -> Option<&mock_vault::MockVault> {
+        self._env
+            .downcast_ref::<(mock_vault::MockVault, tempfile::TempDir)>()
+            .map(|(m, _)| m)
+    }
+
+    async fn start_csi(fixture: &str) -> Self {
+        let kind = Kind::Csi;
+        {
+            {
+                let mock = mock(fixture).await;
                 let dir = tempfile::tempdir().unwrap();
                 let socket = dir.path().join("azure.sock");
                 let healthz_port = free_port();
@@ -431,16 +445,15 @@ async fn partial_messages_stay_within_the_memory_limit(
         peak - baseline
     );
     assert!(answered_during.is_some());
-    // The parked calls end with the message timeout, and what they held is given back.
-    eventually(
-        Duration::from_secs(30),
-        "parked calls refused",
-        async || {
-            p.metric("calls_refused_total{reason=\"message_timeout\"}")
+    // The parked calls end: at the message timeout, or sooner when their connection is
+    // closed to make room in the budget; what they held is given back.
+    eventually(Duration::from_secs(30), "parked calls ended", async || {
+        p.metric("calls_refused_total{reason=\"message_timeout\"}")
+            .await
+            + p.metric("connections_closed_total{reason=\"evicted_stalled\"}")
                 .await
-                >= 1.0
-        },
-    )
+            >= 1.0
+    })
     .await;
     for t in tasks {
         t.abort();
@@ -462,4 +475,211 @@ async fn csi_partial_messages_on_many_streams_stay_within_the_memory_limit() {
 async fn kms_partial_messages_on_many_streams_stay_within_the_memory_limit() {
     // 64 KiB announced per stream: 192 MiB if each were buffered in full.
     partial_messages_stay_within_the_memory_limit(Kind::Kms, 12, 256).await;
+}
+
+/// A gRPC request body: one message.
+fn grpc_body(message: &impl prost::Message) -> http_body_util::Full<Bytes> {
+    let encoded = message.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(&encoded);
+    http_body_util::Full::new(Bytes::from(body))
+}
+
+/// Opens `connections` HTTP/2 connections that never let the server send a byte of an
+/// answer (a stream window of 0), and on each sends `calls` copies of a complete request.
+/// Returns what keeps them open.
+async fn unread_answers(
+    socket: &Path,
+    path: &'static str,
+    body: http_body_util::Full<Bytes>,
+    connections: usize,
+    calls: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let Some(stream) = dial(socket).await else {
+            continue;
+        };
+        let Ok((sender, conn)) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(0)
+                .handshake::<_, http_body_util::Full<Bytes>>(hyper_util::rt::TokioIo::new(stream))
+                .await
+        else {
+            continue;
+        };
+        tasks.push(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        for _ in 0..calls {
+            let mut sender = sender.clone();
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                if sender.ready().await.is_err() {
+                    return;
+                }
+                let request = http::Request::post(format!("http://localhost{path}"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(body)
+                    .unwrap();
+                // The answer's headers come; its body never can. Hold it.
+                if let Ok(response) = sender.send_request(request).await {
+                    std::future::pending::<()>().await;
+                    drop(response);
+                }
+            }));
+        }
+    }
+    tasks
+}
+
+async fn unread_answers_do_not_keep_new_clients_out(kind: Kind) {
+    let p = Proc::start(kind).await;
+    let (path, body) = match kind {
+        Kind::Kms => (
+            "/v2.KeyManagementService/Status",
+            grpc_body(&v2::StatusRequest {}),
+        ),
+        Kind::Csi => (
+            "/v1alpha1.CSIDriverProvider/Version",
+            grpc_body(&csi::VersionRequest {
+                version: "v1alpha1".into(),
+            }),
+        ),
+    };
+    let max = p.max_connections();
+    let tasks = unread_answers(&p.socket, path, body, max, 1).await;
+    // Every connection now holds an answer its client does not read.
+    eventually(
+        Duration::from_secs(10),
+        "all connections hold answers",
+        async || p.metric("connections").await >= max as f64,
+    )
+    .await;
+    // Once an answer has waited 2 s, its connection makes room for a new client.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let took = new_client_call(&p).await;
+    println!(
+        "{kind:?}: {max} connections holding unread answers; a new client's call took {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        p.metric("connections_closed_total{reason=\"evicted_unread\"}")
+            .await
+            >= 1.0
+    );
+    // And every such connection is closed once its answer has waited 10 s.
+    eventually(
+        Duration::from_secs(30),
+        "unread answers closed",
+        async || {
+            p.metric("connections_closed_total{reason=\"response_timeout\"}")
+                .await
+                >= (max - 1) as f64
+        },
+    )
+    .await;
+    assert_eq!(p.healthz("/healthz").await.0, 200);
+    for t in tasks {
+        t.abort();
+    }
+}
+
+#[tokio::test]
+async fn kms_clients_that_never_read_their_answers_do_not_keep_new_clients_out() {
+    unread_answers_do_not_keep_new_clients_out(Kind::Kms).await;
+}
+
+#[tokio::test]
+async fn csi_clients_that_never_read_their_answers_do_not_keep_new_clients_out() {
+    unread_answers_do_not_keep_new_clients_out(Kind::Csi).await;
+}
+
+#[tokio::test]
+async fn csi_unread_mount_answers_stay_within_the_memory_limit() {
+    // 40 secrets of 25 KB: each Mount of all of them answers 1 MB.
+    let mut fixture = String::from("vaults:\n  - name: kv1\n    secrets:\n");
+    for i in 0..40 {
+        fixture.push_str(&format!(
+            "      - {{name: big{i}, value: \"{}\"}}\n",
+            "x".repeat(25_000)
+        ));
+    }
+    fixture.push_str(
+        "identities:\n  - name: sp\n    client_id: 33333333-0000-0000-0000-0000000005b1\n    \
+         client_secret: sp-secret-value\n    permissions: {kv1: {secrets: [get, list]}}\n",
+    );
+    let p = Proc::start_csi(&fixture).await;
+    let mock = p.mock().expect("the CSI process keeps its mock");
+    let mut objects = String::from("array:\n");
+    for i in 0..40 {
+        objects.push_str(&format!(
+            "  - |\n    objectName: big{i}\n    objectType: secret\n"
+        ));
+    }
+    let request = csi::MountRequest {
+        attributes: serde_json::json!({
+            "keyvaultName": "kv1",
+            "tenantId": mock.info().tenant_id,
+            "objects": objects,
+        })
+        .to_string(),
+        secrets: serde_json::json!({
+            "clientid": "33333333-0000-0000-0000-0000000005b1",
+            "clientsecret": "sp-secret-value",
+        })
+        .to_string(),
+        target_path: "/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/s/mount".into(),
+        permission: "420".into(),
+        current_object_version: Vec::new(),
+    };
+    // One Mount read normally, so the objects are cached and the baseline includes them.
+    {
+        let mut client =
+            csi::csi_driver_provider_client::CsiDriverProviderClient::new(channel(&p.socket).await)
+                .max_decoding_message_size(8 << 20);
+        let r = client.mount(request.clone()).await.unwrap().into_inner();
+        assert_eq!(r.files.len(), 40);
+    }
+    let baseline = p.rss_kib();
+    // 16 connections x 8 Mounts whose 1 MB answers are never read: 128 MB of answers if
+    // each were built and held.
+    let tasks = unread_answers(
+        &p.socket,
+        "/v1alpha1.CSIDriverProvider/Mount",
+        grpc_body(&request),
+        16,
+        8,
+    )
+    .await;
+    let mut peak = baseline;
+    let sampling = Instant::now();
+    while sampling.elapsed() < Duration::from_secs(8) {
+        peak = peak.max(p.rss_kib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let limits = akv_bridge::csi::LIMITS;
+    let bound_kib = (limits.request_memory_bound() / 1024) as u64;
+    println!(
+        "Csi: 16 connections x 8 Mounts of 1 MB answers never read: RSS {baseline} KiB before, \
+         peak {peak} KiB (+{} KiB; bound {bound_kib} KiB)",
+        peak - baseline
+    );
+    assert!(peak < 256 * 1024, "peak RSS {peak} KiB is over 256 MiB");
+    assert!(
+        peak - baseline < bound_kib + 32 * 1024,
+        "grew by {} KiB, bound {bound_kib} KiB",
+        peak - baseline
+    );
+    for t in tasks {
+        t.abort();
+    }
+    // Everything held is given back, and the provider serves again.
+    eventually(Duration::from_secs(30), "budget given back", async || {
+        p.metric("in_flight_bytes{pool=\"bytes\"}").await == 0.0
+    })
+    .await;
+    new_client_call(&p).await;
 }

@@ -132,7 +132,8 @@ fn id_version(id: Option<&str>) -> Option<String> {
     }
 }
 
-fn weight(fetched: &Fetched) -> usize {
+/// Bytes a fetched entry holds (what the cache counts).
+pub(crate) fn weight(fetched: &Fetched) -> usize {
     let bytes = match fetched {
         Fetched::Object { object, version } => {
             version.len()

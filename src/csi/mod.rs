@@ -179,10 +179,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), std::convert::Infallible> {
     let metrics = provider.connection_metrics();
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<pb::csi_driver_provider_server::CsiDriverProviderServer<CsiService>>()
-        .await;
+    let health_service = tonic_health::pb::health_server::HealthServer::new(CheckOnly);
     let service =
         pb::csi_driver_provider_server::CsiDriverProviderServer::new(CsiService(provider))
             .max_decoding_message_size(MAX_REQUEST)
@@ -197,6 +194,44 @@ pub async fn serve(
         shutdown,
     )
     .await
+}
+
+/// The standard `grpc.health.v1.Health`, `Check` only: the provider is serving whenever
+/// it answers. `Watch` would hold a stream (and a connection) open for ever, so it answers
+/// `UNIMPLEMENTED`, which the protocol tells clients not to retry.
+struct CheckOnly;
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for CheckOnly {
+    async fn check(
+        &self,
+        request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+        use tonic::server::NamedService as _;
+        let provider = <pb::csi_driver_provider_server::CsiDriverProviderServer<CsiService>>::NAME;
+        match request.get_ref().service.as_str() {
+            "" => {}
+            name if name == provider => {}
+            _ => return Err(tonic::Status::not_found("service not registered")),
+        }
+        Ok(tonic::Response::new(
+            tonic_health::pb::HealthCheckResponse {
+                status: tonic_health::pb::health_check_response::ServingStatus::Serving.into(),
+            },
+        ))
+    }
+
+    type WatchStream =
+        futures::stream::Empty<Result<tonic_health::pb::HealthCheckResponse, tonic::Status>>;
+
+    async fn watch(
+        &self,
+        _request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "Watch is not served (it would hold a stream open for ever); use Check",
+        ))
+    }
 }
 
 /// The provider in the process shell: liveness and readiness are a new client's

@@ -43,6 +43,7 @@ use crate::csi::identity::{Identities, Identity, IdentityError, vault_scope};
 use crate::csi::params::{self, MountParams, ObjectSpec, ParamError, VaultName};
 use crate::observability::metrics::{MountMetrics, ServerMetrics};
 use crate::proto::csi_v1alpha1 as pb;
+use crate::server::budget::Charge;
 
 /// The API version the driver speaks.
 pub const API_VERSION: &str = "v1alpha1";
@@ -240,8 +241,14 @@ impl Provider {
         self.metrics.connections.clone()
     }
 
-    /// Mounts one volume, within the configured deadline.
-    pub async fn mount(&self, request: &pb::MountRequest) -> Result<pb::MountResponse, MountError> {
+    /// Mounts one volume, within the configured deadline. With `answer` (the call's share
+    /// of the server's in-flight budget), the response's bytes are reserved before it is
+    /// built, waiting (within the deadline) while the budget has no room.
+    pub async fn mount(
+        &self,
+        request: &pb::MountRequest,
+        answer: Option<&Charge>,
+    ) -> Result<pb::MountResponse, MountError> {
         let started = Instant::now();
         let params = params::parse_mount(
             &request.attributes,
@@ -250,7 +257,7 @@ impl Provider {
             &request.target_path,
         )?;
         let timeout = self.config.timeout;
-        let result = match tokio::time::timeout(timeout, self.mount_parsed(&params)).await {
+        let result = match tokio::time::timeout(timeout, self.mount_parsed(&params, answer)).await {
             Ok(r) => r,
             Err(_) => Err(MountError::Timeout(timeout)),
         };
@@ -261,6 +268,7 @@ impl Provider {
     async fn mount_parsed(
         &self,
         params: &MountParams,
+        answer: Option<&Charge>,
     ) -> Result<(pb::MountResponse, MountSummary), MountError> {
         let cloud = params.cloud;
         let primary = self.config.vault_urls.url(&params.vault, cloud);
@@ -278,7 +286,10 @@ impl Provider {
             let vault_url = self.config.vault_urls.url(vault, cloud);
             let mode = params.mode_for(spec);
             let identity = Arc::clone(&identity);
-            reads.push(async move { self.object(&identity, vault, &vault_url, spec, mode).await });
+            reads.push(async move {
+                self.object(&identity, vault, &vault_url, spec, mode, answer)
+                    .await
+            });
         }
         let results: Vec<Result<ObjectResult, MountError>> = futures::stream::iter(reads)
             .buffered(self.config.concurrency.max(1))
@@ -292,6 +303,7 @@ impl Provider {
         let mut response = pb::MountResponse::default();
         let mut paths = BTreeSet::new();
         let mut total = 0usize;
+        let mut files = Vec::new();
         for result in results {
             let object = result?;
             summary.skipped += usize::from(object.skipped);
@@ -310,13 +322,27 @@ impl Provider {
                 if total > MAX_RESPONSE_BYTES {
                     return Err(MountError::TooLarge(total));
                 }
-                response.files.push(pb::File {
-                    path: file.path,
-                    // 0..=0o777, checked when parsed.
-                    mode: i32::try_from(file.mode).unwrap_or(0o644),
-                    contents: file.contents.to_vec(),
-                });
+                files.push(file);
             }
+        }
+        if let Some(answer) = answer {
+            // The copy below and its encoding: its bytes, and a little per entry.
+            let versions: usize = response
+                .object_version
+                .iter()
+                .map(|v| v.id.len() + v.version.len() + 16)
+                .sum();
+            answer
+                .reserve_response(total + 16 * files.len() + versions)
+                .await;
+        }
+        for file in files {
+            response.files.push(pb::File {
+                path: file.path,
+                // 0..=0o777, checked when parsed.
+                mode: i32::try_from(file.mode).unwrap_or(0o644),
+                contents: file.contents.to_vec(),
+            });
         }
         if total > WARN_RESPONSE_BYTES {
             tracing::warn!(
@@ -338,6 +364,7 @@ impl Provider {
         vault_url: &str,
         spec: &ObjectSpec,
         mode: u32,
+        answer: Option<&Charge>,
     ) -> Result<ObjectResult, MountError> {
         let object_name = format!("{} {} in vault {vault}", spec.kind.as_str(), spec.name);
         let err = |error: KvError| MountError::Object {
@@ -395,6 +422,13 @@ impl Provider {
         for ((fetched, outcome), file) in reads.into_iter().zip(&spec.files) {
             result.outcomes.push(outcome);
             let fetched = fetched.map_err(err)?;
+            if let Some(answer) = answer {
+                // What rendering makes of it (PEM and base64 grow it by at most about half)
+                // is held until the answer is sent: reserve it before rendering.
+                answer
+                    .reserve_response(2 * crate::csi::fetch::weight(&fetched) + 4096)
+                    .await;
+            }
             let (version, object) = match &*fetched {
                 Fetched::Object { version, object } => (version, object),
                 _ => return self.missing(spec, &object_name, result),
@@ -544,9 +578,10 @@ impl pb::csi_driver_provider_server::CsiDriverProvider for CsiService {
         request: Request<pb::MountRequest>,
     ) -> Result<Response<pb::MountResponse>, Status> {
         let started = Instant::now();
+        let answer = request.extensions().get::<Arc<Charge>>().cloned();
         let result = self
             .0
-            .mount(request.get_ref())
+            .mount(request.get_ref(), answer.as_deref())
             .await
             .map_err(|e| e.to_status());
         self.0.mounts.mount(match &result {

@@ -63,11 +63,13 @@ impl Pool {
         self.released.notified()
     }
 
-    /// Takes `n` bytes if they fit.
+    /// Takes `n` bytes if they fit, or if the pool is empty (one request larger than the
+    /// whole pool goes alone rather than never).
     fn try_take(&self, n: usize) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|&total| total <= self.limit)
+                used.checked_add(n)
+                    .filter(|&total| total <= self.limit || used == 0)
             })
             .is_ok()
     }

@@ -17,8 +17,8 @@
 //!    after GOAWAY are refused (`UNAVAILABLE`); it is closed once idle for
 //!    [`Limits::close_grace`], and at the latest after the call timeout. At most
 //!    [`Limits::max_closing`] close this way at once; beyond, the oldest is closed at once;
-//! 4. one whose calls in flight are all still receiving their request message (a stalled
-//!    upload), least recently active first: closed at once.
+//! 4. one whose calls in flight are all still receiving their request message, for over
+//!    a second (a stalled upload), least recently active first: closed at once.
 //!
 //! Connections busy with complete requests whose answers are being read are never closed
 //! for a newcomer; if every connection is such, the newcomer is closed at once (counted,
@@ -120,6 +120,9 @@ const ADMISSION_WAIT: Duration = Duration::from_secs(1);
 const MAX_ADMISSIONS_WAITING: usize = 64;
 /// An answer unread for this long makes its connection evictable for a newcomer.
 const STUCK_AFTER: Duration = Duration::from_secs(2);
+/// Calls still receiving their request for this long make their connection a stalled
+/// upload.
+const STALLED_AFTER: Duration = Duration::from_secs(1);
 /// After GOAWAY, calls already on their way are still served for this long.
 const GOAWAY_RACE: Duration = Duration::from_secs(1);
 
@@ -157,6 +160,9 @@ struct ConnState {
     accepted: Instant,
     in_flight: AtomicUsize,
     receiving: AtomicUsize,
+    /// Milliseconds since the server's epoch, plus one, since when a call has been
+    /// receiving without a pause (0: none is).
+    receiving_since: AtomicU64,
     /// A call has arrived on it (set before admission, so a client is not taken for an
     /// unused connection while its first call waits).
     used: AtomicBool,
@@ -204,6 +210,30 @@ impl ConnState {
         lock(&self.responding).first().map(|(since, _)| *since)
     }
 
+    /// Every call in flight is still receiving its request, and has been for a while.
+    fn stalled(&self, now_ms: u64) -> bool {
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        let since = self.receiving_since.load(Ordering::Acquire);
+        in_flight > 0
+            && self.receiving.load(Ordering::Acquire) >= in_flight
+            && since != 0
+            && now_ms.saturating_sub(since - 1)
+                >= u64::try_from(STALLED_AFTER.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn receiving_started(&self, now_ms: u64) {
+        if self.receiving.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.receiving_since
+                .store(now_ms.saturating_add(1), Ordering::Release);
+        }
+    }
+
+    fn receiving_ended(&self) {
+        if self.receiving.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.receiving_since.store(0, Ordering::Release);
+        }
+    }
+
     fn stuck(&self, now: Instant) -> bool {
         self.oldest_answer()
             .is_some_and(|since| now.saturating_duration_since(since) >= STUCK_AFTER)
@@ -215,6 +245,10 @@ impl ConnState {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// How eagerly a connection is closed for a newcomer, lowest first: its peer's
+/// connections (most first), its class, its age.
+type Rank = (std::cmp::Reverse<usize>, u8, u64);
 
 #[derive(Debug, Default)]
 struct Table {
@@ -273,11 +307,10 @@ impl Shared {
             return true;
         }
         let now = Instant::now();
-        // (peer's connections, reversed; class; age key)
-        let mut best: Option<(usize, (std::cmp::Reverse<usize>, u8, u64), Command)> = None;
+        let now_ms = self.now_ms();
+        let mut best: Option<(usize, Rank, Command)> = None;
         for (i, c) in table.live.iter().enumerate() {
             let in_flight = c.in_flight.load(Ordering::Acquire);
-            let receiving = c.receiving.load(Ordering::Acquire);
             let last = c.last_active.load(Ordering::Relaxed);
             let candidate = if in_flight == 0 && !c.used.load(Ordering::Acquire) {
                 Some((0, c.id, Command::Abort))
@@ -285,7 +318,7 @@ impl Shared {
                 Some((1, last, Command::Abort))
             } else if in_flight == 0 {
                 Some((2, last, Command::Drain))
-            } else if receiving >= in_flight {
+            } else if c.stalled(now_ms) {
                 Some((3, last, Command::Abort))
             } else {
                 None
@@ -362,20 +395,21 @@ impl Shared {
     }
 
     /// Closes the connection most clearly holding the budget without use: every call of it
-    /// still receiving its request, or an answer it does not read; from the peer with the
-    /// most connections first. A connection with a call being served is never chosen.
+    /// still receiving its request for over a second, or an answer it has not read for 2 s;
+    /// from the peer with the most connections first. A connection with a call being
+    /// served is never chosen.
     fn relieve(&self) {
         let now = Instant::now();
+        let now_ms = self.now_ms();
         let mut table = self.table();
         let victim = table
             .live
             .iter()
             .enumerate()
             .filter_map(|(i, c)| {
-                let in_flight = c.in_flight.load(Ordering::Acquire);
                 let receiving = c.receiving.load(Ordering::Acquire);
-                let stalled = in_flight > 0 && receiving >= in_flight;
-                (stalled || c.stuck(now)).then(|| (i, (table.peer_count(c.peer), receiving)))
+                (c.stalled(now_ms) || c.stuck(now))
+                    .then(|| (i, (table.peer_count(c.peer), receiving)))
             })
             .max_by_key(|&(_, key)| key);
         if let Some((i, _)) = victim {
@@ -520,6 +554,7 @@ pub async fn serve<S: Routes>(
                 accepted: Instant::now(),
                 in_flight: AtomicUsize::new(0),
                 receiving: AtomicUsize::new(0),
+                receiving_since: AtomicU64::new(0),
                 used: AtomicBool::new(false),
                 last_active: AtomicU64::new(shared.now_ms()),
                 responding: Mutex::new(BTreeSet::new()),
@@ -785,8 +820,8 @@ impl<S: Routes> hyper::service::Service<http::Request<Incoming>> for ConnService
                 ));
                 return Ok(refuse(status, None, None));
             };
-            state.receiving.fetch_add(1, Ordering::AcqRel);
             state.in_flight.fetch_add(1, Ordering::AcqRel);
+            state.receiving_started(shared.now_ms());
             state.last_active.store(shared.now_ms(), Ordering::Release);
             state.wake.notify_one();
             let mut guard = CallGuard {
@@ -805,9 +840,7 @@ impl<S: Routes> hyper::service::Service<http::Request<Incoming>> for ConnService
                 body,
                 Arc::clone(&charge),
                 limits.max_message,
-                Box::new(move || {
-                    state.receiving.fetch_sub(1, Ordering::AcqRel);
-                }),
+                Box::new(move || state.receiving_ended()),
             );
             let call = tower::ServiceExt::oneshot(routes, http::Request::from_parts(parts, body));
             shared.metrics.set_used(used_of(&shared.budget));
