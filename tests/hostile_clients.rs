@@ -319,7 +319,60 @@ async fn csi_liveness_fails_when_the_socket_cannot_take_a_new_client() {
     liveness_follows_the_socket(Kind::Csi).await;
 }
 
-/// Opens `connections` HTTP/2 connections and on each `streams` calls to `path`, each
+/// Opens `connections` HTTP/2 connections with `window` as their stream window, and on
+/// each starts `calls` calls to `path` with the bodies `body` makes; every answer is held,
+/// unread. Returns what keeps them open.
+async fn raw_calls<B>(
+    socket: &Path,
+    path: &'static str,
+    connections: usize,
+    calls: usize,
+    window: u32,
+    body: impl Fn() -> B,
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let Some(stream) = dial(socket).await else {
+            continue;
+        };
+        let Ok((sender, conn)) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(window)
+                .handshake::<_, B>(hyper_util::rt::TokioIo::new(stream))
+                .await
+        else {
+            continue;
+        };
+        tasks.push(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        for _ in 0..calls {
+            let mut sender = sender.clone();
+            let body = body();
+            tasks.push(tokio::spawn(async move {
+                if sender.ready().await.is_err() {
+                    return;
+                }
+                let request = http::Request::post(format!("http://localhost{path}"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(body)
+                    .unwrap();
+                if let Ok(response) = sender.send_request(request).await {
+                    std::future::pending::<()>().await;
+                    drop(response);
+                }
+            }));
+        }
+    }
+    tasks
+}
+
+/// Calls to `path` on `streams` streams of each of `connections` connections, each
 /// announcing a `message`-byte request and sending all but its last byte, as fast as
 /// flow control allows, then nothing more.
 async fn park_partial_messages(
@@ -329,34 +382,10 @@ async fn park_partial_messages(
     streams: usize,
     message: usize,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let stream = dial(socket).await.expect("connect");
-        let (sender, conn) =
-            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .initial_stream_window_size(1 << 20)
-                .handshake::<_, StreamBody<PartialMessage>>(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .expect("HTTP/2 handshake");
-        tasks.push(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        for _ in 0..streams {
-            let mut sender = sender.clone();
-            tasks.push(tokio::spawn(async move {
-                if sender.ready().await.is_err() {
-                    return;
-                }
-                let request = http::Request::post(format!("http://localhost{path}"))
-                    .header("content-type", "application/grpc")
-                    .header("te", "trailers")
-                    .body(StreamBody::new(PartialMessage::new(message)))
-                    .unwrap();
-                let _ = sender.send_request(request).await;
-            }));
-        }
-    }
-    tasks
+    raw_calls(socket, path, connections, streams, 1 << 20, || {
+        StreamBody::new(PartialMessage::new(message))
+    })
+    .await
 }
 
 /// A gRPC message prefix announcing `len` bytes, then `len - 1` bytes in 16 KiB chunks,
@@ -488,7 +517,6 @@ fn grpc_body(message: &impl prost::Message) -> http_body_util::Full<Bytes> {
 
 /// Opens `connections` HTTP/2 connections that never let the server send a byte of an
 /// answer (a stream window of 0), and on each sends `calls` copies of a complete request.
-/// Returns what keeps them open.
 async fn unread_answers(
     socket: &Path,
     path: &'static str,
@@ -496,43 +524,7 @@ async fn unread_answers(
     connections: usize,
     calls: usize,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let Some(stream) = dial(socket).await else {
-            continue;
-        };
-        let Ok((sender, conn)) =
-            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .initial_stream_window_size(0)
-                .handshake::<_, http_body_util::Full<Bytes>>(hyper_util::rt::TokioIo::new(stream))
-                .await
-        else {
-            continue;
-        };
-        tasks.push(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        for _ in 0..calls {
-            let mut sender = sender.clone();
-            let body = body.clone();
-            tasks.push(tokio::spawn(async move {
-                if sender.ready().await.is_err() {
-                    return;
-                }
-                let request = http::Request::post(format!("http://localhost{path}"))
-                    .header("content-type", "application/grpc")
-                    .header("te", "trailers")
-                    .body(body)
-                    .unwrap();
-                // The answer's headers come; its body never can. Hold it.
-                if let Ok(response) = sender.send_request(request).await {
-                    std::future::pending::<()>().await;
-                    drop(response);
-                }
-            }));
-        }
-    }
-    tasks
+    raw_calls(socket, path, connections, calls, 0, || body.clone()).await
 }
 
 async fn unread_answers_do_not_keep_new_clients_out(kind: Kind) {

@@ -153,21 +153,12 @@ pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>,
 /// one Mount per volume; requests are at most [`MAX_REQUEST`]. The call timeout is above
 /// the mount deadline, so the mount's own, clearer error answers first.
 pub const LIMITS: crate::server::Limits = crate::server::Limits {
-    max_connections: 64,
-    first_request_timeout: Duration::from_secs(10),
-    idle_timeout: Duration::from_secs(300),
-    close_grace: Duration::from_secs(2),
     max_message: MAX_REQUEST,
-    response_timeout: Duration::from_secs(10),
-    message_timeout: Duration::from_secs(10),
     call_timeout: Duration::from_secs(150),
-    call_budget: 8 * 1024 * 1024,
-    call_allowance: 16 * 1024,
     byte_budget: 32 * 1024 * 1024,
-    max_concurrent_streams: 32,
     stream_window: 256 * 1024,
     connection_window: 512 * 1024,
-    max_header_list: 16 * 1024,
+    ..crate::server::Limits::COMMON
 };
 
 /// Serves the provider (and `grpc.health.v1`) on `listener` until `shutdown` resolves.

@@ -202,20 +202,11 @@ fn url_host(url: &str) -> Option<String> {
 /// calls with a 3 s deadline; requests are at most [`MAX_MESSAGE`].
 pub const LIMITS: crate::server::Limits = crate::server::Limits {
     max_connections: 128,
-    first_request_timeout: Duration::from_secs(10),
-    idle_timeout: Duration::from_secs(300),
-    close_grace: Duration::from_secs(2),
     max_message: MAX_MESSAGE,
-    response_timeout: Duration::from_secs(10),
     message_timeout: Duration::from_secs(5),
-    call_timeout: Duration::from_secs(30),
     call_budget: 16 * 1024 * 1024,
-    call_allowance: 16 * 1024,
-    byte_budget: 16 * 1024 * 1024,
     max_concurrent_streams: 256,
-    stream_window: 64 * 1024,
-    connection_window: 256 * 1024,
-    max_header_list: 16 * 1024,
+    ..crate::server::Limits::COMMON
 };
 
 /// Serves both API versions on `listener` until `shutdown` resolves, then drains.

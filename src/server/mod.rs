@@ -97,6 +97,26 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// What both servers share; each sets its own message limit, budget, windows and
+    /// timeouts on top (`kms::LIMITS`, `csi::LIMITS`).
+    pub const COMMON: Self = Self {
+        max_connections: 64,
+        first_request_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(300),
+        close_grace: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(10),
+        message_timeout: Duration::from_secs(10),
+        call_timeout: Duration::from_secs(30),
+        max_message: 64 * 1024,
+        call_budget: 8 * 1024 * 1024,
+        call_allowance: 16 * 1024,
+        byte_budget: 16 * 1024 * 1024,
+        max_concurrent_streams: 32,
+        stream_window: 64 * 1024,
+        connection_window: 256 * 1024,
+        max_header_list: 16 * 1024,
+    };
+
     /// Connections closing gracefully (sent GOAWAY to make room) on top of the cap.
     pub const fn max_closing(&self) -> usize {
         let quarter = self.max_connections / 4;
