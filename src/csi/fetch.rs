@@ -40,6 +40,13 @@ use crate::csi::identity::{Identity, IdentityKey};
 use crate::csi::params::ObjectKind;
 use crate::observability::metrics::ServerMetrics;
 
+/// Clients and the credential they were built with.
+type ClientsOf = (Arc<crate::azure::credential::Renewable>, Arc<VaultClients>);
+
+/// Identity-and-vault pairs whose clients are kept (the identity cache holds 1,024
+/// identities; most use one or two vaults).
+const CLIENTS: usize = 4096;
+
 /// The SDK clients of one identity for one vault.
 pub struct VaultClients {
     secrets: SecretClient,
@@ -108,6 +115,9 @@ struct CacheKey {
 pub struct Fetcher {
     cache: Arc<CoalescingCache<CacheKey, Arc<Fetched>, KvError>>,
     limits: Mutex<LruCache<String, Arc<Semaphore>>>,
+    /// SDK clients by identity and vault URL, with the credential they were built on: an
+    /// identity resolved anew (a new credential) gets new clients.
+    clients: Mutex<LruCache<(IdentityKey, String), ClientsOf>>,
     http: reqwest::Client,
     config: FetchConfig,
     metrics: ServerMetrics,
@@ -163,6 +173,9 @@ impl Fetcher {
             limits: Mutex::new(LruCache::new(
                 NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
             )),
+            clients: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CLIENTS).unwrap_or(NonZeroUsize::MIN),
+            )),
             http,
             config,
             metrics,
@@ -194,11 +207,11 @@ impl Fetcher {
     }
 
     fn clients(&self, identity: &Identity, vault_url: &str) -> Result<Arc<VaultClients>, KvError> {
-        let mut clients = identity
-            .clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = clients.get(vault_url) {
+        let key = (identity.key, vault_url.to_owned());
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((credential, c)) = clients.get(&key)
+            && Arc::ptr_eq(credential, &identity.credential)
+        {
             return Ok(Arc::clone(c));
         }
         let verify = Some(self.config.policy.verify_challenge_resource);
@@ -244,7 +257,7 @@ impl Fetcher {
             )
             .map_err(setup)?,
         });
-        clients.put(vault_url.to_owned(), Arc::clone(&built));
+        clients.put(key, (Arc::clone(&identity.credential), Arc::clone(&built)));
         Ok(built)
     }
 

@@ -99,8 +99,6 @@ pub struct Identity {
     /// The credential Key Vault clients use, rebuilt when Key Vault rejects its token.
     pub credential: Arc<credential::Renewable>,
     federated: Option<Federated>,
-    /// Key Vault clients by vault URL.
-    pub(crate) clients: Mutex<LruCache<String, Arc<super::fetch::VaultClients>>>,
 }
 
 impl fmt::Debug for Identity {
@@ -377,9 +375,6 @@ impl Identities {
             label,
             credential,
             federated,
-            clients: Mutex::new(LruCache::new(
-                NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
-            )),
         })
     }
 
