@@ -27,7 +27,7 @@ use crate::Info;
 use crate::api::{self, MAX_BODY};
 use crate::faults::FaultSpec;
 use crate::identity::{Identity, VaultPermissions, WORKLOAD_AUDIENCE};
-use crate::server::{Body, Shared};
+use crate::state::{Body, Shared};
 
 fn reply(status: StatusCode, body: &Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));

@@ -12,7 +12,7 @@ use crate::identity::{
     AssertionError, Identity, ManagedKind, TokenGrant, cert_public_key, decode_jwt,
     normalise_resource, unix, uuid_like,
 };
-use crate::server::Shared;
+use crate::state::Shared;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 

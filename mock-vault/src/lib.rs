@@ -17,6 +17,8 @@
 //! - [`entra`]: token, discovery and managed-identity endpoints.
 //! - [`faults`], [`stats`]: fault injection, request counters and log.
 //! - [`tls`]: test CA and server certificate, or operator-given PEM.
+//! - [`state`]: what every connection and the control API share (vaults, identities,
+//!   tokens, faults, statistics, persistence); it depends on none of the modules below.
 //! - [`server`]: HTTPS serving, host routing, the challenge flow; [`control`]: the control API.
 //!
 //! Host names: each vault answers at `<name>.vault.localhost` (Managed HSM:
@@ -40,6 +42,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod secrets;
 pub mod server;
+pub mod state;
 pub mod stats;
 pub mod store;
 pub mod tls;

@@ -1,11 +1,9 @@
 //! The HTTPS server: connection handling, routing by host name and path, the challenge
 //! flow, fault injection, statistics and persistence.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -18,116 +16,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{self, ApiError, Ctx, MAX_BODY, Principal, Reply};
-use crate::certificates::Issuers;
 use crate::entra;
-use crate::faults::{Decision, FaultKind, Faults};
-use crate::identity::{ClientSecret, Identity, SaIssuer, TokenGrant, TokenProblem, TokenStore};
-use crate::stats::{LogEntry, Stats};
-use crate::store::{StateFile, VaultCell, VaultKind};
-
-/// A response body.
-pub type Body = Full<Bytes>;
-
-/// Metadata of one vault.
-#[derive(Debug, Clone)]
-pub struct VaultMeta {
-    /// Vault or Managed HSM.
-    pub kind: VaultKind,
-    /// Canonical base URL, e.g. `https://kv1.vault.localhost:8443`.
-    pub url: String,
-    /// Token resource, e.g. `https://vault.localhost:8443`.
-    pub resource: String,
-    /// Host name.
-    pub host: String,
-}
-
-/// State shared by every connection and the control API.
-#[derive(Debug)]
-pub struct Shared {
-    pub(crate) vaults: BTreeMap<String, VaultCell>,
-    pub(crate) meta: BTreeMap<String, VaultMeta>,
-    pub(crate) default_vault: String,
-    pub(crate) identities: RwLock<Vec<Identity>>,
-    pub(crate) tokens: Mutex<TokenStore>,
-    pub(crate) faults: Mutex<Faults>,
-    pub(crate) stats: Mutex<Stats>,
-    /// `https://localhost:PORT`.
-    pub(crate) authority: String,
-    pub(crate) tenants: Vec<String>,
-    pub(crate) token_ttl: Duration,
-    pub(crate) sa_issuer: SaIssuer,
-    pub(crate) identity_header: ClientSecret,
-    pub(crate) issuers: Issuers,
-    pub(crate) region: String,
-    pub(crate) state_file: Option<PathBuf>,
-    pub(crate) persist_lock: Mutex<()>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::faults::FaultKind;
+use crate::identity::{Identity, TokenProblem};
+use crate::state::lock;
+pub use crate::state::{Body, Shared, VaultMeta};
+use crate::stats::LogEntry;
+use crate::store::{VaultCell, VaultKind};
 
 impl Shared {
-    /// Host part of the authority URL.
-    pub(crate) fn authority_host(&self) -> String {
-        self.authority
-            .trim_start_matches("https://")
-            .split(':')
-            .next()
-            .unwrap_or("localhost")
-            .to_owned()
-    }
-
-    pub(crate) fn knows_tenant(&self, tenant: &str) -> bool {
-        self.tenants.iter().any(|t| t.eq_ignore_ascii_case(tenant))
-    }
-
-    pub(crate) fn identity_by(&self, f: impl Fn(&Identity) -> bool) -> Option<Identity> {
-        self.identities
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .find(|i| f(i))
-            .cloned()
-    }
-
-    pub(crate) fn issue_token(&self, grant: TokenGrant) -> String {
-        lock(&self.tokens).issue(grant)
-    }
-
-    pub(crate) fn record(&self, entry: LogEntry) {
-        lock(&self.stats).record(entry);
-    }
-
-    pub(crate) fn decide(&self, vault: Option<&str>, op: &str, identity: Option<&str>) -> Decision {
-        lock(&self.faults).decide(vault, op, identity)
-    }
-
-    /// Writes the state file if a vault changed since the last write.
-    pub(crate) fn persist_if_dirty(&self) {
-        let Some(path) = &self.state_file else {
-            return;
-        };
-        let _guard = lock(&self.persist_lock);
-        let dirty = self
-            .vaults
-            .values()
-            .fold(false, |acc, cell| cell.take_dirty() | acc);
-        if !dirty {
-            return;
-        }
-        let snapshot = {
-            let mut vaults = Vec::new();
-            for cell in self.vaults.values() {
-                vaults.push(cell.read(Clone::clone));
-            }
-            StateFile::capture(vaults.iter())
-        };
-        if let Err(e) = snapshot.save(path) {
-            tracing::error!(error = %e, "could not write the state file");
-        }
-    }
-
     /// Finds the vault a host name addresses: `<name>.vault.localhost`,
     /// `<name>.managedhsm.localhost`, or the default vault for `localhost` and IP literals.
     fn vault_for_host(&self, host: &str) -> Option<&str> {
