@@ -30,7 +30,7 @@
 //!   Key Vault reads through the cache, the gRPC service, `probe csi`.
 //! - [`probe`]: `akv-bridge probe`, a client that behaves like kube-apiserver.
 //! - [`cli`]: the command-line flags; [`dev`] (feature `dev`): `akv-bridge dev`;
-//!   [`bench`] (feature `dev`): `akv-bridge bench`, figures against mock-vault.
+//!   [`bench`](mod@bench) (feature `dev`): `akv-bridge bench`, figures against mock-vault.
 
 #![forbid(unsafe_code)]
 

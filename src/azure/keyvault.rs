@@ -395,7 +395,7 @@ fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, SetupError> 
 
 /// `ClientOptions` for requests to `upstream` (Key Vault clients, or the credentials' token
 /// requests): our transport, a retry policy bounded by the deadline, and the
-/// [`UpstreamPolicy`] that gives up at once on a `Retry-After` beyond it.
+/// `UpstreamPolicy` that gives up at once on a `Retry-After` beyond it.
 pub fn client_options(
     http: reqwest::Client,
     policy: &CallPolicy,

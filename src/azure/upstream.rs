@@ -1,6 +1,6 @@
 //! Who failed upstream, and how: Key Vault or Microsoft Entra; an outage, throttling, a
 //! rejected credential, or a TLS certificate that could not be verified. One classification,
-//! [`classify`], turns an SDK error into a [`KvError`] for both servers.
+//! `classify`, turns an SDK error into a [`KvError`] for both servers.
 //!
 //! - **A rejection is Entra's answer, not a guess.** A token request that fails carries, under
 //!   `azure_identity`'s `Credential` error, the HTTP status and the OAuth error body of Entra
@@ -8,9 +8,9 @@
 //!   `unauthorized_client`, ...) reject the credential; 408, 5xx and `temporarily_unavailable`
 //!   are outages; 429 is throttling; no answer at all is an outage.
 //! - **A `Retry-After` beyond the deadline fails at once.** The SDK's retry policy sleeps for
-//!   `Retry-After` whatever the deadline. [`UpstreamPolicy`], a per-try policy on every Key
+//!   `Retry-After` whatever the deadline. `UpstreamPolicy`, a per-try policy on every Key
 //!   Vault and Entra pipeline, sees each answer and the deadline of the call it belongs to
-//!   ([`within`]), and ends the call when a 429 or 503 asks for a wait that outlasts it.
+//!   (`within`), and ends the call when a 429 or 503 asks for a wait that outlasts it.
 //! - **A deadline names who was slow.** The policy also records whether the call was waiting
 //!   for Key Vault or for an access token, so an Entra that hangs is not reported as a slow
 //!   Key Vault.

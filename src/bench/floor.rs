@@ -58,7 +58,7 @@ impl v2::key_management_service_server::KeyManagementService for Floor {
 
 /// Serves [`Floor`] on `path` (bound as our servers bind: mode 0600, a stale socket
 /// replaced, a live one refused) with tonic's default server settings, until `shutdown`
-/// resolves; then in-flight calls get [`GRACE`] to finish and the socket file is removed.
+/// resolves; then in-flight calls get `GRACE` to finish and the socket file is removed.
 pub async fn serve(
     path: &Path,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
