@@ -197,12 +197,12 @@ impl ConnectionMetrics {
         );
         registry.register(
             "connections_closed",
-            "Connections closed by the server or the client, by reason (client, idle, first_request_timeout, close_grace, evicted_unused, evicted_idle, evicted_stalled, refused, shutdown)",
+            "Connections closed, by why: client (it closed), idle, first_request_timeout, response_timeout, shutdown, refused (no room), and to make room or relieve the budget evicted_unused, evicted_unread, evicted_idle, evicted_stalled",
             m.closed.clone(),
         );
         registry.register(
             "calls_refused",
-            "Calls refused by the socket server, by reason (budget, message_timeout, call_timeout)",
+            "Calls refused by the socket server, by reason (budget, goaway, message_timeout, call_timeout)",
             m.refused_calls.clone(),
         );
         registry.register(

@@ -732,9 +732,7 @@ async fn connection<S: Routes>(
                         let soft = last.max(since) + limits.close_grace;
                         let now = Instant::now();
                         if now >= hard || (idle_now(&state) && now >= soft) {
-                            if cause == "client" || cause.is_empty() {
-                                cause = "close_grace";
-                            }
+                            // Counted already, for why it was sent GOAWAY.
                             break;
                         }
                     }
