@@ -405,6 +405,22 @@ pub struct LogArgs {
     pub verbosity: u8,
 }
 
+/// The flags that point `kms` or `csi` at a stand-in for Key Vault and Entra (mock-vault,
+/// for `dev`, the benchmarks and the tests): connect every vault and authority host name
+/// to `connect`, trust `ca_bundle`, and use `authority_host` for Entra. Each caller adds
+/// its vault URL flag (`--vault-url` or `--vault-url-template`) and the rest.
+pub fn mock_vault_flags(
+    connect: SocketAddr,
+    ca_bundle: &std::path::Path,
+    authority_host: &str,
+) -> Vec<String> {
+    vec![
+        format!("--vault-connect-addr={connect}"),
+        format!("--ca-bundle={}", ca_bundle.display()),
+        format!("--authority-host={authority_host}"),
+    ]
+}
+
 /// Parses `90s`, `5m`, `2500ms`, `1h`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 90s or 5m: {e}"))
@@ -442,6 +458,8 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn kms(args: &[&str]) -> Result<KmsArgs, clap::Error> {
@@ -512,6 +530,23 @@ mod tests {
         assert!(a.log.log_format_json);
         assert_eq!(a.log.verbosity, 5);
         assert!(csi(&["--socket-mode=0606"]).is_err());
+    }
+
+    #[test]
+    fn mock_vault_flags_parse_for_both_servers() {
+        let connect: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        let flags = mock_vault_flags(connect, Path::new("/tmp/ca.pem"), "https://login.test/");
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let k = kms(&flags).unwrap();
+        let c = csi(&flags).unwrap();
+        assert_eq!(
+            (k.vault_connect_addr, c.vault_connect_addr),
+            (Some(connect), Some(connect))
+        );
+        let ca = Some(PathBuf::from("/tmp/ca.pem"));
+        assert_eq!((&k.trust.ca_bundle, &c.trust.ca_bundle), (&ca, &ca));
+        assert_eq!(k.authority_host.as_deref(), Some("https://login.test/"));
+        assert_eq!(c.authority_host.as_deref(), Some("https://login.test/"));
     }
 
     #[test]
