@@ -104,9 +104,8 @@ pub struct CsiArgs {
         default_value = "unix:///tmp/azure.sock"
     )]
     pub endpoint: String,
-    /// Permissions of the socket file (octal).
-    #[arg(long, env = "AKV_BRIDGE_SOCKET_MODE", default_value = "0600", value_parser = parse_mode)]
-    pub socket_mode: u32,
+    #[command(flatten)]
+    pub socket: SocketArgs,
     /// Port of the health endpoints.
     #[arg(long, env = "AKV_BRIDGE_HEALTHZ_PORT", default_value_t = 8989)]
     pub healthz_port: u16,
@@ -126,9 +125,8 @@ pub struct CsiArgs {
     /// Timeout of the liveness self-check over the socket.
     #[arg(long, env = "AKV_BRIDGE_HEALTHZ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub healthz_timeout: Duration,
-    /// Metrics backend (only `prometheus`).
-    #[arg(long, env = "AKV_BRIDGE_METRICS_BACKEND", default_value = "prometheus", value_parser = ["prometheus"])]
-    pub metrics_backend: String,
+    #[command(flatten)]
+    pub metrics: MetricsBackendArgs,
     /// Port of the Prometheus `/metrics` endpoint (all interfaces).
     #[arg(long, env = "AKV_BRIDGE_PROMETHEUS_PORT", default_value_t = 8898)]
     pub prometheus_port: u16,
@@ -145,12 +143,8 @@ pub struct CsiArgs {
     /// Also write `<name>.crt` and `<name>.key` beside a certificate's PEM.
     #[arg(long, env = "AKV_BRIDGE_WRITE_CERT_AND_KEY_IN_SEPARATE_FILES", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub write_cert_and_key_in_separate_files: bool,
-    /// Log JSON lines.
-    #[arg(long, env = "AKV_BRIDGE_LOG_FORMAT_JSON", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    pub log_format_json: bool,
-    /// Log verbosity (klog style: 0-1 info, 2-4 debug, 5+ trace).
-    #[arg(short = 'v', long = "v", env = "AKV_BRIDGE_V", default_value_t = 0)]
-    pub verbosity: u8,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Accepted for compatibility with the Go provider; our user agent is fixed.
     #[arg(long, env = "AKV_BRIDGE_CUSTOM_USER_AGENT", default_value = "")]
     pub custom_user_agent: String,
@@ -165,9 +159,8 @@ pub struct CsiArgs {
     /// Connect every Key Vault and Entra host name to this address instead of resolving it.
     #[arg(long, env = "AKV_BRIDGE_VAULT_CONNECT_ADDR")]
     pub vault_connect_addr: Option<SocketAddr>,
-    /// PEM bundle of CAs to trust for Key Vault and Entra instead of the system roots.
-    #[arg(long, env = "AKV_BRIDGE_CA_BUNDLE")]
-    pub ca_bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Do not require the Key Vault challenge's resource to match the vault's domain.
     #[arg(
         long,
@@ -254,9 +247,8 @@ pub struct KmsArgs {
         default_value = "unix:///opt/azurekms.socket"
     )]
     pub listen_addr: String,
-    /// Permissions of the socket file (octal).
-    #[arg(long, env = "AKV_BRIDGE_SOCKET_MODE", default_value = "0600", value_parser = parse_mode)]
-    pub socket_mode: u32,
+    #[command(flatten)]
+    pub socket: SocketArgs,
     /// Key Vault (or Managed HSM) name.
     #[arg(long, env = "AKV_BRIDGE_KEYVAULT_NAME", default_value = "")]
     pub keyvault_name: String,
@@ -278,9 +270,8 @@ pub struct KmsArgs {
     /// `curl --resolve`).
     #[arg(long, env = "AKV_BRIDGE_VAULT_CONNECT_ADDR")]
     pub vault_connect_addr: Option<SocketAddr>,
-    /// PEM bundle of CAs to trust for Key Vault and Entra instead of the system roots.
-    #[arg(long, env = "AKV_BRIDGE_CA_BUNDLE")]
-    pub ca_bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Entra authority host (default: the cloud's).
     #[arg(long, env = "AZURE_AUTHORITY_HOST")]
     pub authority_host: Option<String>,
@@ -329,18 +320,13 @@ pub struct KmsArgs {
     /// Timeout of the liveness self-check over the socket.
     #[arg(long, env = "AKV_BRIDGE_HEALTHZ_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub healthz_timeout: Duration,
-    /// Metrics backend (only `prometheus`).
-    #[arg(long, env = "AKV_BRIDGE_METRICS_BACKEND", default_value = "prometheus", value_parser = ["prometheus"])]
-    pub metrics_backend: String,
+    #[command(flatten)]
+    pub metrics: MetricsBackendArgs,
     /// Metrics address: a port (all interfaces, as Azure/kubernetes-kms) or `host:port`.
     #[arg(long, env = "AKV_BRIDGE_METRICS_ADDR", default_value = "8095", value_parser = parse_listen)]
     pub metrics_addr: SocketAddr,
-    /// Log JSON lines.
-    #[arg(long, env = "AKV_BRIDGE_LOG_FORMAT_JSON", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
-    pub log_format_json: bool,
-    /// Log verbosity (klog style: 0-1 info, 2-4 debug, 5+ trace).
-    #[arg(short = 'v', long = "v", env = "AKV_BRIDGE_V", default_value_t = 0)]
-    pub verbosity: u8,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// How often to read the key's metadata: picks up rotation, refreshes health.
     #[arg(long, env = "AKV_BRIDGE_KEY_POLL_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub key_poll_interval: Duration,
@@ -376,6 +362,63 @@ pub struct KmsArgs {
     /// kube-apiserver from 1.27 accepts it) or `v2` (accepted from 1.29 only).
     #[arg(long, env = "AKV_BRIDGE_STATUS_VERSION", default_value = "v2beta1", value_parser = ["v2beta1", "v2"])]
     pub status_version: String,
+}
+
+// Flags `kms` and `csi` share word for word (name, env var, default, help, parser), each
+// declared once and flattened into both where it stood, so `--help` keeps its order. The
+// other flags both have (`--healthz-*`, `--readyz-path`, `--vault-connect-addr`,
+// `--authority-host`, `--keyvault-*`, `--h2-authority-rewrite`, `--shutdown-grace`, ...)
+// differ in default or help, and stay with their command.
+
+/// `--socket-mode`, shared by `kms` and `csi`.
+#[derive(Debug, Clone, Args)]
+pub struct SocketArgs {
+    /// Permissions of the socket file (octal).
+    #[arg(long, env = "AKV_BRIDGE_SOCKET_MODE", default_value = "0600", value_parser = parse_mode)]
+    pub socket_mode: u32,
+}
+
+/// `--metrics-backend`, shared by `kms` and `csi`.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsBackendArgs {
+    /// Metrics backend (only `prometheus`).
+    #[arg(long, env = "AKV_BRIDGE_METRICS_BACKEND", default_value = "prometheus", value_parser = ["prometheus"])]
+    pub metrics_backend: String,
+}
+
+/// `--ca-bundle`, shared by `kms` and `csi`.
+#[derive(Debug, Clone, Args)]
+pub struct TrustArgs {
+    /// PEM bundle of CAs to trust for Key Vault and Entra instead of the system roots.
+    #[arg(long, env = "AKV_BRIDGE_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// Logging flags, shared by `kms` and `csi`.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log JSON lines.
+    #[arg(long, env = "AKV_BRIDGE_LOG_FORMAT_JSON", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub log_format_json: bool,
+    /// Log verbosity (klog style: 0-1 info, 2-4 debug, 5+ trace).
+    #[arg(short = 'v', long = "v", env = "AKV_BRIDGE_V", default_value_t = 0)]
+    pub verbosity: u8,
+}
+
+/// The flags that point `kms` or `csi` at a stand-in for Key Vault and Entra (mock-vault,
+/// for `dev`, the benchmarks and the tests): connect every vault and authority host name
+/// to `connect`, trust `ca_bundle`, and use `authority_host` for Entra. Each caller adds
+/// its vault URL flag (`--vault-url` or `--vault-url-template`) and the rest.
+pub fn mock_vault_flags(
+    connect: SocketAddr,
+    ca_bundle: &std::path::Path,
+    authority_host: &str,
+) -> Vec<String> {
+    vec![
+        format!("--vault-connect-addr={connect}"),
+        format!("--ca-bundle={}", ca_bundle.display()),
+        format!("--authority-host={authority_host}"),
+    ]
 }
 
 /// Parses `90s`, `5m`, `2500ms`, `1h`.
@@ -415,6 +458,8 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn kms(args: &[&str]) -> Result<KmsArgs, clap::Error> {
@@ -447,11 +492,11 @@ mod tests {
         );
         assert_eq!(a.healthz_port, 8787);
         assert_eq!(a.healthz_path, "/healthz");
-        assert!(a.log_format_json);
+        assert!(a.log.log_format_json);
         assert!(!a.managed_hsm);
-        assert_eq!(a.verbosity, 2);
+        assert_eq!(a.log.verbosity, 2);
         assert_eq!(a.metrics_addr, "0.0.0.0:8095".parse().unwrap());
-        assert_eq!(a.socket_mode, 0o600);
+        assert_eq!(a.socket.socket_mode, 0o600);
         assert_eq!(a.key_poll_interval, Duration::from_secs(60));
     }
 
@@ -482,9 +527,26 @@ mod tests {
         ])
         .unwrap();
         assert!(!a.construct_pem_chain && a.write_cert_and_key_in_separate_files);
-        assert!(a.log_format_json);
-        assert_eq!(a.verbosity, 5);
+        assert!(a.log.log_format_json);
+        assert_eq!(a.log.verbosity, 5);
         assert!(csi(&["--socket-mode=0606"]).is_err());
+    }
+
+    #[test]
+    fn mock_vault_flags_parse_for_both_servers() {
+        let connect: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        let flags = mock_vault_flags(connect, Path::new("/tmp/ca.pem"), "https://login.test/");
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let k = kms(&flags).unwrap();
+        let c = csi(&flags).unwrap();
+        assert_eq!(
+            (k.vault_connect_addr, c.vault_connect_addr),
+            (Some(connect), Some(connect))
+        );
+        let ca = Some(PathBuf::from("/tmp/ca.pem"));
+        assert_eq!((&k.trust.ca_bundle, &c.trust.ca_bundle), (&ca, &ca));
+        assert_eq!(k.authority_host.as_deref(), Some("https://login.test/"));
+        assert_eq!(c.authority_host.as_deref(), Some("https://login.test/"));
     }
 
     #[test]

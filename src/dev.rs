@@ -102,19 +102,19 @@ pub async fn main(args: DevArgs) -> ExitCode {
         return fail("cannot write azure.json", e);
     }
     let socket = dir.join("kms.sock");
-    let argv = vec![
+    let mut argv = vec![
         "akv-bridge".to_owned(),
         "kms".to_owned(),
         format!("--listen-addr=unix://{}", socket.display()),
         format!("--vault-url={}", vault.url),
-        format!("--vault-connect-addr={}", info.address),
-        format!("--ca-bundle={}", info.ca_pem_path.display()),
-        format!("--authority-host={}", info.authority_host),
+    ];
+    argv.extend(mock_flags(&info));
+    argv.extend([
         format!("--config-file-path={}", azure_json.display()),
         "--key-name=kms-kek".to_owned(),
         "--healthz-port=0".to_owned(),
         "--metrics-addr=127.0.0.1:0".to_owned(),
-    ];
+    ]);
     let kms_args = match Cli::try_parse_from(argv).map(|c| c.command) {
         Ok(Command::Kms(a)) => *a,
         Ok(_) => return fail("internal", "unexpected command"),
@@ -128,19 +128,19 @@ pub async fn main(args: DevArgs) -> ExitCode {
     // The CSI provider, on the same mock.
     let csi_socket = dir.join("csi").join("azure.sock");
     let template = vault.url.replacen("akv-bridge-dev", "{name}", 1);
-    let argv = vec![
+    let mut argv = vec![
         "akv-bridge".to_owned(),
         "csi".to_owned(),
         format!("--endpoint=unix://{}", csi_socket.display()),
         format!("--vault-url-template={template}"),
-        format!("--vault-connect-addr={}", info.address),
-        format!("--ca-bundle={}", info.ca_pem_path.display()),
-        format!("--authority-host={}", info.authority_host),
+    ];
+    argv.extend(mock_flags(&info));
+    argv.extend([
         "--healthz-port=0".to_owned(),
         "--healthz-bind-address=127.0.0.1".to_owned(),
         "--prometheus-port=0".to_owned(),
         "--metrics-bind-address=127.0.0.1".to_owned(),
-    ];
+    ]);
     let csi_args = match Cli::try_parse_from(argv).map(|c| c.command) {
         Ok(Command::Csi(a)) => *a,
         Ok(_) => return fail("internal", "unexpected command"),
@@ -339,6 +339,11 @@ resources:
 ",
         socket.display()
     )
+}
+
+/// [`crate::cli::mock_vault_flags`] for the in-process mock.
+fn mock_flags(info: &mock_vault::Info) -> Vec<String> {
+    crate::cli::mock_vault_flags(info.address, &info.ca_pem_path, &info.authority_host)
 }
 
 fn prepare_dir(dir: &Path) -> std::io::Result<PathBuf> {

@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Kms(args) => {
-            akv_bridge::observability::logging::init(args.log_format_json, args.verbosity);
+            akv_bridge::observability::logging::init(args.log.log_format_json, args.log.verbosity);
             match akv_bridge::kms::run(*args, akv_bridge::server::process::shutdown_signal()).await
             {
                 Ok(()) => ExitCode::SUCCESS,
@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Csi(args) => {
-            akv_bridge::observability::logging::init(args.log_format_json, args.verbosity);
+            akv_bridge::observability::logging::init(args.log.log_format_json, args.log.verbosity);
             match akv_bridge::csi::run(*args, akv_bridge::server::process::shutdown_signal()).await
             {
                 Ok(()) => ExitCode::SUCCESS,

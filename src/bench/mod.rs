@@ -377,20 +377,25 @@ impl Env {
         ))
     }
 
+    /// [`crate::cli::mock_vault_flags`] for the mock.
+    fn mock_flags(&self) -> Vec<String> {
+        let info = &self.mock.info;
+        crate::cli::mock_vault_flags(info.address, &info.ca_pem_path, &info.authority_host)
+    }
+
     /// Flags that wire `akv-bridge kms` to the mock.
     pub fn kms_flags(
         &self,
         socket: &std::path::Path,
         extra: &[String],
     ) -> Result<Vec<String>, BenchError> {
-        let info = &self.mock.info;
         let mut flags = vec![
             "kms".to_owned(),
             format!("--listen-addr=unix://{}", socket.display()),
             format!("--vault-url={}", self.mock.vault_url(VAULT)?),
-            format!("--vault-connect-addr={}", info.address),
-            format!("--ca-bundle={}", info.ca_pem_path.display()),
-            format!("--authority-host={}", info.authority_host),
+        ];
+        flags.extend(self.mock_flags());
+        flags.extend([
             format!("--config-file-path={}", self.azure_json.display()),
             "--key-name=kek".to_owned(),
             "--healthz-port=0".to_owned(),
@@ -398,7 +403,7 @@ impl Env {
             "--metrics-addr=127.0.0.1:0".to_owned(),
             format!("--keyvault-concurrency={KMS_KEYVAULT_CONCURRENCY}"),
             "--shutdown-grace=2s".to_owned(),
-        ];
+        ]);
         flags.extend(extra.iter().cloned());
         Ok(flags)
     }
@@ -409,7 +414,6 @@ impl Env {
         socket: &std::path::Path,
         extra: &[String],
     ) -> Result<Vec<String>, BenchError> {
-        let info = &self.mock.info;
         let url = self.mock.vault_url(VAULT)?;
         // https://bench-kv.vault.localhost:PORT → https://{name}.vault.localhost:PORT
         let template = url.replacen(VAULT, "{name}", 1);
@@ -417,15 +421,15 @@ impl Env {
             "csi".to_owned(),
             format!("--endpoint=unix://{}", socket.display()),
             format!("--vault-url-template={template}"),
-            format!("--vault-connect-addr={}", info.address),
-            format!("--ca-bundle={}", info.ca_pem_path.display()),
-            format!("--authority-host={}", info.authority_host),
+        ];
+        flags.extend(self.mock_flags());
+        flags.extend([
             "--healthz-port=0".to_owned(),
             "--healthz-bind-address=127.0.0.1".to_owned(),
             "--prometheus-port=0".to_owned(),
             "--metrics-bind-address=127.0.0.1".to_owned(),
             "--shutdown-grace=2s".to_owned(),
-        ];
+        ]);
         flags.extend(extra.iter().cloned());
         Ok(flags)
     }

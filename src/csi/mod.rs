@@ -95,7 +95,7 @@ pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>,
         }
     }
     let http = keyvault::http_client(&TransportConfig {
-        ca_bundle: args.ca_bundle.clone(),
+        ca_bundle: args.trust.ca_bundle.clone(),
         connect_addr: args.vault_connect_addr,
         // Every vault and Entra host: their names come with each mount.
         pinned_host: None,
@@ -261,7 +261,7 @@ pub async fn run(
     let provider = prepare(&args, &mut registry)?;
     let shell = Shell {
         address,
-        socket_mode: args.socket_mode,
+        socket_mode: args.socket.socket_mode,
         healthz_addr: SocketAddr::new(args.healthz_bind_address, args.healthz_port),
         healthz_path: args.healthz_path.clone(),
         readyz_path: args.readyz_path.clone(),

@@ -107,7 +107,7 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
         .map_err(|e| KmsStartError::Identity(e.to_string()))?;
     let pinned_host = url_host(&vault_url);
     let http = keyvault::http_client(&TransportConfig {
-        ca_bundle: args.ca_bundle.clone(),
+        ca_bundle: args.trust.ca_bundle.clone(),
         connect_addr: args.vault_connect_addr,
         pinned_host,
     })?;
@@ -278,7 +278,7 @@ pub async fn run(
         .spawn_maintainer(args.key_poll_interval, stop_rx);
     let shell = Shell {
         address,
-        socket_mode: args.socket_mode,
+        socket_mode: args.socket.socket_mode,
         healthz_addr: SocketAddr::new(args.healthz_bind_address, args.healthz_port),
         healthz_path: args.healthz_path.clone(),
         readyz_path: args.readyz_path.clone(),

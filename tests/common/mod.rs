@@ -54,22 +54,29 @@ pub fn azure_json(dir: &Path, mock: &MockVault, client_id: &str, secret: &str) -
     path
 }
 
+/// [`akv_bridge::cli::mock_vault_flags`] for this mock.
+pub fn mock_flags(mock: &MockVault) -> Vec<String> {
+    let info = mock.info();
+    akv_bridge::cli::mock_vault_flags(info.address, &info.ca_pem_path, &info.authority_host)
+}
+
 /// The plugin flags that wire it to the mock.
 pub fn kms_flags(mock: &MockVault, socket: &Path, azure_json: &Path) -> Vec<String> {
     let info = mock.info();
-    vec![
+    let mut flags = vec![
         format!("--listen-addr=unix://{}", socket.display()),
         format!("--vault-url={}", info.vaults["kv1"].url),
-        format!("--vault-connect-addr={}", info.address),
-        format!("--ca-bundle={}", info.ca_pem_path.display()),
-        format!("--authority-host={}", info.authority_host),
+    ];
+    flags.extend(mock_flags(mock));
+    flags.extend([
         format!("--config-file-path={}", azure_json.display()),
         "--key-name=kek".into(),
         "--healthz-port=0".into(),
         "--metrics-addr=127.0.0.1:0".into(),
         "--keyvault-timeout=2500ms".into(),
         "--shutdown-grace=5s".into(),
-    ]
+    ]);
+    flags
 }
 
 pub fn kms_args(flags: &[String]) -> akv_bridge::cli::KmsArgs {
@@ -226,19 +233,20 @@ pub fn csi_flags(mock: &MockVault, socket: &Path) -> Vec<String> {
             format!("https://{{name}}.{domain}")
         })
         .expect("a vault");
-    vec![
+    let mut flags = vec![
         format!("--endpoint=unix://{}", socket.display()),
         format!("--vault-url-template={template}"),
-        format!("--vault-connect-addr={}", info.address),
-        format!("--ca-bundle={}", info.ca_pem_path.display()),
-        format!("--authority-host={}", info.authority_host),
+    ];
+    flags.extend(mock_flags(mock));
+    flags.extend([
         "--healthz-port=0".into(),
         "--healthz-bind-address=127.0.0.1".into(),
         "--prometheus-port=0".into(),
         "--metrics-bind-address=127.0.0.1".into(),
         "--keyvault-timeout=10s".into(),
         "--shutdown-grace=5s".into(),
-    ]
+    ]);
+    flags
 }
 
 pub fn csi_args(flags: &[String]) -> akv_bridge::cli::CsiArgs {
