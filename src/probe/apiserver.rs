@@ -410,3 +410,6 @@ fn state_object(encrypted: &EncryptResponse) -> EncryptedObject {
         encrypted_dek_source_type: EncryptedDekSourceType::HkdfSha256XnonceAesGcmSeed as i32,
     }
 }
+
+#[cfg(test)]
+mod tests;

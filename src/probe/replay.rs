@@ -386,3 +386,6 @@ pub(super) async fn append_record(path: &Path, record: &StoredRecord) -> Result<
     .map_err(|e| store_error(e.to_string()))?
     .map_err(store_error)
 }
+
+#[cfg(test)]
+mod tests;
