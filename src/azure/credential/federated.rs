@@ -71,7 +71,7 @@ impl ClientAssertion for FederatedToken {
 }
 
 /// A workload-identity credential whose assertion is `token`, whatever token it holds when a
-/// new access token is needed. `cloud_authority` and `client_options` as in [`build`].
+/// new access token is needed. `cloud_authority` and `client_options` as in [`build`](super::build).
 pub fn federated(
     tenant_id: &str,
     client_id: &str,

@@ -1,4 +1,4 @@
-//! Tests of [`build`] over every credential kind, against mock-vault where a token is
+//! Tests of [`build`](super::build) over every credential kind, against mock-vault where a token is
 //! needed, of its errors, and of the Entra authority.
 
 use std::time::Duration;
