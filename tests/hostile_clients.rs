@@ -26,18 +26,6 @@ use hyper::body::Frame;
 use tokio::io::AsyncWriteExt as _;
 use tonic::transport::Channel;
 
-const CSI_FIXTURE: &str = r#"
-vaults:
-  - name: kv1
-    secrets:
-      - {name: one, value: "value-one"}
-identities:
-  - name: sp
-    client_id: 33333333-0000-0000-0000-0000000005b1
-    client_secret: sp-secret-value
-    permissions: {kv1: {secrets: [get, list]}}
-"#;
-
 /// Which server a scenario runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -74,7 +62,7 @@ impl Proc {
                     _env: Box::new(env),
                 }
             }
-            Kind::Csi => Self::start_csi(CSI_FIXTURE).await,
+            Kind::Csi => Self::start_csi(CSI_SP_FIXTURE).await,
         }
     }
 

@@ -21,20 +21,6 @@ use mock_vault::FaultKind;
 use serde_json::json;
 use tonic::Code;
 
-const CSI_FIXTURE: &str = r#"
-vaults:
-  - name: kv1
-    secrets:
-      - {name: one, value: "value-one"}
-      - {name: two, value: "value-two"}
-      - {name: three, value: "value-three"}
-identities:
-  - name: sp
-    client_id: 33333333-0000-0000-0000-0000000005b1
-    client_secret: sp-secret-value
-    permissions: {kv1: {secrets: [get, list]}}
-"#;
-
 fn objects(names: &[&str]) -> String {
     let mut out = String::from("array:\n");
     for n in names {
@@ -69,7 +55,7 @@ async fn csi_client(
 
 #[tokio::test]
 async fn csi_outage_serves_cached_objects_and_fails_uncached_ones_clearly() {
-    let mock = mock(CSI_FIXTURE).await;
+    let mock = mock(CSI_SP_FIXTURE).await;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("azure.sock");
     let mut flags = csi_flags(&mock, &socket);
@@ -379,7 +365,7 @@ async fn sigkill_and_restart_recreates_the_socket_and_old_data_still_decrypts() 
 
 #[tokio::test]
 async fn oversized_messages_are_refused_and_the_server_keeps_serving() {
-    let mock = mock(CSI_FIXTURE).await;
+    let mock = mock(CSI_SP_FIXTURE).await;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("azure.sock");
     let provider = Provider::start(csi_flags(&mock, &socket), &socket)
@@ -412,7 +398,7 @@ async fn oversized_messages_are_refused_and_the_server_keeps_serving() {
 /// Each malformed Mount, its exact code and a word of its message.
 #[tokio::test]
 async fn malformed_mount_requests_get_their_exact_code_and_reason() {
-    let mock = mock(CSI_FIXTURE).await;
+    let mock = mock(CSI_SP_FIXTURE).await;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("azure.sock");
     let provider = Provider::start(csi_flags(&mock, &socket), &socket)

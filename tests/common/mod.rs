@@ -30,6 +30,21 @@ identities:
     client_secret: admin-secret
 "#;
 
+/// Vault `kv1` with secrets `one`, `two`, `three`, read by the service principal `sp`.
+pub const CSI_SP_FIXTURE: &str = r#"
+vaults:
+  - name: kv1
+    secrets:
+      - {name: one, value: "value-one"}
+      - {name: two, value: "value-two"}
+      - {name: three, value: "value-three"}
+identities:
+  - name: sp
+    client_id: 33333333-0000-0000-0000-0000000005b1
+    client_secret: sp-secret-value
+    permissions: {kv1: {secrets: [get, list]}}
+"#;
+
 pub async fn mock(fixture: &str) -> MockVault {
     mock_vault::start(Config {
         fixture: Fixture::parse(fixture).expect("fixture"),
