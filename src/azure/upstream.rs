@@ -245,79 +245,60 @@ fn describe_certificate_error(e: &rustls::CertificateError) -> String {
     text.chars().take(300).collect()
 }
 
+/// `e` and the errors under it, outermost first.
+fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |err| err.source())
+}
+
+/// The SDK errors in `e`'s chain, outermost first.
+fn sdk_errors<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a azure_core::Error> {
+    chain(e).filter_map(|err| err.downcast_ref::<azure_core::Error>())
+}
+
 /// Whether an error (or any error under it) is a failure to reach the service at all, as
 /// opposed to the service answering.
 pub(crate) fn transport_failure(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        if let Some(az) = err.downcast_ref::<azure_core::Error>()
-            && matches!(az.kind(), ErrorKind::Io | ErrorKind::Connection)
-        {
-            return true;
-        }
-        if let Some(r) = err.downcast_ref::<reqwest::Error>()
-            && (r.is_connect() || r.is_timeout() || r.is_request())
-        {
-            return true;
-        }
-        if err.downcast_ref::<std::io::Error>().is_some() {
-            return true;
-        }
-        next = err.source();
-    }
-    false
+    chain(e).any(|err| {
+        err.downcast_ref::<azure_core::Error>()
+            .is_some_and(|az| matches!(az.kind(), ErrorKind::Io | ErrorKind::Connection))
+            || err
+                .downcast_ref::<reqwest::Error>()
+                .is_some_and(|r| r.is_connect() || r.is_timeout() || r.is_request())
+            || err.downcast_ref::<std::io::Error>().is_some()
+    })
 }
 
 /// The first error of type `T` in `e`'s chain, `e` included.
 fn find<'a, T: std::error::Error + 'static>(
     e: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a T> {
-    let mut next = Some(e);
-    while let Some(err) = next {
-        if let Some(found) = err.downcast_ref::<T>() {
-            return Some(found);
-        }
-        next = err.source();
-    }
-    None
+    chain(e).find_map(|err| err.downcast_ref::<T>())
 }
 
 /// Whether an SDK error under `e` says an answer could not be read (not JSON, not the
 /// expected shape).
 fn data_conversion(e: &azure_core::Error) -> bool {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        if err
-            .downcast_ref::<azure_core::Error>()
-            .is_some_and(|az| matches!(az.kind(), ErrorKind::DataConversion))
-        {
-            return true;
-        }
-        next = err.source();
-    }
-    false
+    sdk_errors(e).any(|az| matches!(az.kind(), ErrorKind::DataConversion))
 }
 
 /// The HTTP answer an SDK error carries, anywhere in its chain.
 fn http_answer(e: &azure_core::Error) -> Option<(u16, Option<&str>, Option<&RawResponse>)> {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = next {
-        if let Some(az) = err.downcast_ref::<azure_core::Error>()
-            && let ErrorKind::HttpResponse {
-                status,
-                error_code,
-                raw_response,
-            } = az.kind()
-        {
-            return Some((
-                u16::from(*status),
-                error_code.as_deref(),
-                raw_response.as_deref(),
-            ));
-        }
-        next = err.source();
-    }
-    None
+    sdk_errors(e).find_map(|az| match az.kind() {
+        ErrorKind::HttpResponse {
+            status,
+            error_code,
+            raw_response,
+        } => Some((
+            u16::from(*status),
+            error_code.as_deref(),
+            raw_response.as_deref(),
+        )),
+        _ => None,
+    })
 }
 
 /// The OAuth `error` of a token endpoint's answer, when it is one of the standard values
