@@ -13,10 +13,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use akv_bridge::cli::{Cli, Command};
 use akv_bridge::proto::kms_v2::StatusRequest;
 use akv_bridge::proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
-use clap::Parser as _;
 use tonic::transport::Channel;
 
 const FIXTURE: &str = r#"
@@ -95,19 +93,17 @@ async fn main() {
         serde_json::json!({"tenantId": info.tenant_id, "aadClientId": "00000000-0000-0000-0000-00000000c0de", "aadClientSecret": "s"}).to_string(),
     )
     .unwrap();
-    let argv = vec![
-        "akv-bridge".to_owned(),
-        "kms".to_owned(),
-        format!("--vault-url={}", info.vaults["kv1"].url),
-        format!("--vault-connect-addr={}", info.address),
-        format!("--ca-bundle={}", info.ca_pem_path.display()),
-        format!("--authority-host={}", info.authority_host),
+    let mut flags = vec![format!("--vault-url={}", info.vaults["kv1"].url)];
+    flags.extend(akv_bridge::cli::mock_vault_flags(
+        info.address,
+        &info.ca_pem_path,
+        &info.authority_host,
+    ));
+    flags.extend([
         format!("--config-file-path={}", azure.display()),
         "--key-name=kek".to_owned(),
-    ];
-    let Command::Kms(kms_args) = Cli::try_parse_from(argv).unwrap().command else {
-        unreachable!()
-    };
+    ]);
+    let kms_args: akv_bridge::cli::KmsArgs = akv_bridge::cli::parse_flags("kms", flags).unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let prepared = akv_bridge::kms::prepare(&kms_args, &mut registry)
         .await

@@ -3,49 +3,29 @@
 //! come from an `AKV_BRIDGE_…` environment variable (the `AZURE_…` workload-identity and
 //! authority variables keep their usual names).
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches};
 
-/// The `akv-bridge` command line.
-#[derive(Debug, Parser)]
-#[command(name = "akv-bridge", version = crate::VERSION, propagate_version = true, about = "Kubernetes KMS v2 plugin and CSI provider backed by Azure Key Vault")]
-pub struct Cli {
-    /// What to run.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// The KMS v2 plugin kube-apiserver calls.
-    // A repeated flag overrides the earlier one, as Go's flag package does.
-    #[command(args_override_self = true)]
-    Kms(Box<KmsArgs>),
-    /// The Secrets Store CSI Driver provider (provider name `azure`).
-    #[command(args_override_self = true)]
-    Csi(Box<CsiArgs>),
-    /// Talk to a running server the way its client would, and report.
-    #[command(subcommand)]
-    Probe(ProbeCommand),
-    /// Everything on one machine: mock Key Vault, KMS plugin (needs the `dev` feature).
-    #[cfg(feature = "dev")]
-    Dev(crate::dev::DevArgs),
-    /// Benchmarks against mock-vault, servers as separate processes (needs the `dev` feature).
-    #[cfg(feature = "dev")]
-    Bench(crate::bench::BenchArgs),
-}
-
-/// `akv-bridge probe …`.
-#[derive(Debug, Subcommand)]
-pub enum ProbeCommand {
-    /// Status, Encrypt, Decrypt as kube-apiserver does, checking every limit it checks.
-    Kms(ProbeKmsArgs),
-    /// Version and Mount as the Secrets Store CSI Driver does, from a SecretProviderClass.
-    Csi(ProbeCsiArgs),
+/// Parses the flags of one command (`kms`, `csi`, …) given without the program and command
+/// names, with the settings `main` gives that command (a repeated flag overrides the
+/// earlier one, as Go's flag package does). For `dev` and the tests, which start the servers
+/// in-process from the same flags an operator would write.
+pub fn parse_flags<A, I, T>(command: &'static str, flags: I) -> Result<A, clap::Error>
+where
+    A: Args + FromArgMatches,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cmd = A::augment_args(
+        clap::Command::new(command)
+            .no_binary_name(true)
+            .args_override_self(true),
+    );
+    A::from_arg_matches_mut(&mut cmd.try_get_matches_from(flags)?)
 }
 
 /// Flags of `akv-bridge probe csi`.
@@ -463,12 +443,7 @@ mod tests {
     use super::*;
 
     fn kms(args: &[&str]) -> Result<KmsArgs, clap::Error> {
-        let mut argv = vec!["akv-bridge", "kms"];
-        argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).map(|c| match c.command {
-            Command::Kms(k) => *k,
-            _ => panic!("not kms"),
-        })
+        parse_flags("kms", args)
     }
 
     #[test]
@@ -501,12 +476,7 @@ mod tests {
     }
 
     fn csi(args: &[&str]) -> Result<CsiArgs, clap::Error> {
-        let mut argv = vec!["akv-bridge", "csi"];
-        argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).map(|c| match c.command {
-            Command::Csi(k) => *k,
-            _ => panic!("not csi"),
-        })
+        parse_flags("csi", args)
     }
 
     #[test]
@@ -551,14 +521,7 @@ mod tests {
 
     #[test]
     fn probe_kms_store_flag() {
-        let parse = |args: &[&str]| {
-            let mut argv = vec!["akv-bridge", "probe", "kms"];
-            argv.extend_from_slice(args);
-            Cli::try_parse_from(argv).map(|c| match c.command {
-                Command::Probe(ProbeCommand::Kms(k)) => k,
-                _ => panic!("not probe kms"),
-            })
-        };
+        let parse = |args: &[&str]| parse_flags::<ProbeKmsArgs, _, _>("probe kms", args);
         assert_eq!(parse(&[]).unwrap().store, None);
         assert_eq!(
             parse(&["--store", "/var/lib/probe.jsonl"]).unwrap().store,

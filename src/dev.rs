@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser as _};
+use clap::Args;
 use serde_json::json;
 
-use crate::cli::{Cli, Command};
 use crate::probe::ProbeOptions;
 use crate::socket::SocketAddress;
 
@@ -103,8 +102,6 @@ pub async fn main(args: DevArgs) -> ExitCode {
     }
     let socket = dir.join("kms.sock");
     let mut argv = vec![
-        "akv-bridge".to_owned(),
-        "kms".to_owned(),
         format!("--listen-addr=unix://{}", socket.display()),
         format!("--vault-url={}", vault.url),
     ];
@@ -115,9 +112,8 @@ pub async fn main(args: DevArgs) -> ExitCode {
         "--healthz-port=0".to_owned(),
         "--metrics-addr=127.0.0.1:0".to_owned(),
     ]);
-    let kms_args = match Cli::try_parse_from(argv).map(|c| c.command) {
-        Ok(Command::Kms(a)) => *a,
-        Ok(_) => return fail("internal", "unexpected command"),
+    let kms_args = match crate::cli::parse_flags("kms", argv) {
+        Ok(a) => a,
         Err(e) => return fail("plugin flags", e),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -129,8 +125,6 @@ pub async fn main(args: DevArgs) -> ExitCode {
     let csi_socket = dir.join("csi").join("azure.sock");
     let template = vault.url.replacen("akv-bridge-dev", "{name}", 1);
     let mut argv = vec![
-        "akv-bridge".to_owned(),
-        "csi".to_owned(),
         format!("--endpoint=unix://{}", csi_socket.display()),
         format!("--vault-url-template={template}"),
     ];
@@ -141,9 +135,8 @@ pub async fn main(args: DevArgs) -> ExitCode {
         "--prometheus-port=0".to_owned(),
         "--metrics-bind-address=127.0.0.1".to_owned(),
     ]);
-    let csi_args = match Cli::try_parse_from(argv).map(|c| c.command) {
-        Ok(Command::Csi(a)) => *a,
-        Ok(_) => return fail("internal", "unexpected command"),
+    let csi_args = match crate::cli::parse_flags("csi", argv) {
+        Ok(a) => a,
         Err(e) => return fail("provider flags", e),
     };
     let (csi_stop_tx, csi_stop_rx) = tokio::sync::oneshot::channel::<()>();

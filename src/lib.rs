@@ -29,15 +29,16 @@
 //! - [`csi`]: the CSI provider: mount parameters and file contents (pure), identities, the
 //!   Key Vault reads through the cache, the gRPC service, `probe csi`.
 //! - [`probe`]: `akv-bridge probe`, a client that behaves like kube-apiserver.
-//! - [`cli`]: the command-line flags; [`dev`] (feature `dev`): `akv-bridge dev`;
-//!   [`bench`](mod@bench) (feature `dev`): `akv-bridge bench`, figures against mock-vault.
+//! - [`cli`]: the flags of each command (the command tree itself is in `main.rs`);
+//!   [`dev`] (feature `dev`): `akv-bridge dev`, the whole system on one machine.
+//!
+//! The benchmarks are their own workspace package (`bench/`, binary `akv-bridge-bench`),
+//! outside this library.
 
 #![forbid(unsafe_code)]
 
 pub mod authority;
 pub mod azure;
-#[cfg(feature = "dev")]
-pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod csi;

@@ -8,10 +8,8 @@ pub mod kms;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use akv_bridge::cli::{Cli, Command};
 use akv_bridge::proto::kms_v1beta1::key_management_service_client::KeyManagementServiceClient as V1Client;
 use akv_bridge::proto::kms_v2::key_management_service_client::KeyManagementServiceClient as V2Client;
-use clap::Parser as _;
 use mock_vault::{Config, Fixture, MockVault};
 use serde_json::json;
 use tonic::transport::Channel;
@@ -95,12 +93,7 @@ pub fn kms_flags(mock: &MockVault, socket: &Path, azure_json: &Path) -> Vec<Stri
 }
 
 pub fn kms_args(flags: &[String]) -> akv_bridge::cli::KmsArgs {
-    let mut argv = vec!["akv-bridge".to_owned(), "kms".to_owned()];
-    argv.extend(flags.iter().cloned());
-    match Cli::try_parse_from(argv).expect("flags parse").command {
-        Command::Kms(a) => *a,
-        _ => unreachable!(),
-    }
+    akv_bridge::cli::parse_flags("kms", flags).expect("flags parse")
 }
 
 /// A server (KMS plugin or CSI provider) running in this process on a real Unix socket.
@@ -265,12 +258,7 @@ pub fn csi_flags(mock: &MockVault, socket: &Path) -> Vec<String> {
 }
 
 pub fn csi_args(flags: &[String]) -> akv_bridge::cli::CsiArgs {
-    let mut argv = vec!["akv-bridge".to_owned(), "csi".to_owned()];
-    argv.extend(flags.iter().cloned());
-    match Cli::try_parse_from(argv).expect("flags parse").command {
-        Command::Csi(a) => *a,
-        _ => unreachable!(),
-    }
+    akv_bridge::cli::parse_flags("csi", flags).expect("flags parse")
 }
 
 pub async fn channel(socket: &Path) -> Channel {

@@ -1,15 +1,15 @@
 //! The floor: a bare tonic KMS v2 server on a Unix socket, answering every call with a
 //! constant and never looking at the request. No authority layer, no metrics, no logging,
 //! no cache: what "tonic over a Unix socket" costs on this machine, run as its own process
-//! (`akv-bridge bench --serve-floor <SOCKET>`, hidden) so that its CPU and memory are
+//! (`akv-bridge-bench --serve-floor <SOCKET>`, hidden) so that its CPU and memory are
 //! measured as the plugin's are.
 
 use std::path::Path;
 use std::time::Duration;
 
 use super::BenchError;
-use crate::proto::kms_v2 as v2;
-use crate::socket::{self, SocketAddress};
+use akv_bridge::proto::kms_v2 as v2;
+use akv_bridge::socket::{self, SocketAddress};
 
 /// The key id every answer names (64 hex digits, the shape of the plugin's).
 pub const KEY_ID: &str = "f1002f1002f1002f1002f1002f1002f1002f1002f1002f1002f1002f1002f100";
@@ -68,7 +68,7 @@ pub async fn serve(
         .map_err(|e| BenchError::Setup(format!("floor server: {e}")))?;
     let (listener, _guard) = bound.into_parts();
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    crate::server::process::serve_and_drain(
+    akv_bridge::server::process::serve_and_drain(
         |stop| {
             tonic::transport::Server::builder()
                 .add_service(
@@ -84,13 +84,13 @@ pub async fn serve(
     .map_err(|e| BenchError::Setup(format!("floor server: {e}")))
 }
 
-/// Entry point of `akv-bridge bench --serve-floor <SOCKET>`: serves until SIGTERM (how
+/// Entry point of `akv-bridge-bench --serve-floor <SOCKET>`: serves until SIGTERM (how
 /// the bench stops every server) or SIGINT.
 pub async fn main(path: &Path) -> std::process::ExitCode {
-    match serve(path, crate::server::process::shutdown_signal()).await {
+    match serve(path, akv_bridge::server::process::shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("akv-bridge bench --serve-floor: {e}");
+            eprintln!("akv-bridge-bench --serve-floor: {e}");
             std::process::ExitCode::FAILURE
         }
     }

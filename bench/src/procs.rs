@@ -74,7 +74,7 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         if self.keep {
-            eprintln!("akv-bridge bench: kept {}", self.path.display());
+            eprintln!("akv-bridge-bench: kept {}", self.path.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.path);
         }
@@ -316,19 +316,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts this executable with `args` (and `RUST_LOG=log_filter` if given) and waits
-    /// until `socket` accepts connections.
+    /// Starts `program` with `args` (and `RUST_LOG=log_filter` if given) and waits until
+    /// `socket` accepts connections.
     pub async fn start(
+        program: &Path,
         name: &str,
         args: &[String],
         log_filter: Option<&str>,
         socket: &Path,
         log: PathBuf,
     ) -> Result<Self, BenchError> {
-        let exe = std::env::current_exe()
-            .map_err(|e| BenchError::io("find the akv-bridge executable".to_owned(), e))?;
         let envs: Vec<(&str, &str)> = log_filter.map(|f| ("RUST_LOG", f)).into_iter().collect();
-        let (mut proc, _) = Proc::spawn(name, &exe, args, &envs, log, false)?;
+        let (mut proc, _) = Proc::spawn(name, program, args, &envs, log, false)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             proc.check_running()?;

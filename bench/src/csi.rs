@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 use super::procs::{Measure, Server};
 use super::report::{DesignFigure, Latencies, Row, Target, group_thousands};
 use super::{APP_CLIENT_ID, APP_SUBJECT, BenchError, Env, MOUNT_SIZES, VAULT};
-use crate::proto::csi_v1alpha1 as pb;
+use akv_bridge::proto::csi_v1alpha1 as pb;
 
 type Client = pb::csi_driver_provider_client::CsiDriverProviderClient<Channel>;
 
@@ -107,6 +107,7 @@ async fn start_provider(env: &Env, name: &str, extra: &[String]) -> Result<Serve
     let socket = env.dir.path().join(name).join("azure.sock");
     let flags = env.csi_flags(&socket, extra)?;
     Server::start(
+        &env.akv_bridge,
         name,
         &flags,
         env.plan.args.server_log.as_deref(),

@@ -230,7 +230,7 @@ pub struct Machine {
 /// The whole document.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `akv-bridge bench`.
+    /// `akv-bridge-bench`.
     pub tool: String,
     /// akv-bridge version and commit.
     pub version: String,

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 use super::procs::{Measure, Server};
 use super::report::{DesignFigure, Latencies, Row, Target, group_thousands};
 use super::{BenchError, Env, KMS_KEYVAULT_CONCURRENCY, hot_path};
-use crate::proto::kms_v2 as v2;
+use akv_bridge::proto::kms_v2 as v2;
 
 type Client = v2::key_management_service_client::KeyManagementServiceClient<Channel>;
 
@@ -245,6 +245,7 @@ async fn start_plugin(env: &Env, name: &str, extra: &[String]) -> Result<Server,
     let socket = env.dir.path().join(format!("{name}.sock"));
     let flags = env.kms_flags(&socket, extra)?;
     let server = Server::start(
+        &env.akv_bridge,
         name,
         &flags,
         env.plan.args.server_log.as_deref(),
@@ -253,11 +254,11 @@ async fn start_plugin(env: &Env, name: &str, extra: &[String]) -> Result<Server,
     )
     .await?;
     // The plugin resolves its key after binding: wait for Status ok, as kube-apiserver does.
-    let spec = crate::socket::SocketAddress::Path(server.socket.clone());
-    let channel = crate::socket::connect(&spec, Duration::from_secs(10))
+    let spec = akv_bridge::socket::SocketAddress::Path(server.socket.clone());
+    let channel = akv_bridge::socket::connect(&spec, Duration::from_secs(10))
         .await
         .map_err(|e| BenchError::Setup(format!("{name}: {e}")))?;
-    crate::probe::wait_for_status_ok(channel, Duration::from_secs(30))
+    akv_bridge::probe::wait_for_status_ok(channel, Duration::from_secs(30))
         .await
         .map_err(|e| BenchError::Setup(format!("{name}: {e}")))?;
     Ok(server)
@@ -343,11 +344,11 @@ fn floor_row(call: &str, concurrency: usize, o: &Outcome, m: Measure) -> Row {
 /// Starts the floor ([`super::floor`]) as its own process, as the plugin is started.
 async fn start_floor(env: &Env) -> Result<Server, BenchError> {
     let socket = env.dir.path().join("kms-floor.sock");
-    let flags = vec![
-        "bench".to_owned(),
-        format!("--serve-floor={}", socket.display()),
-    ];
+    let flags = vec![format!("--serve-floor={}", socket.display())];
+    let this = std::env::current_exe()
+        .map_err(|e| BenchError::io("find this executable".to_owned(), e))?;
     Server::start(
+        &this,
         "kms-floor",
         &flags,
         None,
