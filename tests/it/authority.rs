@@ -4,20 +4,11 @@
 //! form such clients use, and check the answers; with the layer disabled the same requests
 //! fail, so the tests prove the layer is what makes them work.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use akv_bridge::proto::csi_v1alpha1 as csi;
 use akv_bridge::proto::kms_v2 as v2;
-use common::*;
 use prost::Message as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixStream;

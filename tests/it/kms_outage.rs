@@ -4,21 +4,12 @@
 //! when healthz is not ok; no transformer until an Encrypt succeeded; its own seed never
 //! sent to Decrypt; every other stored seed decrypted once and cached).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-
 use std::time::Duration;
 
+use crate::common::kms::*;
+use crate::common::*;
 use akv_bridge::probe::{ApiServer, NIL_TRANSFORMER, ProbeOptions};
 use akv_bridge::proto::kms_v2 as v2;
-use common::kms::*;
-use common::*;
 use mock_vault::FaultKind;
 use serde_json::json;
 use tonic::Code;

@@ -3,20 +3,11 @@
 //! restarting, SIGKILL and restart, oversized messages, and a
 //! table of malformed CSI requests with their exact codes.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use akv_bridge::proto::csi_v1alpha1 as csi;
 use akv_bridge::proto::kms_v2 as v2;
-use common::*;
 use mock_vault::FaultKind;
 use serde_json::json;
 use tonic::Code;
@@ -118,7 +109,7 @@ async fn key_vault_slower_than_the_deadline_fails_in_time_without_pile_up() {
     flags.retain(|f| !f.starts_with("--keyvault-timeout"));
     flags.push("--keyvault-timeout=500ms".into());
     // Wraps through Key Vault, so the slow vault is on the Encrypt path (local wraps are
-    // covered by tests/kms_outage.rs).
+    // covered by tests/it/kms_outage.rs).
     flags.push("--remote-encrypt".into());
     let plugin = Plugin::start(flags, &socket).await.unwrap();
     let client = v2(&plugin.socket).await;
@@ -200,7 +191,7 @@ async fn the_mock_vault_restarting_mid_run_is_survived_without_a_restart_of_ours
     );
     let mut flags = kms_flags(&mock, &socket, &azure);
     // Wraps through Key Vault, so the vault's absence shows on Encrypt (local wraps carry
-    // on through outages: tests/kms_outage.rs).
+    // on through outages: tests/it/kms_outage.rs).
     flags.push("--remote-encrypt".into());
     let plugin = Plugin::start(flags, &socket).await.unwrap();
     let mut client = v2(&plugin.socket).await;
@@ -251,7 +242,7 @@ async fn the_mock_vault_restarting_mid_run_is_survived_without_a_restart_of_ours
     );
     let version = std::str::from_utf8(&before.annotations["key-version.akv-bridge.io"]).unwrap();
     assert_eq!(
-        common::kms::keyvault_unwrap(&mock, version, &before.ciphertext),
+        crate::common::kms::keyvault_unwrap(&mock, version, &before.ciphertext),
         [4; 32],
         "and unwraps what was wrapped before its restart"
     );

@@ -4,23 +4,14 @@
 //! and resident memory must stay bounded. CI runs a short soak; the figures in
 //! RELIABILITY.md come from `AKV_BRIDGE_SOAK_REQUESTS=100000`.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use crate::common::*;
 use akv_bridge::proto::csi_v1alpha1 as csi;
 use akv_bridge::proto::kms_v2 as v2;
-use common::*;
 use mock_vault::{FaultKind, FaultSpec};
 use serde_json::json;
 use tonic::Code;

@@ -10,21 +10,12 @@
 //!   `RESOURCE_EXHAUSTED` naming who throttles, instead of waiting out the deadline.
 //! - A server certificate outside `--ca-bundle` is named as such, not "connection failed".
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::kms::*;
+use crate::common::*;
 use akv_bridge::proto::csi_v1alpha1 as csi;
 use akv_bridge::proto::kms_v2 as v2;
-use common::kms::*;
-use common::*;
 use mock_vault::{FaultKind, MockVault};
 use serde_json::json;
 use tonic::Code;

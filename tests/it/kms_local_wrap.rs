@@ -11,23 +11,11 @@
 //! (`mock-vault/tests/python/check_sdks.py`) shows OpenSSL's RSA-OAEP-256 wrap (the Python
 //! SDK's local wrap) opening in mock-vault.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-#[path = "../mock-vault/tests/sdk/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-
+use crate::common::*;
+use crate::harness::Harness;
 use akv_bridge::proto::{kms_v1beta1 as v1, kms_v2 as v2};
 use azure_security_keyvault_keys::models::{EncryptionAlgorithm, KeyOperationParameters};
 use base64::Engine as _;
-use common::*;
-use harness::Harness;
 
 const FIXTURE: &str = r#"
 vaults:
@@ -161,7 +149,7 @@ async fn the_official_sdk_decrypts_a_local_v1beta1_wrap_rsa1_5() {
         .unwrap()
         .into_inner()
         .cipher;
-    let version = common::kms::newest_version(&h.mock, "kv1", "kek2048");
+    let version = crate::common::kms::newest_version(&h.mock, "kv1", "kek2048");
     let plain = sdk_decrypt(
         &h,
         "kv1",

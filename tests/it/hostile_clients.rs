@@ -4,23 +4,14 @@
 //! sampled; a socket that can no longer take new clients. See `akv_bridge::server` for
 //! the policy these tests hold the servers to.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::common::kms::{PluginProcess, eventually, free_port};
+use crate::common::*;
 use akv_bridge::proto::csi_v1alpha1 as csi;
 use akv_bridge::proto::kms_v2 as v2;
 use bytes::Bytes;
-use common::kms::{PluginProcess, eventually, free_port};
-use common::*;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 use tokio::io::AsyncWriteExt as _;
@@ -48,7 +39,7 @@ impl Proc {
     async fn start(kind: Kind) -> Self {
         match kind {
             Kind::Kms => {
-                let env = common::kms::env(&[]).await;
+                let env = crate::common::kms::env(&[]).await;
                 let p = PluginProcess::start(&env, &["--healthz-timeout=2s"], "kms.log").await;
                 let socket = env.socket.clone();
                 // Status answers at once; wait until it is ok so every call is served.

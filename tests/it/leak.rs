@@ -3,20 +3,11 @@
 //! line, every error message returned, and the metrics text are searched for each
 //! plaintext, secret value, token and client secret used. None may appear.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use akv_bridge::proto::csi_v1alpha1 as csi;
 use akv_bridge::proto::kms_v2 as v2;
-use common::*;
 use serde_json::json;
 use tokio::io::AsyncReadExt as _;
 

@@ -4,20 +4,11 @@
 //! vaults, each auth mode, isolation between identities, 403/404/429, the cache's
 //! Key Vault economy, and hostile paths.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::*;
 use akv_bridge::proto::csi_v1alpha1 as pb;
-use common::*;
 use mock_vault::{FaultKind, FaultSpec, MockVault};
 use pb::csi_driver_provider_client::CsiDriverProviderClient;
 use serde_json::{Value, json};

@@ -1,23 +1,14 @@
 //! The KMS plugin over a real Unix socket, against mock-vault running as an HTTPS server,
 //! through the official Azure SDK inside the plugin.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
-
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common::kms::*;
+use crate::common::*;
 use akv_bridge::kms::envelope::{self, KeyVersion};
 use akv_bridge::proto::{kms_v1beta1 as v1, kms_v2 as v2};
 use base64::Engine as _;
-use common::kms::*;
-use common::*;
 use mock_vault::{FaultKind, FaultSpec, Scope};
 use serde_json::{Value, json};
 use sha2::Digest as _;
@@ -471,7 +462,7 @@ async fn hostile_requests_get_invalid_argument_with_a_clear_message() {
 }
 
 fn fault(kind: FaultKind, op: &str) -> FaultSpec {
-    common::fault(kind, Some(op))
+    crate::common::fault(kind, Some(op))
 }
 
 #[tokio::test]
