@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use akv_bridge::cli::{CsiArgs, KmsArgs, ProbeCsiArgs, ProbeKmsArgs};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// The `akv-bridge` command line. The flags of each command live with the library
 /// ([`akv_bridge::cli`]); the tree of commands, which names the tools too, lives here.
@@ -48,7 +48,16 @@ enum ProbeCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The Go originals' manifests pass flags without a subcommand, some with one dash.
+    let argv = match akv_bridge::cli::go::normalize(std::env::args_os().collect(), &Cli::command())
+    {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("akv-bridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     match cli.command {
         Command::Kms(args) => {
             akv_bridge::observability::logging::init(args.log.log_format_json, args.log.verbosity);
@@ -145,8 +154,6 @@ async fn probe_csi(args: ProbeCsiArgs) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory as _;
-
     use super::*;
 
     #[test]

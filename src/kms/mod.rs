@@ -79,6 +79,14 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
             ))
         })?),
     };
+    if let Some(ignored) = &args.config_file_path_deprecated {
+        tracing::warn!(
+            ignored = %ignored.display(),
+            used = %args.config_file_path.display(),
+            "--configFilePath is deprecated and ignored, as Azure/kubernetes-kms ignores it; \
+             --config-file-path names the azure.json read"
+        );
+    }
     let azure_json = AzureJson::load(&args.config_file_path)
         .map_err(|e| KmsStartError::Identity(e.to_string()))?;
     let cloud =

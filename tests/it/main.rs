@@ -22,6 +22,7 @@ mod kms;
 mod kms_local_wrap;
 mod kms_outage;
 mod leak;
+mod migration;
 mod reliability;
 mod soak;
 mod upstream_errors;

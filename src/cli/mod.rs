@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 
+pub mod go;
+
 /// Parses the flags of one command (`kms`, `csi`, …) given without the program and command
 /// names, with the settings `main` gives that command (a repeated flag overrides the
 /// earlier one, as Go's flag package does). For `dev` and the tests, which start the servers
@@ -118,10 +120,10 @@ pub struct CsiArgs {
     )]
     pub metrics_bind_address: std::net::IpAddr,
     /// Order a certificate's PEM chain leaf to root.
-    #[arg(long, env = "AKV_BRIDGE_CONSTRUCT_PEM_CHAIN", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    #[arg(long, env = "AKV_BRIDGE_CONSTRUCT_PEM_CHAIN", default_value_t = true, num_args = 0..=1, default_missing_value = "true", value_parser = go::parse_bool, action = clap::ArgAction::Set)]
     pub construct_pem_chain: bool,
     /// Also write `<name>.crt` and `<name>.key` beside a certificate's PEM.
-    #[arg(long, env = "AKV_BRIDGE_WRITE_CERT_AND_KEY_IN_SEPARATE_FILES", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    #[arg(long, env = "AKV_BRIDGE_WRITE_CERT_AND_KEY_IN_SEPARATE_FILES", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = go::parse_bool, action = clap::ArgAction::Set)]
     pub write_cert_and_key_in_separate_files: bool,
     #[command(flatten)]
     pub log: LogArgs,
@@ -240,7 +242,7 @@ pub struct KmsArgs {
     #[arg(long, env = "AKV_BRIDGE_KEY_VERSION", default_value = "")]
     pub key_version: String,
     /// The vault is a Managed HSM.
-    #[arg(long, env = "AKV_BRIDGE_MANAGED_HSM", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    #[arg(long, env = "AKV_BRIDGE_MANAGED_HSM", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = go::parse_bool, action = clap::ArgAction::Set)]
     pub managed_hsm: bool,
     /// Vault URL, instead of the one derived from `--keyvault-name` and the cloud (custom
     /// clouds, private endpoints under another name, the local mock).
@@ -271,6 +273,10 @@ pub struct KmsArgs {
         default_value = "/etc/kubernetes/azure.json"
     )]
     pub config_file_path: PathBuf,
+    /// Azure/kubernetes-kms's deprecated `--configFilePath`: accepted and ignored, as the
+    /// Go plugin ignores it (it reads `--config-file-path`); a warning says so.
+    #[arg(long = "configFilePath", hide = true, value_name = "PATH")]
+    pub config_file_path_deprecated: Option<PathBuf>,
     /// Workload identity: client id (`AZURE_CLIENT_ID`).
     #[arg(long, env = "AZURE_CLIENT_ID", hide = true)]
     pub azure_client_id: Option<String>,
@@ -290,11 +296,13 @@ pub struct KmsArgs {
     /// Vault is reachable).
     #[arg(long, env = "AKV_BRIDGE_READYZ_PATH", default_value = "/readyz")]
     pub readyz_path: String,
-    /// Address the health endpoints bind.
+    /// Address the health endpoints bind. The default, all interfaces, is the Go plugin's:
+    /// its static pod runs with `hostNetwork` and kubelet probes the node's address. Our
+    /// manifests pass `127.0.0.1` and probe that.
     #[arg(
         long,
         env = "AKV_BRIDGE_HEALTHZ_BIND_ADDRESS",
-        default_value = "127.0.0.1"
+        default_value = "0.0.0.0"
     )]
     pub healthz_bind_address: std::net::IpAddr,
     /// Timeout of the liveness self-check over the socket.
@@ -361,8 +369,9 @@ pub struct SocketArgs {
 /// `--metrics-backend`, shared by `kms` and `csi`.
 #[derive(Debug, Clone, Args)]
 pub struct MetricsBackendArgs {
-    /// Metrics backend (only `prometheus`).
-    #[arg(long, env = "AKV_BRIDGE_METRICS_BACKEND", default_value = "prometheus", value_parser = ["prometheus"])]
+    /// Metrics backend (only `prometheus`, in any case: the Go provider's default is
+    /// `Prometheus`).
+    #[arg(long, env = "AKV_BRIDGE_METRICS_BACKEND", default_value = "prometheus", value_parser = ["prometheus"], ignore_case = true)]
     pub metrics_backend: String,
 }
 
@@ -378,7 +387,7 @@ pub struct TrustArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log JSON lines.
-    #[arg(long, env = "AKV_BRIDGE_LOG_FORMAT_JSON", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    #[arg(long, env = "AKV_BRIDGE_LOG_FORMAT_JSON", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = go::parse_bool, action = clap::ArgAction::Set)]
     pub log_format_json: bool,
     /// Log verbosity (klog style: 0-1 info, 2-4 debug, 5+ trace).
     #[arg(short = 'v', long = "v", env = "AKV_BRIDGE_V", default_value_t = 0)]

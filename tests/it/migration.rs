@@ -1,0 +1,296 @@
+//! Drop-in at the manifest level: our binary started with exactly the arguments of the Go
+//! originals' manifests (no subcommand), probed as kubelet probes them and called as their
+//! clients call them. Only what cannot run here is substituted: socket paths under a
+//! temporary directory instead of `/opt` and `/provider`, and the environment that points
+//! the servers at mock-vault (vault host names, its CA, its Entra) instead of Azure.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use akv_bridge::proto::csi_v1alpha1 as csi;
+use akv_bridge::proto::kms_v2 as v2;
+use mock_vault::{Config, Fixture, MockVault};
+use sha2::Digest as _;
+
+use crate::common::kms::{eventually, free_port, latest_version};
+use crate::common::*;
+
+/// The node's address as kubelet sees a `hostNetwork` pod: the address this machine would
+/// use to leave it (no packet is sent). Loopback only where the machine has no route.
+fn node_address() -> IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("10.255.255.255:9").map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// kubelet's `httpGet` probe: status code, or 0 when nothing answers.
+async fn http_get(addr: IpAddr, port: u16, path: &str) -> u16 {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    match client
+        .get(format!("http://{addr}:{port}{path}"))
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// mock-vault answering for `*.vault.azure.net`, as Azure does for the public cloud.
+async fn public_cloud_mock(fixture: &str) -> MockVault {
+    mock_vault::start(Config {
+        fixture: Fixture::parse(fixture).unwrap(),
+        vault_domain: "vault.azure.net".into(),
+        ..Config::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The environment that stands in for Azure: every flag it sets is ours, none is in the
+/// Go arguments.
+fn mock_env(mock: &MockVault) -> Vec<(&'static str, String)> {
+    let info = mock.info();
+    vec![
+        ("AKV_BRIDGE_VAULT_CONNECT_ADDR", info.address.to_string()),
+        (
+            "AKV_BRIDGE_CA_BUNDLE",
+            info.ca_pem_path.display().to_string(),
+        ),
+        ("AZURE_AUTHORITY_HOST", info.authority_host.clone()),
+        // The mock's challenge names `https://vault.azure.net:<port>`.
+        (
+            "AKV_BRIDGE_INSECURE_SKIP_CHALLENGE_RESOURCE_VERIFICATION",
+            "true".into(),
+        ),
+    ]
+}
+
+fn spawn(args: &[String], env: &[(&str, String)], log: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_akv-bridge"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Azure/kubernetes-kms v0.11.0 `docs/manual-install.md`: the static pod's `args`, in
+/// order, with `${KV_NAME}`, `${KEY_NAME}`, `${KEY_VERSION}` filled in. The image's
+/// entrypoint is the binary, so these are its whole command line.
+fn go_static_pod_args(socket: &Path, version: &str) -> Vec<String> {
+    vec![
+        format!("--listen-addr=unix://{}", socket.display()),
+        "--keyvault-name=kv1".into(),
+        "--key-name=kek".into(),
+        format!("--key-version={version}"),
+        "--log-format-json=false".into(),
+        "--healthz-port=8787".into(),
+        "--healthz-path=/healthz".into(),
+        "--healthz-timeout=20s".into(),
+        "--managed-hsm=false".into(),
+        "-v=1".into(),
+    ]
+}
+
+#[tokio::test]
+async fn the_go_static_pod_runs_unchanged_and_kubelet_and_kube_apiserver_are_served() {
+    let mock = public_cloud_mock(KMS_FIXTURE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let azure_json = azure_json(
+        dir.path(),
+        &mock,
+        "00000000-0000-0000-0000-00000000c0de",
+        "kms-secret",
+    );
+    let socket = dir.path().join("azurekms.socket");
+    let version = latest_version(&mock);
+    let mut env = mock_env(&mock);
+    // Not in the Go arguments: its default is /etc/kubernetes/azure.json (a hostPath), and
+    // its metrics default (:8095) is moved off a fixed port.
+    env.push((
+        "AKV_BRIDGE_CONFIG_FILE_PATH",
+        azure_json.display().to_string(),
+    ));
+    env.push((
+        "AKV_BRIDGE_METRICS_ADDR",
+        format!("127.0.0.1:{}", free_port()),
+    ));
+    let log = dir.path().join("kms.log");
+    let mut child = spawn(&go_static_pod_args(&socket, &version), &env, &log);
+    wait_for_child_socket(&socket, &mut child).await;
+
+    // kubelet probes a hostNetwork pod at the node's address.
+    let node = node_address();
+    eventually(
+        Duration::from_secs(20),
+        "liveness at the node address",
+        async || http_get(node, 8787, "/healthz").await == 200,
+    )
+    .await;
+
+    // kube-apiserver: Status ok with the Go plugin's key_id, then a round trip.
+    let mut client = v2(&socket).await;
+    let want_key_id = hex::encode(sha2::Sha256::digest(format!(
+        "https://kv1.vault.azure.net/keys/kek/{version}"
+    )));
+    eventually(Duration::from_secs(20), "Status ok", async || match client
+        .status(v2::StatusRequest {})
+        .await
+    {
+        Ok(r) => r.get_ref().healthz == "ok",
+        Err(_) => false,
+    })
+    .await;
+    let status = client
+        .status(v2::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.key_id, want_key_id);
+    assert_eq!(status.version, "v2beta1");
+    let seed = [7u8; 32];
+    let wrapped = client
+        .encrypt(v2::EncryptRequest {
+            plaintext: seed.to_vec(),
+            uid: "migration".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(wrapped.key_id, want_key_id);
+    let plain = client
+        .decrypt(v2::DecryptRequest {
+            ciphertext: wrapped.ciphertext,
+            uid: "migration".into(),
+            key_id: wrapped.key_id,
+            annotations: wrapped.annotations,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plain.plaintext, seed);
+    assert!(child.try_wait().unwrap().is_none(), "the plugin exited");
+}
+
+#[tokio::test]
+async fn go_single_dash_flags_and_the_deprecated_config_flag_are_read_as_go_reads_them() {
+    let mock = public_cloud_mock(KMS_FIXTURE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let azure_json = azure_json(
+        dir.path(),
+        &mock,
+        "00000000-0000-0000-0000-00000000c0de",
+        "kms-secret",
+    );
+    let socket = dir.path().join("azurekms.socket");
+    let healthz = free_port();
+    let args: Vec<String> = vec![
+        format!("-listen-addr=unix://{}", socket.display()),
+        "-keyvault-name=kv1".into(),
+        "-key-name".into(),
+        "kek".into(),
+        // Ignored by the Go plugin, so by us: the file it names does not exist.
+        "--configFilePath=/nonexistent/azure.json".into(),
+        format!("-config-file-path={}", azure_json.display()),
+        "-metrics-backend=Prometheus".into(),
+        format!("-metrics-addr=127.0.0.1:{}", free_port()),
+        format!("-healthz-port={healthz}"),
+        "-managed-hsm=False".into(),
+        "-log-format-json=1".into(),
+    ];
+    let log = dir.path().join("kms.log");
+    let mut child = spawn(&args, &mock_env(&mock), &log);
+    wait_for_child_socket(&socket, &mut child).await;
+    let mut client = v2(&socket).await;
+    eventually(Duration::from_secs(20), "Status ok", async || match client
+        .status(v2::StatusRequest {})
+        .await
+    {
+        Ok(r) => r.get_ref().healthz == "ok",
+        Err(_) => false,
+    })
+    .await;
+    assert_eq!(
+        http_get(IpAddr::from([127, 0, 0, 1]), healthz, "/healthz").await,
+        200
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warning = text
+        .lines()
+        .find(|l| l.contains("configFilePath"))
+        .unwrap_or_else(|| panic!("no warning about --configFilePath in:\n{text}"));
+    // JSON lines (`-log-format-json=1`), naming the file really read.
+    let line: serde_json::Value = serde_json::from_str(warning).unwrap();
+    assert_eq!(line["level"], "WARN", "{warning}");
+    assert!(
+        warning.contains(&azure_json.display().to_string()),
+        "{warning}"
+    );
+}
+
+#[tokio::test]
+async fn flags_of_both_programs_without_a_subcommand_are_refused_at_once() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_akv-bridge"))
+        .args(["--keyvault-name=kv1", "--endpoint=unix:///tmp/x.sock"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("put `kms` or `csi` first"), "{err}");
+}
+
+/// provider-azure v1.8.2 `deployment/provider-azure-installer.yaml`: the DaemonSet's
+/// `args`, in order.
+fn go_daemonset_args(socket: &Path) -> Vec<String> {
+    vec![
+        format!("--endpoint=unix://{}", socket.display()),
+        "--construct-pem-chain=true".into(),
+        "--healthz-port=8989".into(),
+        "--healthz-path=/healthz".into(),
+        "--healthz-timeout=5s".into(),
+    ]
+}
+
+#[tokio::test]
+async fn the_go_daemonset_runs_unchanged_and_kubelet_and_the_driver_are_served() {
+    let mock = public_cloud_mock(CSI_SP_FIXTURE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("azure.sock");
+    let mut env = mock_env(&mock);
+    // Its metrics default (:8898) is moved off a fixed port.
+    env.push(("AKV_BRIDGE_PROMETHEUS_PORT", free_port().to_string()));
+    let log = dir.path().join("csi.log");
+    let mut child = spawn(&go_daemonset_args(&socket), &env, &log);
+    wait_for_child_socket(&socket, &mut child).await;
+
+    // The DaemonSet is not hostNetwork: kubelet probes the pod IP, any address of the pod.
+    let node = node_address();
+    eventually(
+        Duration::from_secs(20),
+        "liveness at the pod address",
+        async || http_get(node, 8989, "/healthz").await == 200,
+    )
+    .await;
+
+    // The driver's first call.
+    let mut client =
+        csi::csi_driver_provider_client::CsiDriverProviderClient::new(channel(&socket).await);
+    let version = client
+        .version(csi::VersionRequest {
+            version: "v1alpha1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(version.runtime_name, "akv-bridge");
+    assert!(child.try_wait().unwrap().is_none(), "the provider exited");
+}
