@@ -5,6 +5,9 @@
 //!
 //! Pure code (no I/O) is kept apart from code that talks to the network:
 //!
+//! - [`secret`] (pure): [`secret::SecretString`] and [`secret::SecretBytes`], the one
+//!   holder of secret material: zeroized on drop, `Debug` prints `[redacted]`, so containers
+//!   derive `Debug`; the Azure SDK's `Secret` only at the SDK edge.
 //! - [`kms::envelope`] (pure): key ids, annotations, ciphertext and request validation.
 //! - [`azure::azure_json`], [`azure::cloud`] (pure): `azure.json` and cloud environments.
 //! - [`azure::credential`]: Entra credentials (secret, certificate, managed and workload
@@ -48,6 +51,7 @@ pub mod kms;
 pub mod observability;
 pub mod probe;
 pub mod proto;
+pub mod secret;
 pub mod server;
 pub mod socket;
 

@@ -10,9 +10,9 @@ use akv_bridge::csi::content::{
     self, CertValue, KeyValue, ObjectEncoding, ObjectFormat, ObjectOptions, PEM_CONTENT_TYPE,
     PFX_CONTENT_TYPE, ProviderOptions, SecretValue, VaultObject,
 };
+use akv_bridge::secret::SecretString;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use zeroize::Zeroizing;
 
 fuzz_target!(|data: &[u8]| {
     let [mode, flags, payload @ ..] = data else {
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let secret = |value: String, content_type: Option<&str>, backs_certificate| {
         VaultObject::Secret(SecretValue {
-            value: Zeroizing::new(value),
+            value: SecretString::from(value),
             content_type: content_type.map(str::to_owned),
             backs_certificate,
         })

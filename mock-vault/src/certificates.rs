@@ -13,6 +13,7 @@ use crate::api::{ApiError, ApiResult, Ctx, Reply, check_name, tags_from};
 use crate::crypto::{Curve, KeySpec, KeyType, Material};
 use crate::identity::{ObjectKind, uuid_like};
 use crate::lifecycle::{self, UpdateRequest, Version, Versioned};
+use crate::secret::SecretString;
 use crate::store::{
     Attributes, AttributesPatch, CertBacking, CertEntry, CertVersion, Collection, KeyEntry,
     KeyVersion, PendingOp, SecretEntry, SecretVersion, Tags, Vault, VaultCell, find_version_mut,
@@ -390,15 +391,15 @@ fn secret_value(
     content_type: &str,
     key_pkcs8: &[u8],
     chain: &[Vec<u8>],
-) -> Result<Zeroizing<String>, ApiError> {
+) -> Result<SecretString, ApiError> {
     if content_type == PEM {
-        Ok(Zeroizing::new(x509::build_pem_bundle(key_pkcs8, chain)))
+        Ok(SecretString::new(x509::build_pem_bundle(key_pkcs8, chain)))
     } else {
         let pfx = Zeroizing::new(
             x509::build_pfx(key_pkcs8, chain, "")
                 .map_err(|e| ApiError::bad_parameter(e.to_string()))?,
         );
-        Ok(Zeroizing::new(STD_B64.encode(pfx.as_slice())))
+        Ok(SecretString::new(STD_B64.encode(pfx.as_slice())))
     }
 }
 
@@ -689,9 +690,9 @@ impl UpdateRequest for UpdateCertificate {
 
 #[derive(Deserialize)]
 struct ImportCertificate {
-    value: Zeroizing<String>,
+    value: SecretString,
     #[serde(default)]
-    pwd: Option<Zeroizing<String>>,
+    pwd: Option<SecretString>,
     #[serde(default)]
     policy: Option<Value>,
     #[serde(default)]
@@ -709,14 +710,18 @@ fn import(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
         .and_then(|p| p.pointer("/secret_props/contentType"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let looks_pem = req.value.trim_start().starts_with("-----BEGIN");
+    let looks_pem = req.value.expose().trim_start().starts_with("-----BEGIN");
     let parsed = if given_ct.as_deref() == Some(PEM) || looks_pem {
-        x509::parse_pem_bundle(&req.value)
+        x509::parse_pem_bundle(req.value.expose())
     } else {
-        let der = Zeroizing::new(STD_B64.decode(req.value.trim().as_bytes()).map_err(|_| {
-            ApiError::bad_parameter("Property 'value' must be a base64 PFX or PEM text.")
-        })?);
-        x509::parse_pfx(&der, req.pwd.as_deref().map(String::as_str).unwrap_or(""))
+        let der = Zeroizing::new(
+            STD_B64
+                .decode(req.value.expose().trim().as_bytes())
+                .map_err(|_| {
+                    ApiError::bad_parameter("Property 'value' must be a base64 PFX or PEM text.")
+                })?,
+        );
+        x509::parse_pfx(&der, req.pwd.as_ref().map_or("", SecretString::expose))
     }
     .map_err(|e| ApiError::bad_parameter(format!("The certificate could not be imported: {e}")))?;
 

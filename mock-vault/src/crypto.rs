@@ -20,6 +20,8 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaEncoding, UnparsedPub
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::secret::SecretString;
+
 /// Errors from key generation and key operations. Messages name the problem, never key bytes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
@@ -301,7 +303,7 @@ pub struct KeySpec {
 }
 
 /// The persisted form of a key: the key type plus PKCS#8 (asymmetric) or raw bytes (oct).
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredMaterial {
     /// `rsa`, `ec` or `oct`.
     pub family: String,
@@ -309,13 +311,7 @@ pub struct StoredMaterial {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crv: Option<Curve>,
     /// base64 (standard) of PKCS#8 or raw key bytes.
-    pub der: Zeroizing<String>,
-}
-
-impl fmt::Debug for StoredMaterial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StoredMaterial({}, [redacted])", self.family)
-    }
+    pub der: SecretString,
 }
 
 impl Material {
@@ -426,7 +422,7 @@ impl Material {
         StoredMaterial {
             family: family.to_owned(),
             crv,
-            der: Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            der: SecretString::new(base64::engine::general_purpose::STANDARD.encode(bytes)),
         }
     }
 
@@ -435,7 +431,7 @@ impl Material {
         use base64::Engine as _;
         let bytes = Zeroizing::new(
             base64::engine::general_purpose::STANDARD
-                .decode(stored.der.as_bytes())
+                .decode(stored.der.expose().as_bytes())
                 .map_err(|_| CryptoError::BadInput("stored key is not base64".into()))?,
         );
         match stored.family.as_str() {
@@ -941,6 +937,6 @@ mod tests {
         let restored = Material::from_stored(&key.to_stored()).unwrap();
         assert_eq!(restored.public_jwk(), key.public_jwk());
         assert!(format!("{key:?}").contains("[redacted]"));
-        assert!(!format!("{:?}", key.to_stored()).contains(key.to_stored().der.as_str()));
+        assert!(!format!("{:?}", key.to_stored()).contains(key.to_stored().der.expose()));
     }
 }

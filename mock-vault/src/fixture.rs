@@ -7,7 +7,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::identity::{ClientSecret, Identity, ManagedKind, VaultPermissions};
+use crate::identity::{Identity, ManagedKind, VaultPermissions};
+use crate::secret::SecretString;
 use crate::store::VaultKind;
 
 /// Tenant used when the fixture names none.
@@ -283,7 +284,7 @@ impl Fixture {
                 client_id: DEFAULT_CLIENT_ID.into(),
                 object_id: String::new(),
                 tenant: None,
-                client_secret: Some(ClientSecret::new(crate::identity::random_token(24))),
+                client_secret: Some(SecretString::new(crate::identity::random_token(24))),
                 certificates: Vec::new(),
                 federated: Vec::new(),
                 managed: ManagedKind::None,

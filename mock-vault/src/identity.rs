@@ -13,7 +13,8 @@ use aws_lc_rs::signature::{self, KeyPair, UnparsedPublicKey};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
+
+use crate::secret::SecretString;
 
 /// The audience Kubernetes service-account tokens carry for Entra workload identity.
 pub const WORKLOAD_AUDIENCE: &str = "api://AzureADTokenExchange";
@@ -114,37 +115,6 @@ impl ObjectKind {
     }
 }
 
-/// A client secret. Never printed.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ClientSecret(Zeroizing<String>);
-
-impl ClientSecret {
-    /// Wraps a secret.
-    pub fn new(s: String) -> Self {
-        Self(Zeroizing::new(s))
-    }
-
-    /// The secret text, for the start-up information line and fixtures.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Compares with a presented secret in constant time (for equal lengths).
-    pub fn matches(&self, presented: &str) -> bool {
-        // Constant-time comparison of equal-length inputs.
-        let a = self.0.as_bytes();
-        let b = presented.as_bytes();
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    }
-}
-
-impl fmt::Debug for ClientSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClientSecret([redacted])")
-    }
-}
-
 /// One identity: an app registration or a managed identity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Identity {
@@ -160,7 +130,7 @@ pub struct Identity {
     pub tenant: Option<String>,
     /// Client secret, if it may use one.
     #[serde(default)]
-    pub client_secret: Option<ClientSecret>,
+    pub client_secret: Option<SecretString>,
     /// PEM certificates whose keys may sign client assertions (certificate credentials).
     #[serde(default)]
     pub certificates: Vec<String>,
@@ -628,6 +598,6 @@ mod tests {
         assert!(!id.allows("kv2", ObjectKind::Secrets, "get"));
         assert!(id.allows("kv2", ObjectKind::Keys, "encrypt"));
         assert!(!id.allows("kv1", ObjectKind::Keys, "decrypt"));
-        assert!(!format!("{:?}", ClientSecret::new("s3cr3t".into())).contains("s3cr3t"));
+        assert!(!format!("{:?}", SecretString::new("s3cr3t".into())).contains("s3cr3t"));
     }
 }

@@ -40,6 +40,7 @@ pub mod fixture;
 pub mod identity;
 pub mod keys;
 pub mod lifecycle;
+pub mod secret;
 pub mod secrets;
 pub mod server;
 pub mod state;
@@ -65,8 +66,9 @@ pub use crate::api::ApiError;
 use crate::certificates::Issuers;
 pub use crate::faults::{FaultKind, FaultSpec, Scope};
 pub use crate::fixture::Fixture;
-use crate::identity::{ClientSecret, SaIssuer, TokenStore};
 pub use crate::identity::{Identity, VaultPermissions};
+use crate::identity::{SaIssuer, TokenStore};
+use crate::secret::SecretString;
 use crate::server::{Shared, VaultMeta};
 pub use crate::stats::{LogEntry, Snapshot};
 use crate::store::{StateFile, Vault, VaultCell, VaultKind};
@@ -342,7 +344,7 @@ pub async fn start(mut config: Config) -> Result<MockVault, StartError> {
         .find(|i| i.client_secret.is_some())
         .or(fixture.identities.first());
     let sa_issuer_url = format!("{authority}/sa-issuer");
-    let identity_header = ClientSecret::new(identity::random_token(16));
+    let identity_header = SecretString::new(identity::random_token(16));
     let info = Arc::new(Info {
         address,
         vaults: meta
@@ -495,7 +497,7 @@ fn seed_vault(
         let count = values.len();
         for (i, value) in values.into_iter().enumerate() {
             let mut sv = secrets::new_version(
-                zeroize::Zeroizing::new(value),
+                SecretString::new(value),
                 s.content_type.clone(),
                 s.tags.clone(),
             );

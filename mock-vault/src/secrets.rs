@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 use crate::api::{ApiError, ApiResult, Ctx, MAX_SECRET_VALUE, Reply, check_name, tags_from};
 use crate::identity::ObjectKind;
 use crate::lifecycle::{self, UpdateRequest, Version, Versioned};
+use crate::secret::SecretString;
 use crate::store::{
     Attributes, AttributesPatch, Collection, SecretEntry, SecretVersion, Tags, Vault, VaultCell,
     new_version_id,
@@ -132,7 +133,7 @@ impl Versioned for SecretEntry {
             if value.is_some() {
                 obj.insert("contentType".into(), PEM.into());
             }
-            let text = value.as_ref().map_or(sv.value.as_str(), |v| v.as_str());
+            let text = value.as_ref().map_or(sv.value.expose(), |v| v.as_str());
             obj.insert("value".into(), text.into());
         }
         Ok(Reply::ok(body))
@@ -175,7 +176,7 @@ fn converted_value(
     }
     let der = Zeroizing::new(
         base64::engine::general_purpose::STANDARD
-            .decode(sv.value.trim().as_bytes())
+            .decode(sv.value.expose().trim().as_bytes())
             .map_err(|_| ApiError::bad_parameter("The secret value is not a base64 PFX."))?,
     );
     let bundle = crate::x509::parse_pfx(&der, "")
@@ -187,10 +188,10 @@ fn converted_value(
 }
 
 /// Body of `PUT /secrets/{name}`.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct SetSecret {
     /// The value.
-    pub value: Zeroizing<String>,
+    pub value: SecretString,
     /// Content type.
     #[serde(default, rename = "contentType")]
     pub content_type: Option<String>,
@@ -200,15 +201,6 @@ pub struct SetSecret {
     /// Tags.
     #[serde(default)]
     pub tags: Option<Value>,
-}
-
-impl std::fmt::Debug for SetSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SetSecret")
-            .field("value", &"[redacted]")
-            .field("content_type", &self.content_type)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Adds a secret version (also used for certificate backing secrets and fixtures).
@@ -236,11 +228,7 @@ pub fn add_version(
 }
 
 /// A new secret version from a value.
-pub fn new_version(
-    value: Zeroizing<String>,
-    content_type: Option<String>,
-    tags: Tags,
-) -> SecretVersion {
+pub fn new_version(value: SecretString, content_type: Option<String>, tags: Tags) -> SecretVersion {
     SecretVersion {
         version: new_version_id(),
         value,
@@ -253,10 +241,10 @@ pub fn new_version(
 fn set(ctx: &Ctx<'_>, cell: &VaultCell, name: &str) -> ApiResult {
     check_name(name)?;
     let req: SetSecret = ctx.json()?;
-    if req.value.len() > MAX_SECRET_VALUE {
+    if req.value.expose().len() > MAX_SECRET_VALUE {
         return Err(ApiError::bad_parameter(format!(
             "Secret value is too large: {} bytes, the limit is {MAX_SECRET_VALUE}.",
-            req.value.len()
+            req.value.expose().len()
         )));
     }
     if let Some(ct) = &req.content_type
@@ -286,7 +274,7 @@ fn get_written(ctx: &Ctx<'_>, v: &Vault, name: &str) -> ApiResult {
         .ok_or_else(|| ApiError::not_found(S, name))?;
     let mut body = e.bundle(ctx, sv);
     if let Some(obj) = body.as_object_mut() {
-        obj.insert("value".into(), sv.value.as_str().into());
+        obj.insert("value".into(), sv.value.expose().into());
     }
     Ok(Reply::ok(body))
 }

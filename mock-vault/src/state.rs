@@ -12,7 +12,8 @@ use http_body_util::Full;
 
 use crate::certificates::Issuers;
 use crate::faults::{Decision, Faults};
-use crate::identity::{ClientSecret, Identity, SaIssuer, TokenGrant, TokenStore};
+use crate::identity::{Identity, SaIssuer, TokenGrant, TokenStore};
+use crate::secret::SecretString;
 use crate::stats::{LogEntry, Stats};
 use crate::store::{StateFile, VaultCell, VaultKind};
 
@@ -47,7 +48,7 @@ pub struct Shared {
     pub(crate) tenants: Vec<String>,
     pub(crate) token_ttl: Duration,
     pub(crate) sa_issuer: SaIssuer,
-    pub(crate) identity_header: ClientSecret,
+    pub(crate) identity_header: SecretString,
     pub(crate) issuers: Issuers,
     pub(crate) region: String,
     pub(crate) state_file: Option<PathBuf>,

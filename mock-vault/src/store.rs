@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::crypto::{KeyType, Material, StoredMaterial};
+use crate::secret::SecretString;
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
@@ -186,29 +187,18 @@ pub struct KeyEntry {
 }
 
 /// One secret version.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SecretVersion {
     /// 32-hex version id.
     pub version: String,
     /// The value. Never printed.
-    pub value: Zeroizing<String>,
+    pub value: SecretString,
     /// Content type.
     pub content_type: Option<String>,
     /// Attributes.
     pub attributes: Attributes,
     /// Tags.
     pub tags: Tags,
-}
-
-impl fmt::Debug for SecretVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretVersion")
-            .field("version", &self.version)
-            .field("value", &"[redacted]")
-            .field("content_type", &self.content_type)
-            .field("attributes", &self.attributes)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A secret with all its versions.
@@ -413,7 +403,7 @@ struct StoredSecret {
 #[derive(Serialize, Deserialize)]
 struct StoredSecretVersion {
     version: String,
-    value: Zeroizing<String>,
+    value: SecretString,
     content_type: Option<String>,
     attributes: Attributes,
     tags: Tags,

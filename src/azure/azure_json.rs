@@ -11,16 +11,18 @@
 //! `resourceGroup`, `location`, `vmType`, ...) is ignored. Field names are case-sensitive, as
 //! in the Go plugin; a missing field or `null` means empty (or `false`).
 //!
-//! Secret values (`aadClientSecret`, `aadClientCertPassword`) are held in zeroizing buffers,
-//! never printed by `Debug`, and never part of an error message.
+//! Secret values (`aadClientSecret`, `aadClientCertPassword`) are held in [`SecretString`]s
+//! (zeroizing, redacted by their own `Debug`, so the types here derive `Debug`), and are
+//! never part of an error message. The Azure SDK's `Secret` is made only where the
+//! credential is built ([`crate::azure::credential`]).
 
-use std::fmt;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use azure_core::credentials::Secret;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
+
+use crate::secret::SecretString;
 
 /// Where Azure/kubernetes-kms reads `azure.json` by default.
 pub const DEFAULT_PATH: &str = "/etc/kubernetes/azure.json";
@@ -107,7 +109,7 @@ pub enum ConfigError {
 }
 
 /// The parts of `azure.json` that Azure/kubernetes-kms reads. Empty strings mean "not set".
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct AzureJson {
     /// `cloud`: the Azure cloud name; empty means the public cloud (see
     /// [`crate::azure::cloud::Cloud::parse`]).
@@ -118,7 +120,7 @@ pub struct AzureJson {
     /// that use a managed identity.
     pub aad_client_id: String,
     /// `aadClientSecret`: the service principal's client secret.
-    pub aad_client_secret: Zeroizing<String>,
+    pub aad_client_secret: SecretString,
     /// `useManagedIdentityExtension`: authenticate with the node's managed identity.
     pub use_managed_identity_extension: bool,
     /// `userAssignedIdentityID`: client id of the user-assigned managed identity to use
@@ -128,43 +130,7 @@ pub struct AzureJson {
     /// certificate and RSA private key.
     pub aad_client_cert_path: String,
     /// `aadClientCertPassword`: the PFX password.
-    pub aad_client_cert_password: Zeroizing<String>,
-}
-
-impl fmt::Debug for AzureJson {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AzureJson")
-            .field("cloud", &self.cloud)
-            .field("tenant_id", &self.tenant_id)
-            .field("aad_client_id", &self.aad_client_id)
-            .field("aad_client_secret", &Redacted::of(&self.aad_client_secret))
-            .field(
-                "use_managed_identity_extension",
-                &self.use_managed_identity_extension,
-            )
-            .field("user_assigned_identity_id", &self.user_assigned_identity_id)
-            .field("aad_client_cert_path", &self.aad_client_cert_path)
-            .field(
-                "aad_client_cert_password",
-                &Redacted::of(&self.aad_client_cert_password),
-            )
-            .finish()
-    }
-}
-
-/// Debug stand-in for a secret: `[redacted]` when set, `""` when empty.
-struct Redacted(bool);
-
-impl Redacted {
-    fn of(value: &str) -> Self {
-        Self(!value.is_empty())
-    }
-}
-
-impl fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0 { "[redacted]" } else { "\"\"" })
-    }
+    pub aad_client_cert_password: SecretString,
 }
 
 impl AzureJson {
@@ -213,10 +179,10 @@ impl AzureJson {
         let cloud = take("cloud")?;
         let tenant_id = take("tenantId")?;
         let aad_client_id = take("aadClientId")?;
-        let aad_client_secret = Zeroizing::new(take("aadClientSecret")?);
+        let aad_client_secret = SecretString::from(take("aadClientSecret")?);
         let user_assigned_identity_id = take("userAssignedIdentityID")?;
         let aad_client_cert_path = take("aadClientCertPath")?;
-        let aad_client_cert_password = Zeroizing::new(take("aadClientCertPassword")?);
+        let aad_client_cert_password = SecretString::from(take("aadClientCertPassword")?);
         let use_managed_identity_extension = match fields.remove("useManagedIdentityExtension") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => b,
@@ -272,13 +238,13 @@ impl AzureJson {
             return Ok(CredentialSource::ClientSecret {
                 tenant_id,
                 client_id,
-                secret: Secret::new(self.aad_client_secret.as_str().to_owned()),
+                secret: self.aad_client_secret.clone(),
             });
         }
         if !self.aad_client_cert_path.is_empty() {
             let (tenant_id, client_id) = self.service_principal("client certificate")?;
             let password = (!self.aad_client_cert_password.is_empty())
-                .then(|| Secret::new(self.aad_client_cert_password.as_str().to_owned()));
+                .then(|| self.aad_client_cert_password.clone());
             return Ok(CredentialSource::ClientCertificate {
                 tenant_id,
                 client_id,
@@ -392,7 +358,7 @@ impl WorkloadIdentityEnv {
 }
 
 /// How to authenticate to Microsoft Entra. `Debug` never prints secrets.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CredentialSource {
     /// A service principal with a client secret.
     ClientSecret {
@@ -401,7 +367,7 @@ pub enum CredentialSource {
         /// Application (client) id.
         client_id: String,
         /// The client secret.
-        secret: Secret,
+        secret: SecretString,
     },
     /// A service principal with a certificate: a PKCS#12 file holding an RSA key and its
     /// certificate.
@@ -413,7 +379,7 @@ pub enum CredentialSource {
         /// The PFX file.
         pfx_path: PathBuf,
         /// Its password (`None`: no password).
-        password: Option<Secret>,
+        password: Option<SecretString>,
     },
     /// The managed identity of the node (IMDS) or App Service environment.
     ManagedIdentity {
@@ -475,51 +441,6 @@ impl CredentialSource {
                 "workload identity for app {client_id} in tenant {tenant_id} (token file {})",
                 token_file.display()
             ),
-        }
-    }
-}
-
-impl fmt::Debug for CredentialSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ClientSecret {
-                tenant_id,
-                client_id,
-                secret: _,
-            } => f
-                .debug_struct("ClientSecret")
-                .field("tenant_id", tenant_id)
-                .field("client_id", client_id)
-                .field("secret", &Redacted(true))
-                .finish(),
-            Self::ClientCertificate {
-                tenant_id,
-                client_id,
-                pfx_path,
-                password,
-            } => f
-                .debug_struct("ClientCertificate")
-                .field("tenant_id", tenant_id)
-                .field("client_id", client_id)
-                .field("pfx_path", pfx_path)
-                .field("password", &password.as_ref().map(|_| Redacted(true)))
-                .finish(),
-            Self::ManagedIdentity {
-                user_assigned_client_id,
-            } => f
-                .debug_struct("ManagedIdentity")
-                .field("user_assigned_client_id", user_assigned_client_id)
-                .finish(),
-            Self::WorkloadIdentity {
-                tenant_id,
-                client_id,
-                token_file,
-            } => f
-                .debug_struct("WorkloadIdentity")
-                .field("tenant_id", tenant_id)
-                .field("client_id", client_id)
-                .field("token_file", token_file)
-                .finish(),
         }
     }
 }
@@ -592,11 +513,11 @@ mod tests {
         assert_eq!(cfg.cloud, "AzurePublicCloud");
         assert_eq!(cfg.tenant_id, TENANT);
         assert_eq!(cfg.aad_client_id, APP);
-        assert_eq!(cfg.aad_client_secret.as_str(), SECRET);
+        assert_eq!(cfg.aad_client_secret.expose_secret(), SECRET);
         assert!(!cfg.use_managed_identity_extension);
         assert_eq!(cfg.user_assigned_identity_id, "");
         assert_eq!(cfg.aad_client_cert_path, "");
-        assert_eq!(cfg.aad_client_cert_password.as_str(), "");
+        assert_eq!(cfg.aad_client_cert_password.expose_secret(), "");
     }
 
     #[test]
@@ -724,7 +645,7 @@ mod tests {
     #[test]
     fn debug_redacts_secrets() {
         let mut cfg = parse(&full_file());
-        cfg.aad_client_cert_password = Zeroizing::new(PASSWORD.to_owned());
+        cfg.aad_client_cert_password = SecretString::from(PASSWORD);
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains(SECRET), "{dbg}");
         assert!(!dbg.contains(PASSWORD), "{dbg}");
@@ -947,7 +868,7 @@ mod tests {
             CredentialSource::ClientSecret {
                 tenant_id: TENANT.into(),
                 client_id: APP.into(),
-                secret: Secret::new(SECRET),
+                secret: SecretString::from(SECRET),
             }
         );
         assert_eq!(src.kind(), "client_secret");
@@ -1005,7 +926,7 @@ mod tests {
                 tenant_id: TENANT.into(),
                 client_id: APP.into(),
                 pfx_path: "/etc/kubernetes/sp.pfx".into(),
-                password: Some(Secret::new(PASSWORD)),
+                password: Some(SecretString::from(PASSWORD)),
             }
         );
         assert_eq!(src.kind(), "client_certificate");

@@ -30,7 +30,6 @@ use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use futures::TryStreamExt as _;
 use lru::LruCache;
 use tokio::sync::Semaphore;
-use zeroize::Zeroizing;
 
 use crate::azure::keyvault::{self, CallPolicy, KvError, SetupError, bounded_call};
 use crate::azure::upstream::Upstream;
@@ -39,6 +38,7 @@ use crate::csi::content::{CertValue, KeyValue, SecretValue, VaultObject};
 use crate::csi::identity::{Identity, IdentityKey};
 use crate::csi::params::ObjectKind;
 use crate::observability::metrics::ServerMetrics;
+use crate::secret::SecretString;
 
 /// Clients and the credential they were built with.
 type ClientsOf = (Arc<crate::azure::credential::Renewable>, Arc<VaultClients>);
@@ -390,7 +390,7 @@ async fn read(
             .await?;
             let version = id_version(secret.id.as_deref()).ok_or_else(unversioned)?;
             let value = SecretValue {
-                value: Zeroizing::new(secret.value.unwrap_or_default()),
+                value: SecretString::from(secret.value.unwrap_or_default()),
                 content_type: secret.content_type,
                 backs_certificate: secret.kid.is_some_and(|k| !k.is_empty()),
             };

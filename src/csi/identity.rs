@@ -34,7 +34,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
-use azure_core::credentials::Secret;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use lru::LruCache;
@@ -357,7 +356,7 @@ impl Identities {
                 let source = CredentialSource::ClientSecret {
                     tenant_id,
                     client_id: client_id.clone(),
-                    secret: Secret::new(client_secret.expose_secret().to_owned()),
+                    secret: client_secret.clone(),
                 };
                 (self.renewable(source, authority).map_err(setup)?, None)
             }

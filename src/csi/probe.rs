@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 use crate::cli::ProbeCsiArgs;
 use crate::csi::params::{RelativeFilePath, WORKLOAD_IDENTITY_AUDIENCE};
 use crate::proto::csi_v1alpha1 as pb;
+use crate::secret::SecretString;
 use crate::socket::SocketAddress;
 
 /// Largest input file read (SecretProviderClass, token, Secret).
@@ -123,7 +124,8 @@ impl ProbeCsiReport {
     }
 }
 
-fn read_input(path: &Path) -> Result<Zeroizing<String>, ProbeCsiError> {
+/// The file at `path` as text, held as a secret (a token file, a Secret manifest).
+fn read_input(path: &Path) -> Result<SecretString, ProbeCsiError> {
     let input = |reason: String| ProbeCsiError::Input {
         path: path.to_owned(),
         reason,
@@ -134,7 +136,7 @@ fn read_input(path: &Path) -> Result<Zeroizing<String>, ProbeCsiError> {
     }
     let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| input(e.to_string()))?);
     let text = std::str::from_utf8(&bytes).map_err(|_| input("not UTF-8".into()))?;
-    Ok(Zeroizing::new(text.to_owned()))
+    Ok(SecretString::from(text))
 }
 
 fn scalar(value: &serde_yaml_ng::Value) -> Option<String> {
@@ -310,13 +312,13 @@ pub async fn probe(args: &ProbeCsiArgs) -> Result<ProbeCsiReport, ProbeCsiError>
     let socket = SocketAddress::parse_endpoint(&args.socket)
         .map_err(|e| ProbeCsiError::Socket(e.to_string()))?;
     let spc = read_input(&args.spc)?;
-    let (name, params) = spc_parameters(&spc).map_err(input(&args.spc))?;
+    let (name, params) = spc_parameters(spc.expose_secret()).map_err(input(&args.spc))?;
     let token = match &args.pod_token {
         Some(p) => Some(read_input(p)?),
         None => None,
     };
     let secrets = match &args.secrets {
-        Some(p) => secret_data(&read_input(p)?).map_err(input(p))?,
+        Some(p) => secret_data(read_input(p)?.expose_secret()).map_err(input(p))?,
         None => BTreeMap::new(),
     };
     let target = match &args.out {
@@ -332,7 +334,7 @@ pub async fn probe(args: &ProbeCsiArgs) -> Result<ProbeCsiReport, ProbeCsiError>
         args,
         name,
         params,
-        token.as_ref().map(|t| t.as_str()),
+        token.as_ref().map(SecretString::expose_secret),
         &secrets,
         &target,
     )

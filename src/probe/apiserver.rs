@@ -35,6 +35,7 @@ use super::{
 };
 use crate::proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
 use crate::proto::kms_v2::{DecryptRequest, EncryptRequest, EncryptResponse, StatusRequest};
+use crate::secret::SecretBytes;
 
 /// How long kube-apiserver keeps writing with a write state no Status has confirmed
 /// (`kmsv2PluginWriteDEKSourceMaxTTL`). Reads are allowed indefinitely.
@@ -55,14 +56,10 @@ pub struct StatusSeen {
 }
 
 /// A seed (a plugin's Decrypt plaintext or one this stand-in generated). The only place
-/// seed bytes live; zeroed on drop and never printed.
-struct Seed(Zeroizing<Vec<u8>>);
-
-impl fmt::Debug for Seed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Seed([redacted])")
-    }
-}
+/// seed bytes live; zeroed on drop and never printed (`Seed([redacted])`). A newtype for
+/// the meaning, over the crate's one secret type.
+#[derive(Debug)]
+struct Seed(SecretBytes);
 
 /// kube-apiserver's seed-cache key (`generateCacheKey`): the DEK source type, the encrypted
 /// DEK source, the key id and the annotations. None of it is secret.
@@ -256,7 +253,7 @@ impl ApiServer {
             self.seeds.insert(previous.key, previous.seed);
         }
         self.write = Some(WriteState {
-            seed: Seed(seed),
+            seed: Seed(seed.into()),
             encrypted: response.clone(),
             key,
             expires_at,
@@ -290,8 +287,12 @@ impl ApiServer {
                 humantime::format_duration(WRITE_STATE_MAX_TTL)
             ));
         }
-        let sealed = seal_kdf(&state.seed.0, plaintext, storage_key.as_bytes())
-            .map_err(|e| e.to_string())?;
+        let sealed = seal_kdf(
+            state.seed.0.expose_secret(),
+            plaintext,
+            storage_key.as_bytes(),
+        )
+        .map_err(|e| e.to_string())?;
         let object = EncryptedObject {
             encrypted_data: sealed,
             ..state_object(&state.encrypted)
@@ -341,7 +342,12 @@ impl ApiServer {
             self.seeds.insert(key.clone(), seed);
         }
         let seed = self.seed(&key).ok_or(NIL_TRANSFORMER)?;
-        open_kdf(&seed.0, &object.encrypted_data, storage_key.as_bytes()).map_err(|e| e.to_string())
+        open_kdf(
+            seed.0.expose_secret(),
+            &object.encrypted_data,
+            storage_key.as_bytes(),
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// The seed for `key`: the write state's, else the cache's.
@@ -375,7 +381,7 @@ impl ApiServer {
                 seed.len()
             ));
         }
-        Ok(Seed(seed))
+        Ok(Seed(seed.into()))
     }
 
     /// Decrypt RPCs sent so far.

@@ -12,7 +12,6 @@ use aws_lc_rs::digest::{SHA1_FOR_LEGACY_USE_ONLY, digest};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeyPair as RsaKeyPair;
 use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
-use azure_core::credentials::Secret;
 use azure_core::error::ErrorKind;
 use azure_core::http::ClientMethodOptions;
 use azure_identity::ClientAssertion;
@@ -23,6 +22,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::CredentialError;
+use crate::secret::SecretString;
 
 /// Lifetime of a certificate client assertion, in seconds.
 const ASSERTION_LIFETIME_SECS: u64 = 600;
@@ -78,7 +78,7 @@ impl CertificateAssertion {
     /// certificate carrying its public key.
     pub(super) fn from_pfx(
         path: &Path,
-        password: Option<&Secret>,
+        password: Option<&SecretString>,
         client_id: &str,
         audience: &str,
     ) -> Result<Self, CredentialError> {
@@ -87,7 +87,7 @@ impl CertificateAssertion {
             reason,
         };
         let data = read_limited(path)?;
-        let password = password.map_or("", Secret::secret);
+        let password = password.map_or("", SecretString::expose_secret);
         let archive = Pkcs12Archive::from_pkcs12(&data, password).map_err(|e| match e {
             p12_keystore::error::Error::MacError(_) | p12_keystore::error::Error::UnpadError => {
                 CredentialError::CertificatePassword {

@@ -1,7 +1,6 @@
 //! A workload identity whose service-account token arrives in memory (the CSI driver's
 //! Mount request) instead of in a file: [`FederatedToken`] and [`federated`].
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,29 +11,21 @@ use azure_core::http::{ClientMethodOptions, ClientOptions};
 use azure_identity::{
     ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
 };
-use zeroize::Zeroizing;
 
 use super::{CredentialError, parse_authority};
+use crate::secret::SecretString;
 
 /// A service-account token held in memory (the CSI driver hands each pod's token over in the
 /// Mount request), used as the client assertion of a workload identity. The newest token
 /// replaces the older one; tokens are zeroized when replaced or dropped. Clones share the
 /// token.
-#[derive(Clone, Default)]
-pub struct FederatedToken(Arc<std::sync::Mutex<Zeroizing<String>>>);
-
-impl fmt::Debug for FederatedToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("FederatedToken(..)")
-    }
-}
+#[derive(Debug, Clone, Default)]
+pub struct FederatedToken(Arc<std::sync::Mutex<SecretString>>);
 
 impl FederatedToken {
     /// A holder of `token`.
     pub fn new(token: &str) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(Zeroizing::new(
-            token.to_owned(),
-        ))))
+        Self(Arc::new(std::sync::Mutex::new(SecretString::from(token))))
     }
 
     /// Replaces the token.
@@ -43,14 +34,15 @@ impl FederatedToken {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *held = Zeroizing::new(token.to_owned());
+        *held = SecretString::from(token);
     }
 
+    /// A copy for the SDK edge: `ClientAssertion::secret` returns a plain `String`.
     fn current(&self) -> String {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_str()
+            .expose_secret()
             .to_owned()
     }
 }

@@ -130,10 +130,11 @@ pub fn build(
             client_id,
             secret,
         } => {
+            // The SDK edge: `ClientSecretCredential` takes the SDK's own `Secret`.
             let credential = ClientSecretCredential::new(
                 tenant_id,
                 client_id.clone(),
-                secret.clone(),
+                secret.to_sdk_secret(),
                 Some(ClientSecretCredentialOptions { client_options }),
             )
             .map_err(sdk("client secret"))?;

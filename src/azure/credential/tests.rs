@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use azure_core::credentials::Secret;
 use azure_core::error::ErrorKind;
 
 use super::fixtures::{
@@ -11,6 +10,7 @@ use super::fixtures::{
     build_error, build_for, scope, start_mock, tenant,
 };
 use super::*;
+use crate::secret::SecretString;
 
 #[tokio::test]
 async fn client_secret_token_reads_a_secret() {
@@ -18,7 +18,7 @@ async fn client_secret_token_reads_a_secret() {
     let source = CredentialSource::ClientSecret {
         tenant_id: tenant(&mock),
         client_id: SP_CLIENT_ID.into(),
-        secret: Secret::new(SP_SECRET),
+        secret: SecretString::from(SP_SECRET),
     };
     let credential = build_for(&mock, &source);
     assert!(!format!("{credential:?}").contains(SP_SECRET));
@@ -31,7 +31,7 @@ async fn wrong_client_secret_is_refused() {
     let source = CredentialSource::ClientSecret {
         tenant_id: tenant(&mock),
         client_id: SP_CLIENT_ID.into(),
-        secret: Secret::new("not-the-secret"),
+        secret: SecretString::from("not-the-secret"),
     };
     let err = build_for(&mock, &source)
         .get_token(&[&scope(&mock)], None)
@@ -170,7 +170,7 @@ fn client_secret_with_an_invalid_tenant_is_refused() {
     let source = CredentialSource::ClientSecret {
         tenant_id: "not a tenant/../x".into(),
         client_id: SP_CLIENT_ID.into(),
-        secret: Secret::new(SP_SECRET),
+        secret: SecretString::from(SP_SECRET),
     };
     let err = build_error(&source);
     assert!(

@@ -17,11 +17,11 @@ use p12_keystore::{
     Certificate, EncryptionAlgorithm, KeyStore, KeyStoreEntry, MacAlgorithm, PrivateKey,
     PrivateKeyChain,
 };
-use zeroize::Zeroizing;
 
 use super::{
     ObjectOptions, OutputFile, PFX_CONTENT_TYPE, ProviderOptions, SecretValue, render_secret,
 };
+use crate::secret::SecretString;
 
 /// A marker that must never appear in an error message or `Debug` output.
 pub(super) const MARKER: &str = "s3cr3t-Marker-9f1c";
@@ -106,7 +106,7 @@ pub(super) fn build_pfx(key: Option<&[u8]>, certs: &[&[u8]], password: &str) -> 
 
 pub(super) fn cert_secret(value: String, content_type: &str) -> SecretValue {
     SecretValue {
-        value: Zeroizing::new(value),
+        value: SecretString::from(value),
         content_type: Some(content_type.to_owned()),
         backs_certificate: true,
     }
@@ -118,7 +118,7 @@ pub(super) fn pfx_secret(pfx: &[u8]) -> SecretValue {
 
 pub(super) fn plain_secret(value: &str) -> SecretValue {
     SecretValue {
-        value: Zeroizing::new(value.to_owned()),
+        value: SecretString::from(value),
         content_type: None,
         backs_certificate: false,
     }

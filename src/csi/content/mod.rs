@@ -38,9 +38,10 @@
 //!
 //! # Secrets
 //!
-//! File contents, decoded values and DER private keys live in [`Zeroizing`] buffers sized up
-//! front, so no reallocation leaves a copy behind. Error messages and `Debug` output never
-//! contain secret bytes: they name keys, content types and offsets, not values.
+//! A secret's value arrives as a [`SecretString`]. File contents, decoded values and DER
+//! private keys live in [`Zeroizing`] buffers sized up front, so no reallocation leaves a
+//! copy behind. Error messages and `Debug` output never contain secret bytes: they name
+//! keys, content types, offsets and file sizes, not values.
 //!
 //! # Layout
 //!
@@ -56,6 +57,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use zeroize::Zeroizing;
+
+use crate::secret::SecretString;
 
 pub use crate::csi::params::{ObjectEncoding, ObjectFormat};
 
@@ -83,26 +86,14 @@ pub const CERT_SUFFIX: &str = ".crt";
 pub const KEY_SUFFIX: &str = ".key";
 
 /// A secret as Key Vault returned it.
+#[derive(Debug)]
 pub struct SecretValue {
     /// The secret's `value`.
-    pub value: Zeroizing<String>,
+    pub value: SecretString,
     /// The secret's `contentType`, if any.
     pub content_type: Option<String>,
     /// Whether the secret backs a certificate (its bundle has a non-empty `kid`).
     pub backs_certificate: bool,
-}
-
-impl fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretValue")
-            .field(
-                "value",
-                &format_args!("[redacted {} bytes]", self.value.len()),
-            )
-            .field("content_type", &self.content_type)
-            .field("backs_certificate", &self.backs_certificate)
-            .finish()
-    }
 }
 
 /// The public parts of a key's JWK, base64url already decoded.
@@ -307,7 +298,7 @@ pub fn render_secret(
     options: &ObjectOptions,
     provider: &ProviderOptions,
 ) -> Result<Vec<OutputFile>, ContentError> {
-    let value = secret.value.as_bytes();
+    let value = secret.value.expose_secret().as_bytes();
     let mut files: Vec<(Option<&'static str>, Zeroizing<Vec<u8>>)> = Vec::with_capacity(3);
     if secret.backs_certificate {
         if let Some(key) = &options.json_key {

@@ -22,7 +22,7 @@ fn format_pfx_writes_the_secret_text_and_base64_encoding_makes_it_binary() {
     };
     assert_eq!(
         only(secret_files(&secret, &as_text)),
-        secret.value.as_bytes()
+        secret.value.expose_secret().as_bytes()
     );
     let as_binary = ObjectOptions {
         format: ObjectFormat::Pfx,

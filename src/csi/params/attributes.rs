@@ -7,7 +7,8 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use zeroize::Zeroizing;
+
+use crate::secret::SecretString;
 
 use super::error::ParamError;
 use super::{MAX_JSON_BYTES, MAX_POD_ATTRIBUTE_BYTES, snippet};
@@ -107,7 +108,7 @@ pub(super) fn parse_go_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// What a JSON string becomes: a plain or a zeroizing `String`.
+/// What a JSON string becomes: a plain `String` or a [`SecretString`].
 pub(super) trait FromJsonString: Sized {
     fn from_json_str(value: &str) -> Self;
 }
@@ -118,9 +119,9 @@ impl FromJsonString for String {
     }
 }
 
-impl FromJsonString for Zeroizing<String> {
+impl FromJsonString for SecretString {
     fn from_json_str(value: &str) -> Self {
-        Zeroizing::new(value.to_owned())
+        SecretString::from(value)
     }
 }
 

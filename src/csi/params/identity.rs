@@ -1,12 +1,8 @@
 //! Which identity a mount authenticates as ([`AuthMode`]): workload identity, managed
 //! identity or a service principal, with the pod's token and the client secret held in
-//! redacting, zeroizing types.
+//! [`SecretString`]s (zeroizing, redacted `Debug`).
 
 use std::collections::BTreeMap;
-use std::fmt;
-
-use serde::de::{self, Deserializer, Visitor};
-use zeroize::Zeroizing;
 
 use super::attributes::{Attributes, json_reason};
 use super::error::ParamError;
@@ -15,67 +11,7 @@ use super::{
     P_USE_POD_SA_ANNOTATION, P_USE_VM_MANAGED_IDENTITY, P_USER_ASSIGNED_IDENTITY_ID, S_CLIENT_ID,
     S_CLIENT_SECRET, WORKLOAD_IDENTITY_AUDIENCE, snippet,
 };
-
-/// A Kubernetes service-account token (a JWT) the driver requested for the pod. Zeroized on
-/// drop; `Debug` prints `[redacted]`; no `Display`, `Clone` or `Serialize`.
-pub struct ServiceAccountToken(Zeroizing<String>);
-
-impl ServiceAccountToken {
-    /// The token, to hand to the credential as a client assertion. The only way out.
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ServiceAccountToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ServiceAccountToken([redacted])")
-    }
-}
-
-impl<'de> de::Deserialize<'de> for ServiceAccountToken {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_str(ZeroizingStringVisitor)
-            .map(ServiceAccountToken)
-    }
-}
-
-/// A service principal's client secret, from the `nodePublishSecretRef` Secret. Zeroized on
-/// drop; `Debug` prints `[redacted]`; no `Display`, `Clone` or `Serialize`.
-pub struct ClientSecret(Zeroizing<String>);
-
-impl ClientSecret {
-    /// The secret, to hand to the credential. The only way out.
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ClientSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClientSecret([redacted])")
-    }
-}
-
-/// Deserializes a JSON string straight into a zeroizing buffer.
-struct ZeroizingStringVisitor;
-
-impl Visitor<'_> for ZeroizingStringVisitor {
-    type Value = Zeroizing<String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Zeroizing::new(v.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Zeroizing::new(v))
-    }
-}
+use crate::secret::SecretString;
 
 /// How the provider authenticates to Entra for this mount.
 #[derive(Debug)]
@@ -85,8 +21,9 @@ pub enum AuthMode {
     WorkloadIdentity {
         /// `clientID`.
         client_id: String,
-        /// The pod's token for [`WORKLOAD_IDENTITY_AUDIENCE`].
-        token: ServiceAccountToken,
+        /// The pod's service-account token (a JWT) for [`WORKLOAD_IDENTITY_AUDIENCE`], to
+        /// hand to the credential as a client assertion.
+        token: SecretString,
         /// The token's `expirationTimestamp` as the driver sent it (RFC 3339), if any.
         token_expiration: Option<String>,
     },
@@ -101,7 +38,7 @@ pub enum AuthMode {
         /// The Secret's `clientid`.
         client_id: String,
         /// The Secret's `clientsecret`.
-        client_secret: ClientSecret,
+        client_secret: SecretString,
     },
 }
 
@@ -132,7 +69,7 @@ fn client_id_param(attrs: &Attributes, name: &'static str) -> Result<Option<Stri
 
 pub(super) fn parse_auth(
     attrs: &Attributes,
-    secrets: &[(String, Zeroizing<String>)],
+    secrets: &[(String, SecretString)],
 ) -> Result<AuthMode, ParamError> {
     if attrs.bool(P_USE_POD_IDENTITY)? {
         return Err(ParamError::PodIdentityUnsupported);
@@ -189,7 +126,7 @@ pub(super) fn parse_auth(
             }
             Ok(AuthMode::ServicePrincipal {
                 client_id: id.to_owned(),
-                client_secret: ClientSecret(Zeroizing::new(secret.to_owned())),
+                client_secret: SecretString::from(secret),
             })
         }
     }
@@ -197,7 +134,7 @@ pub(super) fn parse_auth(
 
 /// The non-empty value of the one key of `secrets` equal to `name` ignoring ASCII case.
 fn find_secret<'a>(
-    secrets: &'a [(String, Zeroizing<String>)],
+    secrets: &'a [(String, SecretString)],
     name: &'static str,
 ) -> Result<Option<&'a str>, ParamError> {
     let mut found = None;
@@ -209,7 +146,7 @@ fn find_secret<'a>(
                     key: name.to_owned(),
                 });
             }
-            found = Some(value.as_str());
+            found = Some(value.expose_secret());
         }
     }
     Ok(found.filter(|v| !v.is_empty()))
@@ -219,14 +156,12 @@ fn find_secret<'a>(
 #[derive(serde::Deserialize)]
 struct TokenEntry {
     #[serde(default)]
-    token: Option<ServiceAccountToken>,
+    token: Option<SecretString>,
     #[serde(default, rename = "expirationTimestamp")]
     expiration: Option<String>,
 }
 
-fn workload_identity_token(
-    tokens: &str,
-) -> Result<(ServiceAccountToken, Option<String>), ParamError> {
+fn workload_identity_token(tokens: &str) -> Result<(SecretString, Option<String>), ParamError> {
     const WHAT: &str = "attribute csi.storage.k8s.io/serviceAccount.tokens";
     if tokens.is_empty() {
         return Err(ParamError::MissingWorkloadIdentityToken);
@@ -245,7 +180,7 @@ fn workload_identity_token(
         Some(TokenEntry {
             token: Some(token),
             expiration,
-        }) if !token.expose_secret().is_empty() => {
+        }) if !token.is_empty() => {
             let expiration = expiration
                 .map(|e| e.trim().to_owned())
                 .filter(|e| !e.is_empty() && e.len() <= MAX_ECHO_CHARS);

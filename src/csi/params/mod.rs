@@ -138,9 +138,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use zeroize::Zeroizing;
-
 use crate::azure::cloud::Cloud;
+use crate::secret::SecretString;
 
 use self::attributes::{Attributes, parse_string_map};
 use self::files::{parse_permission, parse_target_path};
@@ -148,7 +147,7 @@ use self::identity::parse_auth;
 
 pub use self::error::{ObjectLabel, ParamError, PathError};
 pub use self::files::RelativeFilePath;
-pub use self::identity::{AuthMode, ClientSecret, ServiceAccountToken};
+pub use self::identity::AuthMode;
 pub use self::objects::parse_objects;
 pub use self::spec::{
     ObjectEncoding, ObjectFile, ObjectFormat, ObjectKind, ObjectName, ObjectSpec,
@@ -298,7 +297,7 @@ pub fn parse_mount(
     target_path: &str,
 ) -> Result<MountParams, ParamError> {
     let attrs = Attributes::parse(attributes)?;
-    let secrets = parse_string_map::<Zeroizing<String>>("secrets", secrets)?;
+    let secrets = parse_string_map::<SecretString>("secrets", secrets)?;
     let default_mode = parse_permission(permission)?;
     let target_path = parse_target_path(target_path)?;
 

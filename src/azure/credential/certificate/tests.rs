@@ -35,7 +35,7 @@ async fn client_certificate_token_reads_a_secret() {
             tenant_id: tenant(&mock),
             client_id: CERT_CLIENT_ID.into(),
             pfx_path,
-            password: password.map(Secret::new),
+            password: password.map(SecretString::from),
         };
         let credential = build_for(&mock, &source);
         let dbg = format!("{credential:?}");
@@ -70,9 +70,13 @@ fn assertion_is_a_well_formed_rs256_jwt() {
     let dir = tempfile::tempdir().unwrap();
     let pfx_path = cert.write_pfx(dir.path(), std::slice::from_ref(&cert.der), "pw");
     let audience = "https://login.example/tenant-1/oauth2/v2.0/token";
-    let assertion =
-        CertificateAssertion::from_pfx(&pfx_path, Some(&Secret::new("pw")), "app-1", audience)
-            .unwrap();
+    let assertion = CertificateAssertion::from_pfx(
+        &pfx_path,
+        Some(&SecretString::from("pw")),
+        "app-1",
+        audience,
+    )
+    .unwrap();
     let dbg = format!("{assertion:?}");
     assert!(dbg.contains("key: [redacted]"), "{dbg}");
 
@@ -134,7 +138,7 @@ fn cert_source(pfx_path: PathBuf, password: Option<&str>) -> CredentialSource {
         tenant_id: "72f988bf-86f1-41af-91ab-2d7cd011db47".into(),
         client_id: CERT_CLIENT_ID.into(),
         pfx_path,
-        password: password.map(|p| Secret::new(p.to_owned())),
+        password: password.map(SecretString::from),
     }
 }
 

@@ -1,9 +1,7 @@
 //! Tests of identity selection and of the redaction of its secrets.
 
 use std::collections::BTreeMap;
-use zeroize::Zeroizing;
 
-use super::ClientSecret;
 use crate::csi::params::fixtures::{
     CLIENT, DB, SA_TOKEN, SP_SECRET, json, mount_with, objects_yaml, tokens_json, wi_attributes,
 };
@@ -211,7 +209,9 @@ fn debug_is_redacted() {
     assert!(!debug.contains("c2EtdG9rZW4"), "{debug}");
     assert!(debug.contains("[redacted]"), "{debug}");
     assert!(debug.contains("kv-prod"));
-    let secret = ClientSecret(Zeroizing::new(SP_SECRET.to_owned()));
-    assert_eq!(format!("{secret:?}"), "ClientSecret([redacted])");
-    assert_eq!(format!("{:#?}", secret), "ClientSecret([redacted])");
+    // The client secret is a `SecretString` (the `ClientSecret` newtype is gone): its
+    // `Debug` is the fixed text, also in the alternate form.
+    let secret = crate::secret::SecretString::from(SP_SECRET);
+    assert_eq!(format!("{secret:?}"), "[redacted]");
+    assert_eq!(format!("{:#?}", secret), "[redacted]");
 }
