@@ -330,7 +330,12 @@ impl Fetcher {
                 };
                 let result = read(&clients, &limit, deadline, kind, &name, &lookup).await;
                 let label = result.as_ref().map_or_else(KvError::label, |_| "ok");
-                metrics.keyvault(operation, label, started.elapsed());
+                let object_type = match kind {
+                    ObjectKind::Secret => "secret",
+                    ObjectKind::Cert => "cert",
+                    ObjectKind::Key => "key",
+                };
+                metrics.keyvault_object(operation, object_type, &name, label, started.elapsed());
                 let (fetched, ttl) = match result {
                     Ok(f) => (f, ttl),
                     Err(KvError::NotFound(_)) => (Fetched::Missing, latest_ttl),

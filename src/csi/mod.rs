@@ -32,7 +32,8 @@ use crate::csi::content::ProviderOptions;
 use crate::csi::fetch::{FetchConfig, Fetcher};
 use crate::csi::identity::Identities;
 use crate::csi::service::{CsiService, MountConfig, Provider, VaultUrls};
-use crate::observability::metrics::{MountMetrics, ServerMetrics};
+use crate::observability::go_metrics::GoCsiMetrics;
+use crate::observability::metrics::{GoCompat, MountMetrics, ServerMetrics};
 use crate::proto::csi_v1alpha1 as pb;
 use crate::server::process::{self, Served, Shell, ShellError, StopSignal};
 use crate::socket::{self, SocketAddress};
@@ -116,8 +117,9 @@ pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>,
         args.authority_host.clone(),
     )
     .map_err(|e| CsiStartError::Config(e.to_string()))?;
+    let go_metrics = GoCsiMetrics::register(registry);
     let csi_registry = registry.sub_registry_with_prefix("akv_bridge_csi");
-    let metrics = ServerMetrics::register(csi_registry);
+    let metrics = ServerMetrics::register(csi_registry).with_go(GoCompat::Csi(go_metrics));
     let mounts = MountMetrics::register(csi_registry);
     let fetcher = Fetcher::new(
         http,

@@ -516,7 +516,7 @@ fn audit(
     started: Instant,
     result: &Result<(pb::MountResponse, MountSummary), MountError>,
 ) {
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency_ms = crate::observability::logging::millis(started.elapsed());
     let pod = format!(
         "{}/{}",
         params.pod.namespace.as_deref().unwrap_or("-"),

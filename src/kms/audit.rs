@@ -179,7 +179,7 @@ impl AuditLog {
 /// printable ([`loggable_uid`]).
 fn format_line(out: &mut Vec<u8>, r: &Record, json: bool, now: SystemTime) {
     // Milliseconds with three decimals: sub-millisecond calls stay visible, no float noise.
-    let latency_ms = (r.latency.as_secs_f64() * 1e6).round() / 1e3;
+    let latency_ms = crate::observability::logging::millis(r.latency);
     let timestamp = humantime::format_rfc3339_micros(now);
     let uid = loggable_uid(&r.uid);
     let key_id = r.key_id.as_deref().unwrap_or("");

@@ -26,7 +26,8 @@ use crate::cli::KmsArgs;
 use crate::kms::cache::DecryptCache;
 use crate::kms::keyring::KeyRing;
 use crate::kms::service::{Kms, ServiceConfig, V1, V2};
-use crate::observability::metrics::{KeyMetrics, ServerMetrics};
+use crate::observability::go_metrics::GoKmsMetrics;
+use crate::observability::metrics::{GoCompat, KeyMetrics, ServerMetrics};
 use crate::proto::{kms_v1beta1, kms_v2};
 use crate::server::process::{self, Served, Shell, ShellError, StopSignal};
 use crate::socket::{self, SocketAddress};
@@ -150,9 +151,10 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
     let key = KeyRef::new(&vault_url, &args.key_name);
     let kv = KeyVault::new(key, credential, vault_options, &policy)?;
 
+    let go_metrics = GoKmsMetrics::register(registry);
     let kms_registry = registry.sub_registry_with_prefix("akv_bridge_kms");
     let key_metrics = KeyMetrics::register(kms_registry);
-    let server_metrics = ServerMetrics::register(kms_registry);
+    let server_metrics = ServerMetrics::register(kms_registry).with_go(GoCompat::Kms(go_metrics));
     let ring = Arc::new(KeyRing::new(
         kv,
         pinned,

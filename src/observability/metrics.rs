@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::go_metrics::{GoCsiMetrics, GoKmsMetrics};
+
 /// Labels of an RPC.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
@@ -18,6 +20,13 @@ pub struct RpcLabels {
     pub method: &'static str,
     /// gRPC status code name, e.g. `OK`, `INVALID_ARGUMENT`.
     pub code: &'static str,
+}
+
+/// Labels naming a gRPC method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// gRPC method, e.g. `v2.Decrypt`.
+    pub method: &'static str,
 }
 
 /// Labels naming a method or operation.
@@ -61,7 +70,7 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug, Clone)]
 pub struct ServerMetrics {
     rpc_total: Family<RpcLabels, Counter>,
-    rpc_seconds: Family<OperationLabels, Histogram>,
+    rpc_seconds: Family<MethodLabels, Histogram>,
     keyvault_total: Family<KeyVaultLabels, Counter>,
     keyvault_seconds: Family<OperationLabels, Histogram>,
     cache_total: Family<CacheLabels, Counter>,
@@ -71,6 +80,17 @@ pub struct ServerMetrics {
     pub healthy: Gauge,
     /// The socket server's connections and in-flight budget.
     pub connections: ConnectionMetrics,
+    /// The Go original's metrics, recorded beside ours.
+    go: Option<GoCompat>,
+}
+
+/// The Go original whose metrics a server also exports (see [`super::go_metrics`]).
+#[derive(Debug, Clone)]
+pub enum GoCompat {
+    /// Azure/kubernetes-kms's `kms_request`.
+    Kms(GoKmsMetrics),
+    /// provider-azure's `grpc_request` and `keyvault_request`.
+    Csi(GoCsiMetrics),
 }
 
 impl ServerMetrics {
@@ -85,6 +105,7 @@ impl ServerMetrics {
             cache_entries: Gauge::default(),
             healthy: Gauge::default(),
             connections: ConnectionMetrics::register(registry),
+            go: None,
         };
         registry.register(
             "rpc_requests",
@@ -133,8 +154,36 @@ impl ServerMetrics {
             })
             .inc();
         self.rpc_seconds
-            .get_or_create(&OperationLabels { operation: method })
+            .get_or_create(&MethodLabels { method })
             .observe(elapsed.as_secs_f64());
+        match &self.go {
+            Some(GoCompat::Kms(go)) => go.rpc(method, code, elapsed),
+            Some(GoCompat::Csi(go)) => go.rpc(method, code, elapsed),
+            None => {}
+        }
+    }
+
+    /// Also records the Go original's metrics (`go` registered at the registry's root).
+    pub fn with_go(mut self, go: GoCompat) -> Self {
+        self.go = Some(go);
+        self
+    }
+
+    /// Records one Key Vault read of a CSI object: [`Self::keyvault`], and provider-azure's
+    /// `keyvault_request` for `object_type` (`secret`, `key`, `cert`) and `object_name`.
+    pub fn keyvault_object(
+        &self,
+        operation: &'static str,
+        object_type: &'static str,
+        object_name: &str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        self.keyvault(operation, outcome, elapsed);
+        if let Some(GoCompat::Csi(go)) = &self.go {
+            let error = if outcome == "ok" { "" } else { outcome };
+            go.keyvault(object_type, object_name, error, elapsed);
+        }
     }
 
     /// Records one Key Vault operation.

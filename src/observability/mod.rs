@@ -1,5 +1,6 @@
 //! Metrics, health endpoints and logging.
 
+pub mod go_metrics;
 pub mod http;
 pub mod logging;
 pub mod metrics;

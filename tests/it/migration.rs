@@ -119,9 +119,10 @@ async fn the_go_static_pod_runs_unchanged_and_kubelet_and_kube_apiserver_are_ser
         "AKV_BRIDGE_CONFIG_FILE_PATH",
         azure_json.display().to_string(),
     ));
+    let metrics_port = free_port();
     env.push((
         "AKV_BRIDGE_METRICS_ADDR",
-        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{metrics_port}"),
     ));
     let log = dir.path().join("kms.log");
     let mut child = spawn(&go_static_pod_args(&socket, &version), &env, &log);
@@ -178,6 +179,41 @@ async fn the_go_static_pod_runs_unchanged_and_kubelet_and_kube_apiserver_are_ser
         .into_inner();
     assert_eq!(plain.plaintext, seed);
     assert!(child.try_wait().unwrap().is_none(), "the plugin exited");
+
+    // The Go plugin's metric, as its dashboards query it, beside ours.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (operation, status) in [
+        ("grpc_status", "success"),
+        ("grpc_encrypt", "success"),
+        ("encrypt", "success"),
+        ("grpc_decrypt", "success"),
+        ("decrypt", "success"),
+    ] {
+        let want = format!(
+            r#"kms_request_count{{operation="{operation}",otel_scope_name="keyvaultkms",otel_scope_version="",status="{status}"}}"#
+        );
+        assert!(metrics.contains(&want), "no {want} in:\n{metrics}");
+    }
+    assert!(
+        metrics.contains("akv_bridge_kms_rpc_requests_total{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"akv_bridge_kms_rpc_duration_seconds_count{method="v2.Encrypt"}"#),
+        "{metrics}"
+    );
+    // `--log-format-json=false` to a file: plain text, no terminal colour codes.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("KMS plugin configured"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escape codes in a log file:\n{text}"
+    );
 }
 
 #[tokio::test]
@@ -267,7 +303,8 @@ async fn the_go_daemonset_runs_unchanged_and_kubelet_and_the_driver_are_served()
     let socket = dir.path().join("azure.sock");
     let mut env = mock_env(&mock);
     // Its metrics default (:8898) is moved off a fixed port.
-    env.push(("AKV_BRIDGE_PROMETHEUS_PORT", free_port().to_string()));
+    let metrics_port = free_port();
+    env.push(("AKV_BRIDGE_PROMETHEUS_PORT", metrics_port.to_string()));
     let log = dir.path().join("csi.log");
     let mut child = spawn(&go_daemonset_args(&socket), &env, &log);
     wait_for_child_socket(&socket, &mut child).await;
@@ -293,4 +330,19 @@ async fn the_go_daemonset_runs_unchanged_and_kubelet_and_the_driver_are_served()
         .into_inner();
     assert_eq!(version.runtime_name, "akv-bridge");
     assert!(child.try_wait().unwrap().is_none(), "the provider exited");
+
+    // The Go provider's metric, beside ours.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let want = r#"grpc_request_count{grpc_code="OK",grpc_message="",grpc_method="/v1alpha1.CSIDriverProvider/Version",os_type="linux",provider="azure",service_name="csi-secrets-store-provider-azure"}"#;
+    assert!(metrics.contains(want), "no {want} in:\n{metrics}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI escape codes in a log file:\n{text}"
+    );
 }
