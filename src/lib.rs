@@ -16,7 +16,11 @@
 //! - [`azure::upstream`]: one classification of Key Vault and Entra failures (rejected
 //!   credential, outage, throttling, unverifiable certificate) and the per-try policy that
 //!   gives up when a `Retry-After` is beyond the deadline.
-//! - [`kms::keyring`]: the current key version, rotation polling and health.
+//! - [`kms::backend`]: the seam in front of Key Vault, [`kms::backend::KeyBackend`] (get,
+//!   list, encrypt, decrypt), implemented by the Key Vault client and, in unit tests, by an
+//!   in-memory fake.
+//! - [`kms::keyring`]: the current key version (chosen by a pure rule, `keyring::choice`),
+//!   rotation polling and health.
 //! - [`cache`]: the bounded cache with request coalescing both servers use;
 //!   [`kms::cache`] is the decrypt cache built on it.
 //! - [`kms::service`]: the gRPC services (v2, v1beta1) and the error-to-status mapping.

@@ -3,6 +3,7 @@
 //! whole process, with the key ring's maintainer resolving the key in the background.
 
 pub mod audit;
+pub mod backend;
 pub mod cache;
 pub mod envelope;
 pub mod keyring;
@@ -156,7 +157,7 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
     let key_metrics = KeyMetrics::register(kms_registry);
     let server_metrics = ServerMetrics::register(kms_registry).with_go(GoCompat::Kms(go_metrics));
     let ring = Arc::new(KeyRing::new(
-        kv,
+        Arc::new(kv),
         pinned,
         args.remote_encrypt,
         key_metrics.clone(),

@@ -208,7 +208,7 @@ impl Kms {
                 let started = Instant::now();
                 let result = self
                     .ring
-                    .keyvault()
+                    .backend()
                     .encrypt(&current.version, algorithm, plaintext)
                     .await;
                 let outcome = result.as_ref().map_or_else(KvError::label, |_| "ok");
@@ -251,7 +251,7 @@ impl Kms {
             Ok(raw) => raw,
             Err(e) => return (Err(e.into()), Outcome::Miss),
         };
-        let kv = self.ring.keyvault().clone();
+        let kv = Arc::clone(self.ring.backend());
         let version = version.clone();
         let metrics = self.metrics.clone();
         let ring = Arc::clone(&self.ring);
@@ -420,7 +420,7 @@ impl Kms {
             Err(e) => return (Err(e.into()), Outcome::Miss),
         };
         let started = Instant::now();
-        let result = self.ring.keyvault().decrypt(version, algorithm, &raw).await;
+        let result = self.ring.backend().decrypt(version, algorithm, &raw).await;
         let label = result.as_ref().map_or_else(KvError::label, |_| "ok");
         self.metrics.keyvault("decrypt", label, started.elapsed());
         self.ring.record(&result);
@@ -591,3 +591,6 @@ impl v1::key_management_service_server::KeyManagementService for V1 {
         kms.observe("v1beta1.Decrypt", started, result)
     }
 }
+
+#[cfg(test)]
+mod tests;

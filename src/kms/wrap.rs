@@ -85,39 +85,12 @@ impl PublicWrapKey {
 
 #[cfg(test)]
 mod tests {
-    use aws_lc_rs::encoding::AsDer as _;
     use aws_lc_rs::rsa::{
         KeySize, OaepPrivateDecryptingKey, Pkcs1PrivateDecryptingKey, PrivateDecryptingKey,
     };
 
     use super::*;
-
-    /// The modulus and exponent of a public key, read from its SubjectPublicKeyInfo DER the
-    /// long way (the JWK carries them bare).
-    fn components(key: &PrivateDecryptingKey) -> RsaPublic {
-        let spki = key.public_key().as_der().unwrap();
-        let der = spki.as_ref();
-        // SPKI: SEQUENCE { AlgorithmIdentifier, BIT STRING { 0x00, RSAPublicKey } }.
-        let (_, spki_body) = read_tlv(der, 0x30);
-        let (rest, _) = read_tlv(spki_body, 0x30);
-        let (_, bits) = read_tlv(rest, 0x03);
-        let (_, rsa_key) = read_tlv(&bits[1..], 0x30);
-        let (rest, n) = read_tlv(rsa_key, 0x02);
-        let (_, e) = read_tlv(rest, 0x02);
-        RsaPublic::new(n, e).unwrap()
-    }
-
-    /// Reads one DER TLV with `tag`; returns (what follows, contents).
-    fn read_tlv(input: &[u8], tag: u8) -> (&[u8], &[u8]) {
-        assert_eq!(input[0], tag);
-        let (len, header) = match input[1] {
-            l if l < 0x80 => (l as usize, 2),
-            0x81 => (input[2] as usize, 3),
-            0x82 => ((input[2] as usize) << 8 | input[3] as usize, 4),
-            other => panic!("length form {other:#x}"),
-        };
-        (&input[header + len..], &input[header..header + len])
-    }
+    use crate::kms::backend::fake::rsa_public as components;
 
     #[test]
     fn local_wraps_open_with_the_private_key_for_both_algorithms() {

@@ -13,7 +13,8 @@
 //!   skipped with a warning and the `newest_version_usable` metric at 0. The choice moves
 //!   only when the set of usable versions changes (a new usable version, or the current
 //!   one disabled or expired); a failed poll never moves it, so the key id does not
-//!   oscillate.
+//!   oscillate. The rule is decided without I/O in `choice`; the ring makes the calls it
+//!   asks for, through the [`KeyBackend`] seam.
 //! - **Status `healthz`** says whether kube-apiserver can be served now: a version to wrap
 //!   with is known, the round trip through Key Vault (the self-test: a wrap as Encrypt
 //!   makes it, unwrapped by Key Vault; run again for each new version) has not failed,
@@ -36,10 +37,15 @@ use std::time::{Duration, Instant};
 use rand::{Rng as _, RngCore as _};
 
 use crate::azure::key::{KeyRef, KeyVersion};
-use crate::azure::keyvault::{KeyInfo, KeyVault, KvError, unix_now};
+use crate::azure::keyvault::{KvError, unix_now};
+use crate::kms::backend::KeyBackend;
 use crate::kms::envelope::WRAP_ALGORITHM;
 use crate::kms::wrap::PublicWrapKey;
 use crate::observability::metrics::KeyMetrics;
+
+mod choice;
+
+use choice::{Choice, Pick, Step};
 
 /// The version new seeds are wrapped with.
 #[derive(Debug)]
@@ -58,8 +64,6 @@ pub struct Current {
 pub const RECOVERY: Duration = Duration::from_secs(30);
 /// How often an unknown key id may trigger a listing of versions.
 const LIST_COOLDOWN: Duration = Duration::from_secs(30);
-/// Versions read one by one when the newest is unusable, newest first.
-const MAX_FALLBACK_READS: usize = 16;
 /// First retry delay of an unsettled ring.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 /// Longest retry delay of an unsettled ring.
@@ -131,7 +135,7 @@ struct State {
 /// The key ring.
 #[derive(Debug)]
 pub struct KeyRing {
-    kv: KeyVault,
+    kv: Arc<dyn KeyBackend>,
     pinned: Option<KeyVersion>,
     remote_encrypt: bool,
     state: RwLock<State>,
@@ -140,51 +144,11 @@ pub struct KeyRing {
     metrics: KeyMetrics,
 }
 
-/// What the ring decided about a version.
-enum Pick {
-    /// Wrap with this one; the newest was skipped for the reason given, if it was.
-    Use {
-        info: Box<KeyInfo>,
-        public: Option<Arc<PublicWrapKey>>,
-        skipped: Option<(KeyVersion, String)>,
-    },
-    /// No version can wrap, for this reason.
-    NoneUsable(String),
-}
-
-/// Whether a version can wrap seeds now, and its public key when local wrapping needs it.
-fn usable(
-    info: &KeyInfo,
-    now: i64,
-    need_public: bool,
-) -> Result<Option<Arc<PublicWrapKey>>, String> {
-    if let Some(problem) = info.wrap_problem(now) {
-        return Err(problem);
-    }
-    match &info.rsa {
-        Some(rsa) => PublicWrapKey::new(rsa)
-            .map(|k| Some(Arc::new(k)))
-            .map_err(|e| e.to_string()),
-        None if need_public => Err("Key Vault returned no RSA public key for it".into()),
-        None => Ok(None),
-    }
-}
-
-/// The order in which versions are tried when the newest is unusable: usable by their
-/// attributes, newest first by creation time (then by version, so the order is total).
-fn fallback_order(mut versions: Vec<KeyInfo>, newest: &KeyVersion, now: i64) -> Vec<KeyVersion> {
-    versions.retain(|v| &v.version != newest && v.unusable_reason(now).is_none());
-    versions.sort_by(|a, b| {
-        (b.created.unwrap_or(0), &b.version).cmp(&(a.created.unwrap_or(0), &a.version))
-    });
-    versions.into_iter().map(|v| v.version).collect()
-}
-
 impl KeyRing {
     /// A key ring for `kv`'s key, following the newest usable version unless `pinned`.
     /// With `remote_encrypt`, every wrap is a Key Vault `encrypt` call.
     pub fn new(
-        kv: KeyVault,
+        kv: Arc<dyn KeyBackend>,
         pinned: Option<KeyVersion>,
         remote_encrypt: bool,
         metrics: KeyMetrics,
@@ -242,8 +206,8 @@ impl KeyRing {
         self.kv.key()
     }
 
-    /// The Key Vault client.
-    pub fn keyvault(&self) -> &KeyVault {
+    /// The Key Vault client (behind the [`KeyBackend`] seam).
+    pub fn backend(&self) -> &Arc<dyn KeyBackend> {
         &self.kv
     }
 
@@ -495,61 +459,22 @@ impl KeyRing {
         }
     }
 
-    /// Decides which version wraps: the pinned one, or the newest usable one.
+    /// Decides which version wraps: the pinned one, or the newest usable one (the rule is
+    /// [`choice`]'s; this makes the Key Vault calls it asks for).
     async fn pick(&self) -> Result<Pick, KvError> {
-        let now = unix_now();
-        let need_public = !self.remote_encrypt;
-        if let Some(pinned) = &self.pinned {
-            let info = self.kv.get(Some(pinned)).await?;
-            return Ok(match usable(&info, now, need_public) {
-                Ok(public) => Pick::Use {
-                    info: Box::new(info),
-                    public,
-                    skipped: None,
+        let mut choice = Choice::new(self.pinned.clone(), unix_now(), !self.remote_encrypt);
+        let mut step = choice.start();
+        loop {
+            step = match step {
+                Step::Read(version) => choice.read(self.kv.get(version.as_ref()).await?),
+                Step::List => match self.kv.list_versions().await {
+                    Ok(versions) => choice.listed(versions),
+                    Err(KvError::PermissionDenied(p)) => choice.list_denied(p),
+                    Err(e) => return Err(e),
                 },
-                Err(reason) => {
-                    Pick::NoneUsable(format!("pinned key version {pinned} cannot wrap: {reason}"))
-                }
-            });
+                Step::Done(pick) => return Ok(pick),
+            };
         }
-        let newest = self.kv.get(None).await?;
-        let newest_reason = match usable(&newest, now, need_public) {
-            Ok(public) => {
-                return Ok(Pick::Use {
-                    info: Box::new(newest),
-                    public,
-                    skipped: None,
-                });
-            }
-            Err(reason) => reason,
-        };
-        let versions = match self.kv.list_versions().await {
-            Ok(v) => v,
-            Err(KvError::PermissionDenied(p)) => {
-                return Ok(Pick::NoneUsable(format!(
-                    "the newest key version {} cannot wrap ({newest_reason}), and finding an older one needs the {p} permission",
-                    newest.version
-                )));
-            }
-            Err(e) => return Err(e),
-        };
-        for version in fallback_order(versions, &newest.version, now)
-            .into_iter()
-            .take(MAX_FALLBACK_READS)
-        {
-            let info = self.kv.get(Some(&version)).await?;
-            if let Ok(public) = usable(&info, now, need_public) {
-                return Ok(Pick::Use {
-                    info: Box::new(info),
-                    public,
-                    skipped: Some((newest.version, newest_reason)),
-                });
-            }
-        }
-        Ok(Pick::NoneUsable(format!(
-            "no version of the key can wrap: the newest ({}) {newest_reason}, and no older version is enabled, valid and RSA",
-            newest.version
-        )))
     }
 
     /// Reads the key and applies what it says. `Err` only when Key Vault could not answer.
@@ -735,86 +660,4 @@ impl KeyRing {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::azure::keyvault::RsaPublic;
-
-    fn info(version: &str, created: i64) -> KeyInfo {
-        KeyInfo {
-            version: KeyVersion::parse(version).unwrap(),
-            enabled: true,
-            not_before: None,
-            expires: None,
-            created: Some(created),
-            kty: Some("RSA".into()),
-            key_ops: vec![],
-            rsa: None,
-        }
-    }
-
-    #[test]
-    fn fallback_tries_usable_versions_newest_first_and_never_the_newest_again() {
-        let disabled = KeyInfo {
-            enabled: false,
-            ..info("d", 50)
-        };
-        let expired = KeyInfo {
-            expires: Some(10),
-            ..info("x", 60)
-        };
-        let order = fallback_order(
-            vec![
-                info("a", 10),
-                info("newest", 90),
-                disabled,
-                info("c", 30),
-                expired,
-                info("b", 30),
-            ],
-            &KeyVersion::parse("newest").unwrap(),
-            100,
-        );
-        let names: Vec<&str> = order.iter().map(KeyVersion::as_str).collect();
-        assert_eq!(
-            names,
-            ["c", "b", "a"],
-            "creation time, then version, newest first"
-        );
-    }
-
-    #[test]
-    fn usable_needs_a_public_key_only_for_local_wrapping() {
-        let no_key = info("a", 1);
-        assert!(usable(&no_key, 2, true).unwrap_err().contains("public key"));
-        assert!(usable(&no_key, 2, false).unwrap().is_none());
-        let ec = KeyInfo {
-            kty: Some("EC".into()),
-            ..info("a", 1)
-        };
-        assert!(usable(&ec, 2, false).unwrap_err().contains("EC"));
-        let small = KeyInfo {
-            rsa: RsaPublic::new(&[0xc1; 128], &[1, 0, 1]),
-            ..info("a", 1)
-        };
-        assert!(usable(&small, 2, true).unwrap_err().contains("1024 bits"));
-    }
-
-    #[test]
-    fn reachability_turns_healthy_only_after_a_quiet_period() {
-        let mut r = Reachability {
-            status: Err("not yet".into()),
-            last_failure: None,
-        };
-        assert!(r.success(), "first contact heals at once");
-        assert!(r.failure("down".into()));
-        assert!(!r.failure("down again".into()), "one transition per period");
-        assert!(
-            !r.success(),
-            "a success right after a failure does not heal"
-        );
-        assert!(r.status.is_err());
-        r.last_failure = Instant::now().checked_sub(RECOVERY);
-        assert!(r.success());
-        assert!(r.status.is_ok());
-    }
-}
+mod tests;
