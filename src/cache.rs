@@ -203,11 +203,6 @@ where
         }
     }
 
-    /// Stores a value obtained another way (a seed the plugin wrapped itself).
-    pub fn put(&self, key: K, fresh: Fresh<V>) {
-        self.insert(key, fresh);
-    }
-
     /// Answers from the cache, joins a fetch in flight, or starts `fetch` as its own task.
     pub async fn get_or_fetch<F, Fut>(self: &Arc<Self>, key: K, fetch: F) -> (Result<V, E>, Outcome)
     where

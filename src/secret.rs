@@ -120,16 +120,6 @@ impl SecretBytes {
     pub fn expose_secret(&self) -> &[u8] {
         &self.0
     }
-
-    /// The secret's length in bytes.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether the secret is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl From<Vec<u8>> for SecretBytes {
@@ -232,8 +222,11 @@ mod tests {
         assert_eq!(holder.secret.len(), VALUE.len());
         assert!(!holder.secret.is_empty() && SecretString::default().is_empty());
         assert_eq!(holder.bytes.expose_secret(), VALUE.as_bytes());
-        assert_eq!(holder.bytes.len(), VALUE.len());
-        assert!(!holder.bytes.is_empty() && SecretBytes::default().is_empty());
+        assert_eq!(holder.bytes.expose_secret().len(), VALUE.len());
+        assert!(
+            !holder.bytes.expose_secret().is_empty()
+                && SecretBytes::default().expose_secret().is_empty()
+        );
         assert_eq!(
             SecretBytes::from(Zeroizing::new(vec![7])).expose_secret(),
             &[7]
@@ -251,7 +244,7 @@ mod tests {
         let mut original = SecretBytes::from(VALUE.as_bytes().to_vec());
         let copy = original.clone();
         original.zeroize();
-        assert!(original.is_empty());
+        assert!(original.expose_secret().is_empty());
         assert_eq!(copy.expose_secret(), VALUE.as_bytes());
     }
 
@@ -263,7 +256,7 @@ mod tests {
         assert_eq!(format!("{secret:?}"), "\"\"");
         let mut bytes = SecretBytes::from(vec![9; 32]);
         bytes.zeroize();
-        assert!(bytes.is_empty());
+        assert!(bytes.expose_secret().is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let at = usize::from(split).min(rest.len());
     let (server, client) = rest.split_at(at);
-    let mut layer = akv_bridge::authority::AuthorityRewrite::new(tokio::io::empty(), true);
+    let mut layer = akv_bridge::fuzzing::AuthorityRewrite::new(tokio::io::empty(), true);
     layer.feed_server(server);
     let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     input.extend_from_slice(client);

@@ -6,11 +6,11 @@
 
 #![no_main]
 
-use akv_bridge::csi::content::{
-    self, CertValue, KeyValue, ObjectEncoding, ObjectFormat, ObjectOptions, PEM_CONTENT_TYPE,
-    PFX_CONTENT_TYPE, ProviderOptions, SecretValue, VaultObject,
+use akv_bridge::fuzzing::SecretString;
+use akv_bridge::fuzzing::csi_content::{
+    self as content, CertValue, KeyValue, ObjectEncoding, ObjectFormat, ObjectOptions,
+    PEM_CONTENT_TYPE, PFX_CONTENT_TYPE, ProviderOptions, SecretValue, VaultObject,
 };
-use akv_bridge::secret::SecretString;
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 

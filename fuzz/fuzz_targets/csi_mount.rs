@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use akv_bridge::csi::params;
+use akv_bridge::fuzzing::csi_params as params;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use akv_bridge::kms::envelope;
+use akv_bridge::fuzzing::kms_envelope as envelope;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

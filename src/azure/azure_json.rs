@@ -3,7 +3,7 @@
 //!
 //! Pure: [`AzureJson::load`] reads one file, nothing else touches the file system or the
 //! process environment. Workload identity settings come from the caller as a
-//! [`WorkloadIdentityEnv`] (see [`WorkloadIdentityEnv::from_vars`]).
+//! [`WorkloadIdentityEnv`] (the `AZURE_…` variables, read by the flags).
 //!
 //! Only the fields Azure/kubernetes-kms reads are kept: `cloud`, `tenantId`, `aadClientId`,
 //! `aadClientSecret`, `useManagedIdentityExtension`, `userAssignedIdentityID`,
@@ -23,9 +23,6 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use crate::secret::SecretString;
-
-/// Where Azure/kubernetes-kms reads `azure.json` by default.
-pub const DEFAULT_PATH: &str = "/etc/kubernetes/azure.json";
 
 /// Largest `azure.json` accepted (real files are a few KiB).
 pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
@@ -135,6 +132,7 @@ pub struct AzureJson {
 
 impl AzureJson {
     /// Parses `azure.json` content. Errors name the content `azure.json`.
+    #[cfg(test)]
     pub fn from_slice(bytes: &[u8]) -> Result<Self, ConfigError> {
         Self::parse(bytes, "azure.json")
     }
@@ -338,6 +336,7 @@ pub struct WorkloadIdentityEnv {
 
 impl WorkloadIdentityEnv {
     /// The variable naming the projected service-account token file.
+    #[cfg(test)]
     pub const TOKEN_FILE_VAR: &'static str = "AZURE_FEDERATED_TOKEN_FILE";
     /// The variable holding the client id.
     pub const CLIENT_ID_VAR: &'static str = "AZURE_CLIENT_ID";
@@ -347,6 +346,7 @@ impl WorkloadIdentityEnv {
     /// Builds the settings from an environment lookup (for example
     /// `|name| std::env::var(name).ok()`). `None` when `AZURE_FEDERATED_TOKEN_FILE` is unset
     /// or empty, i.e. workload identity is not in use. Empty ids count as unset.
+    #[cfg(test)]
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Option<Self> {
         let token_file = lookup(Self::TOKEN_FILE_VAR).filter(|f| !f.is_empty())?;
         Some(Self {
@@ -401,6 +401,7 @@ pub enum CredentialSource {
 impl CredentialSource {
     /// A short stable name for metrics and logs: `client_secret`, `client_certificate`,
     /// `managed_identity` or `workload_identity`.
+    #[cfg(test)]
     pub const fn kind(&self) -> &'static str {
         match self {
             Self::ClientSecret { .. } => "client_secret",

@@ -41,6 +41,8 @@ pub enum CloudError {
 
 /// An Azure cloud environment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+// The variants are the clouds' own names (`AzurePublicCloud`, ...), as azure.json spells them.
+#[allow(clippy::enum_variant_names)]
 pub enum Cloud {
     /// The public Azure cloud (`AzurePublicCloud`, also `AzureCloud`).
     #[default]

@@ -12,12 +12,12 @@
 //! - [`service`]: the gRPC service (`Version`, `Mount`) and its error mapping.
 //! - here: `prepare`, `serve`, `run`.
 
-pub mod content;
-pub mod fetch;
-pub mod identity;
-pub mod params;
+pub(crate) mod content;
+pub(crate) mod fetch;
+pub(crate) mod identity;
+pub(crate) mod params;
 pub mod probe;
-pub mod service;
+pub(crate) mod service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

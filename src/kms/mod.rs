@@ -2,12 +2,12 @@
 //! depends on Key Vault), `serve` answers kube-apiserver on a Unix socket, `run` is the
 //! whole process, with the key ring's maintainer resolving the key in the background.
 
-pub mod audit;
-pub mod backend;
-pub mod cache;
+pub(crate) mod audit;
+pub(crate) mod backend;
+pub(crate) mod cache;
 pub mod envelope;
-pub mod keyring;
-pub mod service;
+pub(crate) mod keyring;
+pub(crate) mod service;
 pub mod wrap;
 
 use std::net::SocketAddr;

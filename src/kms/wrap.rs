@@ -10,7 +10,7 @@ use aws_lc_rs::rsa::{
     PublicKeyComponents,
 };
 
-use crate::azure::keyvault::RsaPublic;
+pub use crate::azure::keyvault::RsaPublic;
 use crate::kms::envelope::{V1_ALGORITHM, WRAP_ALGORITHM};
 
 /// Why a public key cannot wrap.

@@ -1,6 +1,6 @@
 //! Metrics, health endpoints and logging.
 
-pub mod go_metrics;
-pub mod http;
+pub(crate) mod go_metrics;
+pub(crate) mod http;
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;

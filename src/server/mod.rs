@@ -36,8 +36,8 @@
 //! the handler finds its [`budget::Charge`] in the request's extensions, to reserve its
 //! response before building it.
 
-pub mod budget;
-pub mod liveness;
+pub(crate) mod budget;
+pub(crate) mod liveness;
 pub mod process;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};

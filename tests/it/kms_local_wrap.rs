@@ -182,9 +182,9 @@ fn openssl(args: &[&str]) -> Vec<u8> {
 /// PKCS#1 v1.5 for RSA1_5.
 #[test]
 fn openssl_decrypts_the_local_wrap_with_rsa_oaep_256_and_rsa1_5() {
-    use akv_bridge::azure::keyvault::RsaPublic;
     use akv_bridge::kms::envelope::{V1_ALGORITHM, WRAP_ALGORITHM};
     use akv_bridge::kms::wrap::PublicWrapKey;
+    use akv_bridge::kms::wrap::RsaPublic;
 
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key.pem");

@@ -9,7 +9,7 @@
 //!
 //! Layout: this file holds [`build`] (every [`CredentialSource`]), the errors and the Entra
 //! authority; `certificate.rs` the client-certificate assertion (PFX reading, RS256 JWT);
-//! `federated.rs` [`FederatedToken`] and [`federated`], a workload identity whose token
+//! `federated.rs` [`FederatedToken`] and [`federated()`], a workload identity whose token
 //! arrives in memory; `renewable.rs` [`Renewable`], the credential rebuilt when Key Vault
 //! rejects its token, and its pipeline policy. Tests sit beside each module
 //! (`<module>/tests.rs`), on `fixtures.rs` (a test certificate and mock-vault).
@@ -34,7 +34,7 @@ mod renewable;
 
 use certificate::CertificateAssertion;
 pub use federated::{FederatedToken, federated};
-pub use renewable::{CredentialBuilder, RENEW_INTERVAL, Renewable};
+pub use renewable::Renewable;
 
 /// Errors building a credential. No variant carries a secret, a password or key material.
 #[derive(Debug, thiserror::Error)]

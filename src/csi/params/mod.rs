@@ -145,13 +145,15 @@ use self::attributes::{Attributes, parse_string_map};
 use self::files::{parse_permission, parse_target_path};
 use self::identity::parse_auth;
 
-pub use self::error::{ObjectLabel, ParamError, PathError};
+pub use self::error::ParamError;
+#[cfg(test)]
+pub use self::error::PathError;
 pub use self::files::RelativeFilePath;
 pub use self::identity::AuthMode;
 pub use self::objects::parse_objects;
-pub use self::spec::{
-    ObjectEncoding, ObjectFile, ObjectFormat, ObjectKind, ObjectName, ObjectSpec,
-};
+#[cfg(test)]
+pub use self::spec::ObjectFile;
+pub use self::spec::{ObjectEncoding, ObjectFormat, ObjectKind, ObjectSpec};
 
 mod attributes;
 mod error;
