@@ -125,7 +125,7 @@ pub async fn run<S: Served>(
             &shell.readyz_path,
             None,
         );
-        let (_, health_task) =
+        let (health_addr, health_task) =
             health_http::serve(shell.healthz_addr, router, stopped(stop_rx.clone()))
                 .await
                 .map_err(|source| ShellError::Listen {
@@ -133,16 +133,16 @@ pub async fn run<S: Served>(
                     source,
                 })?;
         let metrics_router = health_http::metrics_router(health, registry);
-        let (_, metrics_task) =
+        let (metrics_addr, metrics_task) =
             health_http::serve(shell.metrics_addr, metrics_router, stopped(stop_rx.clone()))
                 .await
                 .map_err(|source| ShellError::Listen {
                     addr: shell.metrics_addr,
                     source,
                 })?;
-        Ok::<_, ShellError>((health_task, metrics_task))
+        Ok::<_, ShellError>((health_addr, health_task, metrics_addr, metrics_task))
     };
-    let (health_task, metrics_task) = match listeners.await {
+    let (health_addr, health_task, metrics_addr, metrics_task) = match listeners.await {
         Ok(tasks) => tasks,
         Err(e) => {
             let _ = stop_tx.send(true);
@@ -151,7 +151,13 @@ pub async fn run<S: Served>(
             return Err(e);
         }
     };
-    tracing::info!(socket = %shell.address, "{} serving", S::NAME);
+    tracing::info!(
+        socket = %shell.address,
+        health = %health_addr,
+        metrics = %metrics_addr,
+        "{} serving",
+        S::NAME
+    );
     let rewrite = shell.rewrite_authority;
     let result: Result<(), std::convert::Infallible> = serve_and_drain(
         |stop| async move {

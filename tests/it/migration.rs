@@ -13,7 +13,7 @@ use akv_bridge::proto::kms_v2 as v2;
 use mock_vault::{Config, Fixture, MockVault};
 use sha2::Digest as _;
 
-use crate::common::kms::{eventually, free_port, latest_version};
+use crate::common::kms::{eventually, latest_version};
 use crate::common::*;
 
 /// The node's address as kubelet sees a `hostNetwork` pod: the address this machine would
@@ -72,6 +72,36 @@ fn mock_env(mock: &MockVault) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// An address (`health` or `metrics`) a server logged in its "serving" line: it was told
+/// port 0, so no other test can hold the port it got.
+async fn logged_addr(log: &Path, which: &str) -> String {
+    let key = format!("{which}=");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        // Text (`health=…`) or JSON lines (`"health":"…"`).
+        let found = text
+            .lines()
+            .filter(|l| l.contains(" serving"))
+            .find_map(|l| match serde_json::from_str::<serde_json::Value>(l) {
+                Ok(json) => json[which].as_str().map(str::to_owned),
+                Err(_) => l
+                    .split(key.as_str())
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_owned),
+            });
+        if let Some(addr) = found {
+            return addr;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {which} address in the serving line within 30 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn spawn(args: &[String], env: &[(&str, String)], log: &Path) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_akv-bridge"))
         .args(args)
@@ -114,16 +144,12 @@ async fn the_go_static_pod_runs_unchanged_and_kubelet_and_kube_apiserver_are_ser
     let version = latest_version(&mock);
     let mut env = mock_env(&mock);
     // Not in the Go arguments: its default is /etc/kubernetes/azure.json (a hostPath), and
-    // its metrics default (:8095) is moved off a fixed port.
+    // its metrics default (:8095) is moved to a port the kernel picks.
     env.push((
         "AKV_BRIDGE_CONFIG_FILE_PATH",
         azure_json.display().to_string(),
     ));
-    let metrics_port = free_port();
-    env.push((
-        "AKV_BRIDGE_METRICS_ADDR",
-        format!("127.0.0.1:{metrics_port}"),
-    ));
+    env.push(("AKV_BRIDGE_METRICS_ADDR", "127.0.0.1:0".into()));
     let log = dir.path().join("kms.log");
     let mut child = spawn(&go_static_pod_args(&socket, &version), &env, &log);
     wait_for_child_socket(&socket, &mut child).await;
@@ -181,7 +207,8 @@ async fn the_go_static_pod_runs_unchanged_and_kubelet_and_kube_apiserver_are_ser
     assert!(child.try_wait().unwrap().is_none(), "the plugin exited");
 
     // The Go plugin's metric, as its dashboards query it, beside ours.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+    let metrics_addr = logged_addr(&log, "metrics").await;
+    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
         .await
         .unwrap()
         .text()
@@ -227,7 +254,6 @@ async fn go_single_dash_flags_and_the_deprecated_config_flag_are_read_as_go_read
         "kms-secret",
     );
     let socket = dir.path().join("azurekms.socket");
-    let healthz = free_port();
     let args: Vec<String> = vec![
         format!("-listen-addr=unix://{}", socket.display()),
         "-keyvault-name=kv1".into(),
@@ -237,8 +263,8 @@ async fn go_single_dash_flags_and_the_deprecated_config_flag_are_read_as_go_read
         "--configFilePath=/nonexistent/azure.json".into(),
         format!("-config-file-path={}", azure_json.display()),
         "-metrics-backend=Prometheus".into(),
-        format!("-metrics-addr=127.0.0.1:{}", free_port()),
-        format!("-healthz-port={healthz}"),
+        "-metrics-addr=127.0.0.1:0".into(),
+        "-healthz-port=0".into(),
         "-managed-hsm=False".into(),
         "-log-format-json=1".into(),
     ];
@@ -254,10 +280,9 @@ async fn go_single_dash_flags_and_the_deprecated_config_flag_are_read_as_go_read
         Err(_) => false,
     })
     .await;
-    assert_eq!(
-        http_get(IpAddr::from([127, 0, 0, 1]), healthz, "/healthz").await,
-        200
-    );
+    let health = logged_addr(&log, "health").await;
+    let health: std::net::SocketAddr = health.parse().unwrap();
+    assert_eq!(http_get(health.ip(), health.port(), "/healthz").await, 200);
     let text = std::fs::read_to_string(&log).unwrap();
     let warning = text
         .lines()
@@ -302,9 +327,9 @@ async fn the_go_daemonset_runs_unchanged_and_kubelet_and_the_driver_are_served()
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("azure.sock");
     let mut env = mock_env(&mock);
-    // Its metrics default (:8898) is moved off a fixed port.
-    let metrics_port = free_port();
-    env.push(("AKV_BRIDGE_PROMETHEUS_PORT", metrics_port.to_string()));
+    // Its metrics default (:8898) is moved to a port the kernel picks, on loopback.
+    env.push(("AKV_BRIDGE_PROMETHEUS_PORT", "0".into()));
+    env.push(("AKV_BRIDGE_METRICS_BIND_ADDRESS", "127.0.0.1".into()));
     let log = dir.path().join("csi.log");
     let mut child = spawn(&go_daemonset_args(&socket), &env, &log);
     wait_for_child_socket(&socket, &mut child).await;
@@ -332,7 +357,8 @@ async fn the_go_daemonset_runs_unchanged_and_kubelet_and_the_driver_are_served()
     assert!(child.try_wait().unwrap().is_none(), "the provider exited");
 
     // The Go provider's metric, beside ours.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+    let metrics_addr = logged_addr(&log, "metrics").await;
+    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
         .await
         .unwrap()
         .text()
