@@ -49,8 +49,9 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
     },
-    /// The content is not valid JSON (the reason names a position, never the content).
-    #[error("{origin} is not valid JSON: {reason}")]
+    /// The content is neither valid JSON nor YAML (the reason names positions, never the
+    /// content).
+    #[error("{origin} is not valid JSON (nor YAML): {reason}")]
     NotJson {
         /// The file path, or `azure.json` for in-memory content.
         origin: String,
@@ -157,16 +158,41 @@ impl AzureJson {
         Self::parse(&bytes, &path.display().to_string())
     }
 
+    /// The content as a tree: JSON, or else YAML, which the Go plugin accepts too (it reads
+    /// the file with a YAML parser, and JSON is YAML). YAML's own errors may quote the
+    /// content, so only their position is kept.
+    fn tree(bytes: &[u8], origin: &str) -> Result<Value, ConfigError> {
+        let json_error = match serde_json::from_slice(bytes) {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        let yaml_error = match serde_yaml_ng::from_slice::<Value>(bytes) {
+            // An empty or comment-only file is no configuration at all.
+            Ok(Value::Null) => None,
+            Ok(value) => return Ok(value),
+            Err(e) => e.location(),
+        };
+        let reason = match yaml_error {
+            Some(at) => format!(
+                "{json_error}; as YAML: line {} column {}",
+                at.line(),
+                at.column()
+            ),
+            None => json_error.to_string(),
+        };
+        Err(ConfigError::NotJson {
+            origin: origin.to_owned(),
+            reason,
+        })
+    }
+
     fn parse(bytes: &[u8], origin: &str) -> Result<Self, ConfigError> {
         // Files written on Windows may start with a UTF-8 byte order mark.
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         // Parse into a tree first: serde's typed errors quote the offending value ("invalid
         // type: integer `1234`..."), which could be a secret. Syntax errors only give a
         // position.
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| ConfigError::NotJson {
-            origin: origin.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let value = Self::tree(bytes, origin)?;
         let Value::Object(mut fields) = value else {
             return Err(ConfigError::NotObject {
                 origin: origin.to_owned(),
@@ -542,6 +568,29 @@ mod tests {
     }
 
     #[test]
+    fn yaml_is_read_as_the_go_plugin_reads_it() {
+        let yaml = format!(
+            "# written by a provisioning tool\ncloud: AzureUSGovernmentCloud\ntenantId: 72f988bf-86f1-41af-91ab-2d7cd011db47\naadClientId: \"00000000-0000-0000-0000-00000000c0de\"\naadClientSecret: '{SECRET}'\nuseManagedIdentityExtension: false\nsubscriptionId: ignored\n"
+        );
+        let cfg = AzureJson::from_slice(yaml.as_bytes()).unwrap();
+        assert_eq!(cfg.cloud, "AzureUSGovernmentCloud");
+        assert_eq!(cfg.tenant_id, "72f988bf-86f1-41af-91ab-2d7cd011db47");
+        assert_eq!(cfg.aad_client_id, "00000000-0000-0000-0000-00000000c0de");
+        assert_eq!(cfg.aad_client_secret.expose_secret(), SECRET);
+        assert!(!cfg.use_managed_identity_extension);
+        // A YAML number where a string belongs is refused without echoing it.
+        let err = AzureJson::from_slice(b"aadClientSecret: 123456\n").unwrap_err();
+        assert!(matches!(err, ConfigError::WrongType { .. }), "{err:?}");
+        assert!(!err.to_string().contains("123456"), "{err}");
+        // Broken YAML: positions only.
+        let err = AzureJson::from_slice(format!("aadClientSecret: [{SECRET}\n").as_bytes())
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("as YAML: line"), "{msg}");
+        assert!(!msg.contains(SECRET), "{msg}");
+    }
+
+    #[test]
     fn accepts_a_byte_order_mark() {
         let mut bytes = b"\xEF\xBB\xBF".to_vec();
         bytes.extend_from_slice(br#"{"cloud": "AzureChinaCloud"}"#);
@@ -674,7 +723,11 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains(&missing.display().to_string()), "{msg}");
 
+        // An unquoted value is not JSON but is YAML, which the Go plugin reads too.
         std::fs::write(&path, format!(r#"{{"aadClientSecret": {SECRET}}}"#)).unwrap();
+        let cfg = AzureJson::load(&path).unwrap();
+        assert_eq!(cfg.aad_client_secret.expose_secret(), SECRET);
+        std::fs::write(&path, format!(r#"{{"aadClientSecret": "{SECRET}""#)).unwrap();
         let err = AzureJson::load(&path).unwrap_err();
         let msg = err.to_string();
         assert!(
