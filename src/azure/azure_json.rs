@@ -583,8 +583,8 @@ mod tests {
         assert!(matches!(err, ConfigError::WrongType { .. }), "{err:?}");
         assert!(!err.to_string().contains("123456"), "{err}");
         // Broken YAML: positions only.
-        let err = AzureJson::from_slice(format!("aadClientSecret: [{SECRET}\n").as_bytes())
-            .unwrap_err();
+        let err =
+            AzureJson::from_slice(format!("aadClientSecret: [{SECRET}\n").as_bytes()).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("as YAML: line"), "{msg}");
         assert!(!msg.contains(SECRET), "{msg}");
