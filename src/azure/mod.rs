@@ -5,4 +5,5 @@ pub mod cloud;
 pub mod credential;
 pub mod key;
 pub mod keyvault;
+pub mod proxy;
 pub mod upstream;

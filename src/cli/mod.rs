@@ -346,6 +346,17 @@ pub struct KmsArgs {
     /// working while Key Vault is down.
     #[arg(long, env = "AKV_BRIDGE_REMOTE_ENCRYPT", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub remote_encrypt: bool,
+    /// Azure/kubernetes-kms's proxy mode: send every Entra and Key Vault request, in plain
+    /// HTTP, to the proxy at `--proxy-address:--proxy-port`, which forwards it by the
+    /// `x-azure-proxy-target` header.
+    #[arg(long, env = "AKV_BRIDGE_PROXY_MODE", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = go::parse_bool, action = clap::ArgAction::Set)]
+    pub proxy_mode: bool,
+    /// The proxy's host or IP (proxy mode).
+    #[arg(long, env = "AKV_BRIDGE_PROXY_ADDRESS", default_value = "")]
+    pub proxy_address: String,
+    /// The proxy's port (proxy mode).
+    #[arg(long, env = "AKV_BRIDGE_PROXY_PORT", default_value_t = 7788)]
+    pub proxy_port: u16,
     /// The `version` Status reports: `v2beta1` (what Azure/kubernetes-kms reports; every
     /// kube-apiserver from 1.27 accepts it) or `v2` (accepted from 1.29 only).
     #[arg(long, env = "AKV_BRIDGE_STATUS_VERSION", default_value = "v2beta1", value_parser = ["v2beta1", "v2"])]

@@ -22,6 +22,7 @@ use crate::azure::cloud::Cloud;
 use crate::azure::credential;
 use crate::azure::key::{KeyRef, KeyVersion};
 use crate::azure::keyvault::{self, CallPolicy, KeyVault, TransportConfig};
+use crate::azure::proxy::Proxy;
 use crate::azure::upstream::Upstream;
 use crate::cli::KmsArgs;
 use crate::kms::cache::DecryptCache;
@@ -115,12 +116,29 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
     let source = azure_json
         .credential_source(workload)
         .map_err(|e| KmsStartError::Identity(e.to_string()))?;
-    let pinned_host = url_host(&vault_url);
-    let http = keyvault::http_client(&TransportConfig {
-        ca_bundle: args.trust.ca_bundle.clone(),
-        connect_addr: args.vault_connect_addr,
-        pinned_host,
-    })?;
+    let proxy = if args.proxy_mode {
+        let proxy = Proxy::new(&args.proxy_address, args.proxy_port)
+            .map_err(|e| KmsStartError::Config(e.to_string()))?;
+        if proxy.is_loopback() {
+            tracing::info!(proxy = %proxy.base(), "proxy mode: Entra and Key Vault requests go through the proxy");
+        } else {
+            tracing::warn!(
+                proxy = %proxy.base(),
+                "proxy mode with a proxy off this machine: tokens and key operations cross the network unencrypted to it"
+            );
+        }
+        Some(proxy)
+    } else {
+        None
+    };
+    let http = match &proxy {
+        Some(proxy) => proxy.http_client()?,
+        None => keyvault::http_client(&TransportConfig {
+            ca_bundle: args.trust.ca_bundle.clone(),
+            connect_addr: args.vault_connect_addr,
+            pinned_host: url_host(&vault_url),
+        })?,
+    };
     let policy = CallPolicy {
         deadline: args.keyvault_timeout,
         max_retries: args.keyvault_max_retries,
@@ -138,17 +156,25 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
     };
     let credential = {
         let (source, authority, http) = (source.clone(), authority.clone(), http.clone());
+        let proxy = proxy.clone();
         credential::Renewable::new(move || {
-            credential::build(
-                &source,
-                &authority,
-                keyvault::client_options(http.clone(), &credential_policy, Upstream::Entra),
-            )
+            let mut options =
+                keyvault::client_options(http.clone(), &credential_policy, Upstream::Entra);
+            if let Some(proxy) = &proxy {
+                options.per_try_policies.push(proxy.policy(Upstream::Entra));
+            }
+            credential::build(&source, &authority, options)
         })
         .map_err(|e| KmsStartError::Identity(e.to_string()))?
     };
     let mut vault_options = keyvault::client_options(http, &policy, Upstream::KeyVault);
     vault_options.per_try_policies.push(credential.policy());
+    // Last before the transport: everything above sees the real URL.
+    if let Some(proxy) = &proxy {
+        vault_options
+            .per_try_policies
+            .push(proxy.policy(Upstream::KeyVault));
+    }
     let key = KeyRef::new(&vault_url, &args.key_name);
     let kv = KeyVault::new(key, credential, vault_options, &policy)?;
 

@@ -23,6 +23,7 @@ mod kms_local_wrap;
 mod kms_outage;
 mod leak;
 mod migration;
+mod proxy_mode;
 mod reliability;
 mod soak;
 mod upstream_errors;
