@@ -372,3 +372,78 @@ async fn the_go_daemonset_runs_unchanged_and_kubelet_and_the_driver_are_served()
         "ANSI escape codes in a log file:\n{text}"
     );
 }
+
+/// provider-azure v1.8.2's Helm chart (`templates/provider-azure-installer.yaml`) with every
+/// optional value set: `logFormatJSON`, `logVerbosity`, `constructPEMChain`,
+/// `linux.customUserAgent`, `writeCertAndKeyInSeparateFiles`, and the health values (port 0
+/// here, read back from the log, where the chart's default is 8989).
+fn go_chart_args(socket: &Path) -> Vec<String> {
+    vec![
+        format!("--endpoint=unix://{}", socket.display()),
+        "--log-format-json=true".into(),
+        "-v=2".into(),
+        "--construct-pem-chain=true".into(),
+        "--custom-user-agent=contoso-provider/1.0".into(),
+        "--healthz-port=0".into(),
+        "--healthz-path=/healthz".into(),
+        "--healthz-timeout=5s".into(),
+        "--write-cert-and-key-in-separate-files=true".into(),
+    ]
+}
+
+#[tokio::test]
+async fn the_go_helm_chart_with_every_value_set_runs_and_mounts() {
+    let mock = public_cloud_mock(CSI_SP_FIXTURE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("azure.sock");
+    let mut env = mock_env(&mock);
+    env.push(("AKV_BRIDGE_PROMETHEUS_PORT", "0".into()));
+    env.push(("AKV_BRIDGE_METRICS_BIND_ADDRESS", "127.0.0.1".into()));
+    let log = dir.path().join("csi.log");
+    let mut child = spawn(&go_chart_args(&socket), &env, &log);
+    wait_for_child_socket(&socket, &mut child).await;
+    let health: std::net::SocketAddr = logged_addr(&log, "health").await.parse().unwrap();
+    eventually(Duration::from_secs(20), "liveness", async || {
+        http_get(node_address(), health.port(), "/healthz").await == 200
+    })
+    .await;
+
+    // A Mount as the driver sends it for a SecretProviderClass written for the Go provider.
+    let mut client =
+        csi::csi_driver_provider_client::CsiDriverProviderClient::new(channel(&socket).await);
+    let objects = "array:\n  - |\n    objectName: one\n    objectType: secret\n";
+    let mounted = client
+        .mount(csi::MountRequest {
+            attributes: serde_json::json!({
+                "keyvaultName": "kv1",
+                "tenantId": mock.info().tenant_id,
+                "objects": objects,
+                "csi.storage.k8s.io/pod.name": "app-0",
+                "csi.storage.k8s.io/pod.namespace": "default",
+            })
+            .to_string(),
+            secrets: serde_json::json!({
+                "clientid": "33333333-0000-0000-0000-0000000005b1",
+                "clientsecret": "sp-secret-value",
+            })
+            .to_string(),
+            target_path: "/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/s/mount".into(),
+            permission: "420".into(),
+            current_object_version: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let files: Vec<_> = mounted.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(files, ["one"]);
+    assert_eq!(mounted.files[0].contents, b"value-one");
+
+    // JSON lines, as `logFormatJSON: true` asks.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let audit = text
+        .lines()
+        .find(|l| l.contains("\"rpc\":\"Mount\""))
+        .unwrap_or_else(|| panic!("no Mount audit line in:\n{text}"));
+    serde_json::from_str::<serde_json::Value>(audit).unwrap();
+    assert!(child.try_wait().unwrap().is_none(), "the provider exited");
+}
