@@ -249,6 +249,11 @@ pub async fn serve_request(
         request_id: request_id.clone(),
         latency_ms: 0,
         faults: Vec::new(),
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(256).collect()),
     };
 
     if entra::is_entra_path(&segments) {

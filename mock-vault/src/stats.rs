@@ -32,6 +32,8 @@ pub struct LogEntry {
     pub latency_ms: u64,
     /// Fault rule ids that fired.
     pub faults: Vec<u64>,
+    /// The client's `User-Agent` (its first 256 characters), so tests see who called.
+    pub user_agent: Option<String>,
 }
 
 /// A counter key.

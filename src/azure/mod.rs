@@ -7,3 +7,4 @@ pub mod key;
 pub mod keyvault;
 pub mod proxy;
 pub mod upstream;
+pub mod user_agent;

@@ -127,7 +127,8 @@ pub struct CsiArgs {
     pub write_cert_and_key_in_separate_files: bool,
     #[command(flatten)]
     pub log: LogArgs,
-    /// Accepted for compatibility with the Go provider; our user agent is fixed.
+    /// Text appended to the `User-Agent` of Key Vault requests (after `akv-bridge/<version>`),
+    /// as the Go provider appends it: printable ASCII, at most 256 bytes.
     #[arg(long, env = "AKV_BRIDGE_CUSTOM_USER_AGENT", default_value = "")]
     pub custom_user_agent: String,
     /// Entra authority host for every mount (default: the mount's cloud's).

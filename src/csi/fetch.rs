@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 
 use crate::azure::keyvault::{self, CallPolicy, KvError, SetupError, bounded_call};
 use crate::azure::upstream::Upstream;
+use crate::azure::user_agent::UserAgentSuffix;
 use crate::cache::{CoalescingCache, Fresh, Outcome};
 use crate::csi::content::{CertValue, KeyValue, SecretValue, VaultObject};
 use crate::csi::identity::{Identity, IdentityKey};
@@ -93,6 +94,8 @@ pub struct FetchConfig {
     pub max_bytes: usize,
     /// Entries the cache may hold.
     pub max_entries: usize,
+    /// Appended to the `User-Agent` of every Key Vault request (`--custom-user-agent`).
+    pub user_agent: UserAgentSuffix,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -203,6 +206,9 @@ impl Fetcher {
         let mut options =
             keyvault::client_options(self.http.clone(), &self.config.policy, Upstream::KeyVault);
         options.per_try_policies.push(identity.credential.policy());
+        options
+            .per_call_policies
+            .push(self.config.user_agent.policy());
         options
     }
 

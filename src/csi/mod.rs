@@ -27,6 +27,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::UnixListener;
 
 use crate::azure::keyvault::{self, CallPolicy, TransportConfig};
+use crate::azure::user_agent::UserAgentSuffix;
 use crate::cli::CsiArgs;
 use crate::csi::content::ProviderOptions;
 use crate::csi::fetch::{FetchConfig, Fetcher};
@@ -130,6 +131,8 @@ pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>,
             stale_grace: args.stale_if_error,
             max_bytes: args.cache_max_bytes,
             max_entries: args.cache_max_entries,
+            user_agent: UserAgentSuffix::new(&args.custom_user_agent)
+                .map_err(|e| CsiStartError::Config(e.to_string()))?,
         },
         metrics.clone(),
     );

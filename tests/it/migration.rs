@@ -445,5 +445,19 @@ async fn the_go_helm_chart_with_every_value_set_runs_and_mounts() {
         .find(|l| l.contains("\"rpc\":\"Mount\""))
         .unwrap_or_else(|| panic!("no Mount audit line in:\n{text}"));
     serde_json::from_str::<serde_json::Value>(audit).unwrap();
+    // The chart's user agent reached Key Vault, after ours.
+    let agents: Vec<String> = mock
+        .request_log(100)
+        .into_iter()
+        .filter(|r| r.vault.is_some())
+        .filter_map(|r| r.user_agent)
+        .collect();
+    assert!(!agents.is_empty(), "no Key Vault request logged");
+    for agent in &agents {
+        assert!(
+            agent.ends_with(" contoso-provider/1.0") && agent.contains(" akv-bridge/"),
+            "{agent}"
+        );
+    }
     assert!(child.try_wait().unwrap().is_none(), "the provider exited");
 }
