@@ -3,6 +3,7 @@
 pub mod azure_json;
 pub mod cloud;
 pub mod credential;
+pub mod environment;
 pub mod key;
 pub mod keyvault;
 pub mod proxy;

@@ -287,6 +287,10 @@ pub struct KmsArgs {
     /// Workload identity: projected token file (`AZURE_FEDERATED_TOKEN_FILE`).
     #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE", hide = true)]
     pub azure_federated_token_file: Option<PathBuf>,
+    /// Azure Stack Hub: the cloud environment file read when azure.json says
+    /// `cloud: AzureStackCloud` (`AZURE_ENVIRONMENT_FILEPATH`, as the Go plugin reads it).
+    #[arg(long, env = "AZURE_ENVIRONMENT_FILEPATH", hide = true)]
+    pub azure_environment_filepath: Option<PathBuf>,
     /// Port of the health endpoints.
     #[arg(long, env = "AKV_BRIDGE_HEALTHZ_PORT", default_value_t = 8787)]
     pub healthz_port: u16,

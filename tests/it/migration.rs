@@ -461,3 +461,109 @@ async fn the_go_helm_chart_with_every_value_set_runs_and_mounts() {
     }
     assert!(child.try_wait().unwrap().is_none(), "the provider exited");
 }
+
+/// Azure Stack Hub, as the Go plugin reads it: azure.json says `cloud: AzureStackCloud` and
+/// `AZURE_ENVIRONMENT_FILEPATH` names the installation's environment file, which gives
+/// Entra's endpoint and the vaults' DNS suffix.
+#[tokio::test]
+async fn azure_stack_hub_is_read_from_the_environment_file() {
+    const SUFFIX: &str = "vault.local.azurestack.external";
+    let mock = mock_vault::start(Config {
+        fixture: Fixture::parse(KMS_FIXTURE).unwrap(),
+        vault_domain: SUFFIX.into(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let azure_json = dir.path().join("azure.json");
+    std::fs::write(
+        &azure_json,
+        serde_json::json!({
+            "cloud": "AzureStackCloud",
+            "tenantId": mock.info().tenant_id,
+            "aadClientId": "00000000-0000-0000-0000-00000000c0de",
+            "aadClientSecret": "kms-secret",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let environment = dir.path().join("azurestackcloud.json");
+    std::fs::write(
+        &environment,
+        serde_json::json!({
+            "name": "AzureStackCloud",
+            "managementPortalURL": "https://portal.local.azurestack.external/",
+            "activeDirectoryEndpoint": mock.info().authority_host,
+            "keyVaultDNSSuffix": SUFFIX,
+            "resourceIdentifiers": {"keyVault": format!("https://{SUFFIX}")},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let socket = dir.path().join("azurekms.socket");
+    let version = latest_version(&mock);
+    let info = mock.info();
+    // No AZURE_AUTHORITY_HOST and no vault URL: both come from the environment file.
+    let env = vec![
+        ("AKV_BRIDGE_VAULT_CONNECT_ADDR", info.address.to_string()),
+        (
+            "AKV_BRIDGE_CA_BUNDLE",
+            info.ca_pem_path.display().to_string(),
+        ),
+        (
+            "AKV_BRIDGE_INSECURE_SKIP_CHALLENGE_RESOURCE_VERIFICATION",
+            "true".into(),
+        ),
+        (
+            "AZURE_ENVIRONMENT_FILEPATH",
+            environment.display().to_string(),
+        ),
+        (
+            "AKV_BRIDGE_CONFIG_FILE_PATH",
+            azure_json.display().to_string(),
+        ),
+        ("AKV_BRIDGE_METRICS_ADDR", "127.0.0.1:0".into()),
+        ("AKV_BRIDGE_HEALTHZ_PORT", "0".into()),
+    ];
+    let mut args = go_static_pod_args(&socket, &version);
+    args.retain(|a| !a.starts_with("--healthz-port"));
+    let log = dir.path().join("kms.log");
+    let mut child = spawn(&args, &env, &log);
+    wait_for_child_socket(&socket, &mut child).await;
+    let mut client = v2(&socket).await;
+    eventually(Duration::from_secs(20), "Status ok", async || match client
+        .status(v2::StatusRequest {})
+        .await
+    {
+        Ok(r) => r.get_ref().healthz == "ok",
+        Err(_) => false,
+    })
+    .await;
+    let status = client
+        .status(v2::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.key_id,
+        hex::encode(sha2::Sha256::digest(format!(
+            "https://kv1.{SUFFIX}/keys/kek/{version}"
+        )))
+    );
+
+    // Without the variable, start-up stops naming it.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_akv-bridge"))
+        .args([
+            "--keyvault-name=kv1".to_owned(),
+            "--key-name=kek".into(),
+            format!("--config-file-path={}", azure_json.display()),
+        ])
+        .env_remove("AZURE_ENVIRONMENT_FILEPATH")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AZURE_ENVIRONMENT_FILEPATH"), "{err}");
+}
