@@ -168,19 +168,7 @@ async fn the_go_static_pod_runs_unchanged_and_kubelet_and_kube_apiserver_are_ser
     let want_key_id = hex::encode(sha2::Sha256::digest(format!(
         "https://kv1.vault.azure.net/keys/kek/{version}"
     )));
-    eventually(Duration::from_secs(20), "Status ok", async || match client
-        .status(v2::StatusRequest {})
-        .await
-    {
-        Ok(r) => r.get_ref().healthz == "ok",
-        Err(_) => false,
-    })
-    .await;
-    let status = client
-        .status(v2::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = wait_status(&socket, |s| s.healthz == "ok", "Status ok").await;
     assert_eq!(status.key_id, want_key_id);
     assert_eq!(status.version, "v2beta1");
     let seed = [7u8; 32];
@@ -271,15 +259,7 @@ async fn go_single_dash_flags_and_the_deprecated_config_flag_are_read_as_go_read
     let log = dir.path().join("kms.log");
     let mut child = spawn(&args, &mock_env(&mock), &log);
     wait_for_child_socket(&socket, &mut child).await;
-    let mut client = v2(&socket).await;
-    eventually(Duration::from_secs(20), "Status ok", async || match client
-        .status(v2::StatusRequest {})
-        .await
-    {
-        Ok(r) => r.get_ref().healthz == "ok",
-        Err(_) => false,
-    })
-    .await;
+    wait_status(&socket, |s| s.healthz == "ok", "Status ok").await;
     let health = logged_addr(&log, "health").await;
     let health: std::net::SocketAddr = health.parse().unwrap();
     assert_eq!(http_get(health.ip(), health.port(), "/healthz").await, 200);
@@ -531,20 +511,7 @@ async fn azure_stack_hub_is_read_from_the_environment_file() {
     let log = dir.path().join("kms.log");
     let mut child = spawn(&args, &env, &log);
     wait_for_child_socket(&socket, &mut child).await;
-    let mut client = v2(&socket).await;
-    eventually(Duration::from_secs(20), "Status ok", async || match client
-        .status(v2::StatusRequest {})
-        .await
-    {
-        Ok(r) => r.get_ref().healthz == "ok",
-        Err(_) => false,
-    })
-    .await;
-    let status = client
-        .status(v2::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = wait_status(&socket, |s| s.healthz == "ok", "Status ok").await;
     assert_eq!(
         status.key_id,
         hex::encode(sha2::Sha256::digest(format!(

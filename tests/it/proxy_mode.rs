@@ -6,15 +6,13 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use akv_bridge::proto::kms_v2 as v2;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use mock_vault::{Config, Fixture, MockVault};
 
-use crate::common::kms::{decrypt_request, eventually, foreign};
+use crate::common::kms::{decrypt_request, foreign};
 use crate::common::*;
 
 /// What the proxy saw: the target header and the path.
@@ -157,19 +155,7 @@ async fn the_go_proxy_mode_sends_everything_through_the_proxy_with_its_target_he
         .unwrap();
     wait_for_child_socket(&socket, &mut child).await;
     let mut client = v2(&socket).await;
-    eventually(Duration::from_secs(20), "Status ok", async || match client
-        .status(v2::StatusRequest {})
-        .await
-    {
-        Ok(r) => r.get_ref().healthz == "ok",
-        Err(_) => false,
-    })
-    .await;
-    let status = client
-        .status(v2::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = wait_status(&socket, |s| s.healthz == "ok", "Status ok").await;
 
     // A seed another instance stored: its Decrypt needs Key Vault, through the proxy.
     let seed = [9u8; 32];
