@@ -7,8 +7,10 @@
 #   3. a live run: `akv-bridge dev` (mock Key Vault, KMS plugin, CSI provider, and their
 #      self-check: Status, Encrypt, Decrypt, Mount), a few more probes, and a real
 #      Prometheus scraping both metrics endpoints every 2 s with alerts.yaml loaded; then
-#      scripts/check_monitoring.py asks its HTTP API that both targets are up, every rule
-#      evaluates, every metric name used by the rules, their tests and the dashboard was
+#      mounts that fail through mock-vault's controls (not found, throttled, identity
+#      rejected by Entra); then scripts/check_monitoring.py asks its HTTP API that both
+#      targets are up, every rule evaluates, exactly the alerts those failures should set
+#      off are pending, every metric name used by the rules, their tests and the dashboard was
 #      scraped (a labelled family nothing has used yet has no series, nor HELP and TYPE
 #      lines: those are accepted if src/observability/metrics.rs registers them for that
 #      server, and listed), the tests' label names match the live series, and every
@@ -167,10 +169,45 @@ for round in 1 2 3; do
   done
   if [ "$round" -lt 3 ]; then sleep 2; fi
 done
-echo "  $((${#probes[@]} * 3)) probes run; scraping"
+echo "  $((${#probes[@]} * 3)) probes run"
+
+# Failures, through mock-vault's fault and identity controls: mounts of a missing secret
+# (NOT_FOUND), of a secret while Key Vault throttles (RESOURCE_EXHAUSTED: the Retry-After is
+# beyond the deadline, so no retry), then of a secret after the pod's identity was deleted
+# and its tokens expired (Entra rejects it: UNAUTHENTICATED). Each object name is new, so
+# the cache does not answer; three of each, a scrape apart, since a labelled series
+# appears at 1 and rate() sees only the increments after that.
+control="$(sed -n 's/^  mock control *//p' "$WORK/dev.out")"
+csi_probe="$(printf '%s\n' "${probes[@]}" | grep '^probe csi ')"
+spc="$(sed -n 's/.* --spc \([^ ]*\).*/\1/p' <<<"$csi_probe")"
+mount_one() { # object name, expected code
+  sed -n '1,/^    objects: |/p' "$spc" >"$WORK/spc-$1.yaml"
+  printf '      array:\n        - |\n          objectName: %s\n          objectType: secret\n' "$1" >>"$WORK/spc-$1.yaml"
+  # shellcheck disable=SC2086 # the line is the command's words (paths without spaces)
+  "$BIN" ${csi_probe/--spc $spc/--spc $WORK/spc-$1.yaml} >"$WORK/probe-$1.out" 2>&1 || true
+  grep -q "FAILED ($2)" "$WORK/probe-$1.out" || { cat "$WORK/probe-$1.out" >&2; echo "mount of $1: expected $2" >&2; exit 1; }
+}
+for i in 1 2 3; do
+  mount_one "missing-$i" NOT_FOUND
+  "$PY" scripts/check_monitoring.py control POST "$control/faults" \
+    '{"kind": "throttle", "retry_after_secs": 3600, "scope": {"operation": "secrets."}}'
+  mount_one "throttled-$i" RESOURCE_EXHAUSTED
+  "$PY" scripts/check_monitoring.py control DELETE "$control/faults"
+  sleep 2.5
+done
+"$PY" scripts/check_monitoring.py control DELETE "$control/identities/app"
+"$PY" scripts/check_monitoring.py control POST "$control/tokens/expire"
+for i in 1 2 3; do
+  mount_one "rejected-$i" UNAUTHENTICATED
+  sleep 2.5
+done
+echo "  9 failing mounts (NOT_FOUND, RESOURCE_EXHAUSTED, UNAUTHENTICATED); scraping"
 sleep "$SCRAPE_SECONDS"
 
-if ! "$PY" scripts/check_monitoring.py live "$PROM_URL" "http://${addrs[0]}/metrics" "http://${addrs[1]}/metrics"; then
+# What those failures must set off (pending: each rule's `for:` is minutes); every other
+# rule, the KMS plugin's included, must stay inactive.
+expected=AkvBridgeCsiMountFailures,AkvBridgeCsiKeyVaultThrottled,AkvBridgeCsiAuthenticationFailing
+if ! "$PY" scripts/check_monitoring.py live "$PROM_URL" "http://${addrs[0]}/metrics" "http://${addrs[1]}/metrics" "$expected"; then
   echo "--- prometheus.log (tail)" >&2
   tail -20 "$WORK/prometheus.log" >&2
   exit 1

@@ -8,9 +8,12 @@
   check_monitoring.py addrs LOG
       Prints the KMS and CSI metrics addresses from `akv-bridge dev --log-format-json`'s
       "... serving" lines (one per line, KMS first), or nothing yet.
-  check_monitoring.py live PROMETHEUS_URL KMS_METRICS_URL CSI_METRICS_URL
+  check_monitoring.py control METHOD URL [JSON]
+      One call to mock-vault's control API (faults, identities, tokens).
+  check_monitoring.py live PROMETHEUS_URL KMS_METRICS_URL CSI_METRICS_URL EXPECTED
       Against the running Prometheus that scraped both servers:
       - both targets are up and every rule of alerts.yaml evaluates with health "ok";
+      - the alerts named in EXPECTED (comma-separated) are pending or firing, and no other;
       - every metric name used by alerts.yaml, alerts_test.yaml and dashboard.json is in
         what Prometheus scraped; a family with no series in this run (a labelled family
         nothing used yet: prometheus-client then emits nothing for it, not even its HELP
@@ -156,7 +159,7 @@ class Report:
         return cond
 
 
-def cmd_live(prom: str, kms_url: str, csi_url: str) -> int:
+def cmd_live(prom: str, kms_url: str, csi_url: str, expected_active: set[str]) -> int:
     R = Report()
     api = prom.rstrip("/") + "/api/v1/"
 
@@ -173,6 +176,21 @@ def cmd_live(prom: str, kms_url: str, csi_url: str) -> int:
     for r in rules:
         states[r.get("state", "?")] = states.get(r.get("state", "?"), 0) + 1
     print(f"  {len(targets)} targets up; {len(rules)} rules loaded and evaluated, states: {states}")
+
+    print("==> the provoked failures set off exactly the expected alerts")
+    active = {}
+    for r in rules:
+        if r.get("state") in ("pending", "firing"):
+            active[r["name"]] = sorted(
+                "{" + ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items())
+                               if k not in ("alertname", "severity", "job", "instance")) + "}"
+                for a in r.get("alerts", []))
+    for name in sorted(expected_active):
+        R.check(name in active, f"alert {name} is not pending or firing after the provoked failures")
+    for name in sorted(set(active) - expected_active):
+        R.check(False, f"alert {name} is {active[name]} active, though nothing provoked it")
+    for name, alerts in sorted(active.items()):
+        print(f"  {name}: {' '.join(alerts)}")
 
     print("==> every metric name used exists in the scrape")
     scraped = set(get_json(api + "label/__name__/values")["data"])
@@ -258,8 +276,15 @@ def main(argv: list[str]) -> int:
         return cmd_dashboard_rules(argv[2], argv[3])
     if len(argv) == 3 and argv[1] == "addrs":
         return cmd_addrs(argv[2])
-    if len(argv) == 5 and argv[1] == "live":
-        return cmd_live(argv[2], argv[3], argv[4])
+    if len(argv) == 6 and argv[1] == "live":
+        return cmd_live(argv[2], argv[3], argv[4], set(argv[5].split(",")))
+    if len(argv) in (4, 5) and argv[1] == "control":
+        data = argv[4].encode() if len(argv) == 5 else None
+        req = urllib.request.Request(argv[3], data=data, method=argv[2],
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+        return 0
     print(__doc__, file=sys.stderr)
     return 2
 
