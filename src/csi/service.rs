@@ -406,7 +406,8 @@ impl Provider {
                     };
                     all.iter()
                         .skip(start)
-                        .take(spec.history as usize)
+                        // One per planned file: history + 1, as the Go provider.
+                        .take(spec.files.len())
                         .map(|v| Some(v.clone()))
                         .collect()
                 }

@@ -418,13 +418,18 @@ async fn version_history_mounts_the_newest_versions_under_the_alias() {
         .await
         .unwrap();
     let f = files(&r);
+    // `objectVersionHistory: 2` with three versions: three files (N + 1), as the Go
+    // provider's getLatestNKeyVaultObjects writes them.
     assert_eq!(f["api/0"].1, b"key-v3");
     assert_eq!(f["api/1"].1, b"key-v2");
-    assert!(!f.contains_key("api/2"));
+    assert_eq!(f["api/2"].1, b"key-v1");
+    assert!(!f.contains_key("api/3"));
     // Only two versions exist: two files.
     assert!(f.contains_key("ec-key/0") && f.contains_key("ec-key/1"));
     assert!(!f.contains_key("ec-key/2"));
     let v = versions(&r);
+    assert!(v.contains_key("secret/api-key/2"));
+    assert!(!v.contains_key("key/ec-key/2"));
     assert_eq!(
         v["secret/api-key/0"],
         env.version_of("kv1", "/secrets/api-key")

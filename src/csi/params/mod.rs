@@ -66,7 +66,7 @@
 //! | `objectName` | required; 1-127 characters of `[-A-Za-z0-9]` |
 //! | `objectType` | required; `secret`, `key` or `cert` (case-insensitive) |
 //! | `objectVersion` | empty or `latest` (case-insensitive): the newest; else 1-64 characters of `[A-Za-z0-9]` |
-//! | `objectVersionHistory` | decimal, 0..=100; 0 and 1 mean a single file (as in the Go provider), N ≥ 2 mounts the N newest versions starting at `objectVersion` |
+//! | `objectVersionHistory` | decimal, 0..=100; 0 and 1 mean a single file (as in the Go provider), N ≥ 2 mounts up to N + 1 versions, newest first, starting at `objectVersion` (the Go provider's count; see "Files") |
 //! | `objectAlias` | the file path (a [`RelativeFilePath`], may contain `/`); default `objectName` |
 //! | `objectFormat` | `pem` (default) or `pfx` (case-insensitive); `pfx` only with `secret` |
 //! | `objectEncoding` | `utf-8` (default), `hex` or `base64` (case-insensitive); only with `secret` |
@@ -89,8 +89,10 @@
 //! ## Files
 //!
 //! An object's file path is its alias, else its name. With `objectVersionHistory: N` (N ≥ 2)
-//! the files are `<path>/0` (newest) .. `<path>/<N-1>`, as in the Go provider; fewer are
-//! written when fewer versions exist. [`ObjectSpec::files`] lists the planned files. Two
+//! the files are `<path>/0` (newest) .. `<path>/<N>`: N + 1 files, fewer when fewer enabled
+//! versions exist. That is one more than the Go provider's documentation says, and exactly
+//! what its code writes (`getLatestNKeyVaultObjects` stops only once it holds more than N);
+//! akv-bridge is a drop-in, and pods may read `<path>/<N>`, so it writes the same files. [`ObjectSpec::files`] lists the planned files. Two
 //! objects may not write the same file, and no object may write a file where another needs
 //! a directory (`a` and `a/0`, or `a` and `a/b`); both are errors naming both objects.
 //!

@@ -79,9 +79,20 @@ fn spec_example_parses_to_the_expected_objects() {
     assert_eq!(o[1].id, "secret/tls-cert");
     assert_eq!(o[2].kind, ObjectKind::Key);
     assert_eq!(o[2].history, 2);
-    assert_eq!(paths(&o[2]), ["signing-key/0", "signing-key/1"]);
-    assert_eq!(ids(&o[2..]), ["key/signing-key/0", "key/signing-key/1"]);
-    assert_eq!(o[2].files[1].history_index, Some(1));
+    // `objectVersionHistory: 2` plans three files, as the Go provider writes.
+    assert_eq!(
+        paths(&o[2]),
+        ["signing-key/0", "signing-key/1", "signing-key/2"]
+    );
+    assert_eq!(
+        ids(&o[2..]),
+        [
+            "key/signing-key/0",
+            "key/signing-key/1",
+            "key/signing-key/2"
+        ]
+    );
+    assert_eq!(o[2].files[2].history_index, Some(2));
     assert_eq!(params.vault_for(&o[0]).as_str(), "kv-prod");
     assert_eq!(params.mode_for(&o[0]), 0o644);
 }
