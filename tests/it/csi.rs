@@ -813,6 +813,19 @@ async fn hostile_paths_and_duplicates_are_refused_naming_the_object() {
         "{}",
         err.message()
     );
+    // Identity binding (the Go provider's Azure token proxy): refused, not silently
+    // replaced by plain workload identity.
+    attrs["usePodIdentity"] = json!("false");
+    attrs["useAzureTokenProxy"] = json!("true");
+    let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("useAzureTokenProxy") && err.message().contains("identity binding"),
+        "{}",
+        err.message()
+    );
+    attrs["useAzureTokenProxy"] = json!("false");
+    env.mount(&attrs, &json!({})).await.unwrap();
 }
 
 #[tokio::test]

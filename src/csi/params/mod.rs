@@ -37,6 +37,7 @@
 //! | `cloudEnvFileName` | refused: custom cloud environment files are not supported |
 //! | `usePodIdentity` | `true` is refused: aad-pod-identity is deprecated |
 //! | `usePodServiceAccountAnnotation` | `true` is refused: akv-bridge does not read the Kubernetes API; set `clientID` |
+//! | `useAzureTokenProxy` | `true` is refused: identity binding (the Go provider's Azure token proxy) is not supported yet; use workload identity (`clientID`) |
 //! | `useVMManagedIdentity`, `userAssignedIdentityID` | managed identity (system-assigned, or the user-assigned identity with that client id) |
 //! | `clientID` | workload identity |
 //! | `objects` | required; see below |
@@ -196,6 +197,7 @@ const P_CLOUD_NAME: &str = "cloudName";
 const P_CLOUD_ENV_FILE_NAME: &str = "cloudEnvFileName";
 const P_USE_POD_IDENTITY: &str = "usePodIdentity";
 const P_USE_POD_SA_ANNOTATION: &str = "usePodServiceAccountAnnotation";
+const P_USE_AZURE_TOKEN_PROXY: &str = "useAzureTokenProxy";
 const P_USE_VM_MANAGED_IDENTITY: &str = "useVMManagedIdentity";
 const P_USER_ASSIGNED_IDENTITY_ID: &str = "userAssignedIdentityID";
 const P_CLIENT_ID: &str = "clientID";
