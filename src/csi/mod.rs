@@ -26,12 +26,14 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio::net::UnixListener;
 
+use crate::azure::cloud::Cloud;
 use crate::azure::keyvault::{self, CallPolicy, TransportConfig};
 use crate::azure::user_agent::UserAgentSuffix;
 use crate::cli::CsiArgs;
 use crate::csi::content::ProviderOptions;
 use crate::csi::fetch::{FetchConfig, Fetcher};
 use crate::csi::identity::Identities;
+use crate::csi::params::ParseOptions;
 use crate::csi::service::{CsiService, MountConfig, Provider, VaultUrls};
 use crate::observability::go_metrics::GoCsiMetrics;
 use crate::observability::metrics::{GoCompat, MountMetrics, ServerMetrics};
@@ -85,8 +87,29 @@ fn vault_urls(template: Option<&str>) -> Result<VaultUrls, CsiStartError> {
     ))
 }
 
+/// `--cloud-name`, checked as the Go provider checks it at start-up (an empty or unknown
+/// name stops the provider).
+fn default_cloud(name: &str) -> Result<Cloud, CsiStartError> {
+    if name.trim().is_empty() {
+        return Err(CsiStartError::Config(
+            "--cloud-name is empty: expected AzurePublicCloud, AzureUSGovernmentCloud or \
+             AzureChinaCloud"
+                .to_owned(),
+        ));
+    }
+    Cloud::parse(name).map_err(|e| CsiStartError::Config(format!("--cloud-name: {e}")))
+}
+
 /// Builds the provider's shared state from its flags.
 pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>, CsiStartError> {
+    let default_cloud = default_cloud(&args.cloud_name)?;
+    if args.enable_pprof {
+        tracing::warn!(
+            pprof_port = args.pprof_port,
+            "--enable-pprof is accepted for compatibility with the Go provider, but \
+             akv-bridge has no Go pprof: no profile endpoint is served"
+        );
+    }
     let vault_urls = vault_urls(args.vault_url_template.as_deref())?;
     if let Some(authority) = &args.authority_host {
         let ok = url::Url::parse(authority).is_ok_and(|u| u.scheme() == "https");
@@ -148,6 +171,10 @@ pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>,
             vault_urls,
             timeout: args.mount_timeout,
             concurrency: args.mount_concurrency,
+            params: ParseOptions {
+                strict: args.strict_parameters,
+                default_cloud,
+            },
         },
         metrics,
         mounts,

@@ -40,7 +40,7 @@ use crate::cache::Outcome;
 use crate::csi::content::{self, ContentError, ObjectOptions, ProviderOptions};
 use crate::csi::fetch::{Fetched, Fetcher};
 use crate::csi::identity::{Identities, Identity, IdentityError, vault_scope};
-use crate::csi::params::{self, MountParams, ObjectSpec, ParamError, VaultName};
+use crate::csi::params::{self, MountParams, ObjectSpec, ParamError, ParseOptions, VaultName};
 use crate::observability::metrics::{MountMetrics, ServerMetrics};
 use crate::proto::csi_v1alpha1 as pb;
 use crate::server::budget::Charge;
@@ -191,6 +191,8 @@ pub struct MountConfig {
     pub timeout: Duration,
     /// Objects of one mount read in parallel.
     pub concurrency: usize,
+    /// How parameters are parsed (`--strict-parameters`, `--cloud-name`).
+    pub params: ParseOptions,
 }
 
 /// The provider's shared state.
@@ -250,12 +252,14 @@ impl Provider {
         answer: Option<&Charge>,
     ) -> Result<pb::MountResponse, MountError> {
         let started = Instant::now();
-        let params = params::parse_mount(
+        let params = params::parse_mount_with(
             &request.attributes,
             &request.secrets,
             &request.permission,
             &request.target_path,
+            &self.config.params,
         )?;
+        self.report_unknown_keys(&params);
         let timeout = self.config.timeout;
         let result = match tokio::time::timeout(timeout, self.mount_parsed(&params, answer)).await {
             Ok(r) => r,
@@ -489,6 +493,16 @@ impl Provider {
         Ok(result)
     }
 
+    /// Logs each ignored object key ([`log_unknown_keys`]) and counts them all.
+    fn report_unknown_keys(&self, params: &MountParams) {
+        let count = log_unknown_keys(params);
+        if count > 0 {
+            self.mounts
+                .unknown_parameters
+                .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+        }
+    }
+
     fn observe<T>(
         &self,
         method: &'static str,
@@ -499,6 +513,43 @@ impl Provider {
         self.metrics.rpc(method, code, started.elapsed());
         result.map(Response::new)
     }
+}
+
+/// Logs the object keys a mount ignored: one warning per key (the pod, the class, the
+/// object and the key, never a value), for the first
+/// [`params::MAX_REPORTED_UNKNOWN_KEYS`], then one line with the total. Returns how many
+/// there were.
+fn log_unknown_keys(params: &MountParams) -> usize {
+    let unknown = &params.unknown_keys;
+    if unknown.count == 0 {
+        return 0;
+    }
+    let pod = format!(
+        "{}/{}",
+        params.pod.namespace.as_deref().unwrap_or("-"),
+        params.pod.name.as_deref().unwrap_or("-")
+    );
+    let spc = params.secret_provider_class.as_deref().unwrap_or("-");
+    for (object, key) in &unknown.first {
+        tracing::warn!(
+            pod,
+            spc,
+            object = %object,
+            key = ?key,
+            "SecretProviderClass object has an unknown key, ignored as the Go provider \
+             does (keys are case-sensitive; --strict-parameters refuses them)"
+        );
+    }
+    if unknown.count > unknown.first.len() {
+        tracing::warn!(
+            pod,
+            spc,
+            unknown_keys = unknown.count,
+            logged = unknown.first.len(),
+            "more unknown object keys ignored than logged"
+        );
+    }
+    unknown.count
 }
 
 /// What a mount did, for the audit line.

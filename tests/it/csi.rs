@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::kms::free_port;
 use crate::common::*;
 use akv_bridge::proto::csi_v1alpha1 as pb;
-use mock_vault::{FaultKind, FaultSpec, MockVault};
+use mock_vault::{Config, FaultKind, FaultSpec, Fixture, MockVault};
 use pb::csi_driver_provider_client::CsiDriverProviderClient;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -90,6 +91,50 @@ async fn env_with(extra: &[&str]) -> Env {
 
 async fn env() -> Env {
     env_with(&[]).await
+}
+
+/// mock-vault answering for `*.<vault_domain>`, and the provider with no
+/// `--vault-url-template`: vault URLs come from the mount's cloud, as in production (the
+/// mock's address stands in for DNS). With `mock_authority`, `--authority-host` is the
+/// mock's Entra; `extra` adds flags.
+async fn env_in_domain(
+    vault_domain: &str,
+    mock_authority: bool,
+    extra: &[String],
+) -> Result<Env, akv_bridge::csi::CsiStartError> {
+    let mock = mock_vault::start(Config {
+        fixture: Fixture::parse(FIXTURE).unwrap(),
+        vault_domain: vault_domain.into(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("providers/azure.sock");
+    let info = mock.info();
+    let mut flags = vec![
+        format!("--endpoint=unix://{}", socket.display()),
+        format!("--vault-connect-addr={}", info.address),
+        format!("--ca-bundle={}", info.ca_pem_path.display()),
+        // The mock's challenge names `https://<domain>:<port>`.
+        "--insecure-skip-challenge-resource-verification".into(),
+        "--healthz-port=0".into(),
+        "--healthz-bind-address=127.0.0.1".into(),
+        "--prometheus-port=0".into(),
+        "--metrics-bind-address=127.0.0.1".into(),
+        "--keyvault-timeout=10s".into(),
+        "--shutdown-grace=5s".into(),
+    ];
+    if mock_authority {
+        flags.push(format!("--authority-host={}", info.authority_host));
+    }
+    flags.extend(extra.iter().cloned());
+    let provider = Provider::start(flags, &socket).await?;
+    Ok(Env {
+        mock,
+        _dir: dir,
+        provider,
+    })
 }
 
 impl Env {
@@ -988,4 +1033,93 @@ async fn a_rejected_unexpired_token_is_replaced_inside_the_mount() {
             - before.by_status.get(&401).copied().unwrap_or(0),
         3
     );
+}
+
+/// The Go provider ignores object keys it does not know; so do we, with a warning and a
+/// counter without the key as a label. `--strict-parameters` refuses them, naming the key.
+#[tokio::test]
+async fn unknown_object_keys_are_ignored_and_counted_unless_strict() {
+    let port = free_port();
+    let env = env_with(&[&format!("--prometheus-port={port}")]).await;
+    let objs = objects(&[
+        "objectName: db-password\nobjectType: secret\nobjectAlais: pw\nfutureField: [a, b]",
+        "objectName: api-key\nobjectType: secret",
+    ]);
+    let r = env.mount_wi(&objs).await.unwrap();
+    let f = files(&r);
+    assert_eq!(f["db-password"].1, b"s3cr3t-db", "the typo changes nothing");
+    assert_eq!(f["api-key"].1, b"key-v3");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "akv_bridge_csi_unknown_parameters_total 2"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("objectAlais"), "keys never become labels");
+
+    let strict = env_with(&["--strict-parameters"]).await;
+    let err = strict.mount_wi(&objs).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("objectAlais") && err.message().contains("db-password"),
+        "{}",
+        err.message()
+    );
+}
+
+/// `--cloud-name` is the cloud of a class without `cloudName`, as the Go provider's; a
+/// name it does not know stops the provider at start-up.
+#[tokio::test]
+async fn cloud_name_flag_sets_the_default_cloud_and_is_checked_at_start_up() {
+    // mock-vault answers as Azure China does: only `*.vault.azure.cn`.
+    let env = env_in_domain(
+        "vault.azure.cn",
+        true,
+        &["--cloud-name=AzureChinaCloud".into()],
+    )
+    .await
+    .unwrap();
+    let r = env
+        .mount_wi(&objects(&["objectName: db-password\nobjectType: secret"]))
+        .await
+        .unwrap();
+    assert_eq!(files(&r)["db-password"].1, b"s3cr3t-db");
+    // `cloudName` in the class still wins: the public cloud's vault is not this mock.
+    let token = env.token("apps", "web");
+    let mut attrs = env.wi_attributes(
+        APP,
+        &token,
+        "web-0",
+        &objects(&["objectName: db-password\nobjectType: secret"]),
+    );
+    attrs["cloudName"] = json!("AzurePublicCloud");
+    let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert!(
+        err.message().contains("vault.azure.net"),
+        "{}",
+        err.message()
+    );
+
+    // Without the flag, the default is the public cloud: the same class fails.
+    let public = env_in_domain("vault.azure.cn", true, &[]).await.unwrap();
+    let err = public
+        .mount_wi(&objects(&["objectName: db-password\nobjectType: secret"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+
+    for bad in ["MarsCloud", "", "AzureGermanCloud"] {
+        let err = env_in_domain("vault.azure.cn", true, &[format!("--cloud-name={bad}")])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("--cloud-name={bad:?} accepted"));
+        assert!(err.to_string().contains("--cloud-name"), "{bad:?}: {err}");
+    }
 }

@@ -33,7 +33,7 @@
 //! |---|---|
 //! | `keyvaultName` | required; 3-24 characters of `[-A-Za-z0-9]` (the Go provider's rule) |
 //! | `tenantID` (legacy `tenantId`) | required; `tenantID` wins when both are set; 1-253 characters of `[-.A-Za-z0-9]` (a GUID or a domain: it becomes part of the Entra URL) |
-//! | `cloudName` | [`MountParams::cloud`]: empty means `AzurePublicCloud`; else `AzurePublicCloud` (or `AzureCloud`), `AzureUSGovernmentCloud` (or `AzureUSGovernment`) or `AzureChinaCloud`, ignoring ASCII case ([`Cloud::parse`]); `AzureStackCloud` and `AzureGermanCloud` are refused |
+//! | `cloudName` | [`MountParams::cloud`]: empty means [`ParseOptions::default_cloud`] (`--cloud-name`, `AzurePublicCloud` by default); else `AzurePublicCloud` (or `AzureCloud`), `AzureUSGovernmentCloud` (or `AzureUSGovernment`) or `AzureChinaCloud`, ignoring ASCII case ([`Cloud::parse`]); `AzureStackCloud` and `AzureGermanCloud` are refused |
 //! | `cloudEnvFileName` | refused: custom cloud environment files are not supported |
 //! | `usePodIdentity` | `true` is refused: aad-pod-identity is deprecated |
 //! | `usePodServiceAccountAnnotation` | `true` is refused: akv-bridge does not read the Kubernetes API; set `clientID` |
@@ -58,9 +58,14 @@
 //!
 //! `objects` is a YAML document `array:` whose entries are YAML strings (`- |`), each a YAML
 //! mapping describing one object. Every value is trimmed; `null` or empty means unset. Keys
-//! are case-sensitive and an unknown or repeated key is an error naming it: a typo must not
-//! silently change what is mounted (the Go provider ignores unknown keys). The Go provider's
-//! `objectNotAfter` is refused as unsupported rather than ignored.
+//! are case-sensitive; a repeated key is an error naming it.
+//!
+//! An unknown key (a typo such as `objectAlais`, a field of another provider version) is
+//! ignored with its value, whatever its shape, as the Go provider's YAML decoding ignores
+//! it; [`MountParams::unknown_keys`] reports it (the object and the key, never the value)
+//! so the caller can log and count it. With [`ParseOptions::strict`]
+//! (`--strict-parameters`) it is an error naming it instead, and `objectNotAfter` is
+//! refused as unsupported.
 //!
 //! | key | meaning |
 //! |---|---|
@@ -150,9 +155,11 @@ use self::identity::parse_auth;
 
 pub use self::error::ParamError;
 #[cfg(test)]
-pub use self::error::PathError;
+pub use self::error::{ObjectLabel, PathError};
 pub use self::files::RelativeFilePath;
 pub use self::identity::AuthMode;
+pub use self::objects::UnknownKeys;
+#[cfg(test)]
 pub use self::objects::parse_objects;
 #[cfg(test)]
 pub use self::spec::ObjectFile;
@@ -185,6 +192,9 @@ pub const MAX_SEGMENT_BYTES: usize = 255;
 pub const MAX_SEGMENTS: usize = 16;
 /// Longest `objectJsonKey`, in bytes.
 pub const MAX_JSON_KEY_BYTES: usize = 1024;
+/// Most ignored object keys reported one by one in [`MountParams::unknown_keys`] (all are
+/// counted).
+pub const MAX_REPORTED_UNKNOWN_KEYS: usize = 16;
 /// The service-account token audience workload identity exchanges with Entra.
 pub const WORKLOAD_IDENTITY_AUDIENCE: &str = "api://AzureADTokenExchange";
 /// The cloud used when `cloudName` is empty.
@@ -259,6 +269,26 @@ pub struct PodInfo {
     pub ephemeral: bool,
 }
 
+/// Provider-wide settings of [`parse_mount_with`], from the provider's flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// `--strict-parameters`: an unknown object key is an error instead of being ignored
+    /// (and reported in [`MountParams::unknown_keys`]).
+    pub strict: bool,
+    /// `--cloud-name`: the cloud of a mount whose `cloudName` is empty.
+    pub default_cloud: Cloud,
+}
+
+impl Default for ParseOptions {
+    /// The flags' defaults: not strict, [`DEFAULT_CLOUD`].
+    fn default() -> Self {
+        Self {
+            strict: false,
+            default_cloud: DEFAULT_CLOUD,
+        }
+    }
+}
+
 /// Everything a mount needs, validated. `Debug` never prints the token or client secret.
 #[derive(Debug)]
 pub struct MountParams {
@@ -266,7 +296,7 @@ pub struct MountParams {
     pub vault: VaultName,
     /// `tenantID` (or `tenantId`).
     pub tenant_id: String,
-    /// `cloudName`, [`DEFAULT_CLOUD`] when empty.
+    /// `cloudName`; [`ParseOptions::default_cloud`] when empty.
     pub cloud: Cloud,
     /// The identity to use.
     pub auth: AuthMode,
@@ -280,6 +310,9 @@ pub struct MountParams {
     pub default_mode: u32,
     /// Where the driver mounts the files (absolute; owned by the driver).
     pub target_path: PathBuf,
+    /// Object keys that were ignored because they are not object fields (never with
+    /// [`ParseOptions::strict`]): for a warning and a counter.
+    pub unknown_keys: UnknownKeys,
 }
 
 impl MountParams {
@@ -295,12 +328,30 @@ impl MountParams {
 }
 
 /// Parses the strings of a `MountRequest` (`attributes`, `secrets`, `permission`,
-/// `target_path`) into [`MountParams`]. See the module docs for every rule.
+/// `target_path`) into [`MountParams`] with the default [`ParseOptions`] (the flags'
+/// defaults). See the module docs for every rule.
 pub fn parse_mount(
     attributes: &str,
     secrets: &str,
     permission: &str,
     target_path: &str,
+) -> Result<MountParams, ParamError> {
+    parse_mount_with(
+        attributes,
+        secrets,
+        permission,
+        target_path,
+        &ParseOptions::default(),
+    )
+}
+
+/// [`parse_mount`] with the provider's [`ParseOptions`].
+pub fn parse_mount_with(
+    attributes: &str,
+    secrets: &str,
+    permission: &str,
+    target_path: &str,
+    options: &ParseOptions,
 ) -> Result<MountParams, ParamError> {
     let attrs = Attributes::parse(attributes)?;
     let secrets = parse_string_map::<SecretString>("secrets", secrets)?;
@@ -313,7 +364,7 @@ pub fn parse_mount(
         name: snippet(vault_name),
     })?;
     let tenant_id = parse_tenant(&attrs)?;
-    let cloud = parse_cloud(&attrs)?;
+    let cloud = parse_cloud(&attrs, options.default_cloud)?;
     if !attrs.trimmed(P_CLOUD_ENV_FILE_NAME).is_empty() {
         return Err(ParamError::Unsupported {
             name: P_CLOUD_ENV_FILE_NAME,
@@ -331,7 +382,8 @@ pub fn parse_mount(
     };
     let secret_provider_class = attrs.pod_attribute(A_SECRET_PROVIDER_CLASS)?;
     let objects_yaml = attrs.required(P_OBJECTS)?;
-    let objects = parse_objects(objects_yaml, &vault)?;
+    let (objects, unknown_keys) =
+        objects::parse_objects_with(objects_yaml, &vault, options.strict)?;
 
     Ok(MountParams {
         vault,
@@ -343,6 +395,7 @@ pub fn parse_mount(
         secret_provider_class,
         default_mode,
         target_path,
+        unknown_keys,
     })
 }
 
@@ -375,11 +428,12 @@ fn parse_tenant(attrs: &Attributes) -> Result<String, ParamError> {
     Ok(value.to_owned())
 }
 
-/// `cloudName`: empty means [`DEFAULT_CLOUD`]; else a name [`Cloud::parse`] accepts.
-fn parse_cloud(attrs: &Attributes) -> Result<Cloud, ParamError> {
+/// `cloudName`: empty means `default` (`--cloud-name`, [`DEFAULT_CLOUD`] unless set); else
+/// a name [`Cloud::parse`] accepts.
+fn parse_cloud(attrs: &Attributes, default: Cloud) -> Result<Cloud, ParamError> {
     let value = attrs.trimmed(P_CLOUD_NAME);
     if value.is_empty() {
-        return Ok(DEFAULT_CLOUD);
+        return Ok(default);
     }
     if value.eq_ignore_ascii_case("AzureStackCloud") {
         return Err(ParamError::Unsupported {

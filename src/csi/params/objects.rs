@@ -1,4 +1,4 @@
-//! The `objects` YAML: [`parse_objects`] reads the document `array:` of strings, each an
+//! The `objects` YAML: [`parse_objects_with`] reads the document `array:` of strings, each an
 //! object's own YAML mapping, into raw fields (bounded in count and size; errors name the
 //! entry and key), then has each built, their paths checked and their ids assigned.
 
@@ -10,13 +10,37 @@ use super::error::{ObjectLabel, ParamError};
 use super::files::check_collisions;
 use super::spec::{ObjectSpec, assign_ids, build_object};
 use super::{
-    MAX_FILES, MAX_OBJECTS, MAX_OBJECTS_YAML_BYTES, P_OBJECTS, VaultName, snippet, snippet_n,
+    MAX_FILES, MAX_OBJECTS, MAX_OBJECTS_YAML_BYTES, MAX_REPORTED_UNKNOWN_KEYS, P_OBJECTS,
+    VaultName, snippet, snippet_n,
 };
 
 /// Parses the `objects` YAML into validated objects whose default vault is `vault`: paths
-/// checked for collisions, ids assigned. [`parse_mount`](super::parse_mount) calls it; it is public for tests
-/// and fuzzing.
+/// checked for collisions, ids assigned. Strict: an unknown object key is an error, as with
+/// `--strict-parameters`. [`parse_mount`](super::parse_mount) parses through the same code;
+/// this is for tests.
+#[cfg(test)]
 pub fn parse_objects(yaml: &str, vault: &VaultName) -> Result<Vec<ObjectSpec>, ParamError> {
+    parse_objects_with(yaml, vault, true).map(|(specs, _)| specs)
+}
+
+/// Object keys that were ignored (not `strict`), as [`MountParams`](super::MountParams)
+/// reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnknownKeys {
+    /// The first [`MAX_REPORTED_UNKNOWN_KEYS`] of them, in order: the object and the key
+    /// (shortened to 64 characters). Values are never kept.
+    pub first: Vec<(ObjectLabel, String)>,
+    /// How many there were in all.
+    pub count: usize,
+}
+
+/// Parses `objects`; unless `strict`, unknown object keys are ignored (as the Go provider's
+/// YAML decoding ignores them) and reported in the second value.
+pub(super) fn parse_objects_with(
+    yaml: &str,
+    vault: &VaultName,
+    strict: bool,
+) -> Result<(Vec<ObjectSpec>, UnknownKeys), ParamError> {
     if yaml.len() > MAX_OBJECTS_YAML_BYTES {
         return Err(ParamError::TooLarge {
             what: P_OBJECTS,
@@ -29,9 +53,24 @@ pub fn parse_objects(yaml: &str, vault: &VaultName) -> Result<Vec<ObjectSpec>, P
         return Err(ParamError::NoObjects);
     }
     let mut specs = Vec::with_capacity(entries.len());
+    let mut unknown = UnknownKeys::default();
     let mut file_count = 0usize;
     for (index, entry) in entries.iter().enumerate() {
-        let raw = parse_object_entry(entry.as_deref(), index)?;
+        let raw = parse_object_entry(entry.as_deref(), index, strict)?;
+        if raw.unknown_count > 0 {
+            let label = ObjectLabel {
+                index,
+                name: Some(raw.get(Field::ObjectName))
+                    .filter(|n| !n.is_empty())
+                    .map(snippet),
+            };
+            unknown.count = unknown.count.saturating_add(raw.unknown_count);
+            for key in &raw.unknown {
+                if unknown.first.len() < MAX_REPORTED_UNKNOWN_KEYS {
+                    unknown.first.push((label.clone(), key.clone()));
+                }
+            }
+        }
         let spec = build_object(&raw, index, vault)?;
         file_count = file_count.saturating_add(spec.files.len());
         if file_count > MAX_FILES {
@@ -44,7 +83,7 @@ pub fn parse_objects(yaml: &str, vault: &VaultName) -> Result<Vec<ObjectSpec>, P
     }
     check_collisions(&specs)?;
     assign_ids(&mut specs)?;
-    Ok(specs)
+    Ok((specs, unknown))
 }
 
 /// Shortens a parser message.
@@ -324,13 +363,18 @@ impl Field {
     }
 }
 
-/// An object entry's fields: raw scalar text, untrimmed, `None` for null.
-pub(super) struct RawObject(Vec<(Field, Option<String>)>);
+/// An object entry's fields: raw scalar text, untrimmed, `None` for null; and the unknown
+/// keys that were ignored (the first [`MAX_REPORTED_UNKNOWN_KEYS`], shortened) and their count.
+pub(super) struct RawObject {
+    fields: Vec<(Field, Option<String>)>,
+    unknown: Vec<String>,
+    unknown_count: usize,
+}
 
 impl RawObject {
     /// The trimmed value of `field`, empty when absent or null.
     pub(super) fn get(&self, field: Field) -> &str {
-        self.0
+        self.fields
             .iter()
             .find(|(f, _)| *f == field)
             .and_then(|(_, v)| v.as_deref())
@@ -338,7 +382,11 @@ impl RawObject {
     }
 }
 
-fn parse_object_entry(entry: Option<&str>, index: usize) -> Result<RawObject, ParamError> {
+fn parse_object_entry(
+    entry: Option<&str>,
+    index: usize,
+    strict: bool,
+) -> Result<RawObject, ParamError> {
     let label = ObjectLabel { index, name: None };
     let Some(text) = entry.filter(|t| !t.trim().is_empty()) else {
         return Err(ParamError::InvalidObjectYaml {
@@ -350,6 +398,7 @@ fn parse_object_entry(entry: Option<&str>, index: usize) -> Result<RawObject, Pa
     let result = ObjectEntry {
         problem: &mut problem,
         index,
+        strict,
     }
     .deserialize(serde_yaml_ng::Deserializer::from_str(text));
     match (result, problem) {
@@ -362,11 +411,13 @@ fn parse_object_entry(entry: Option<&str>, index: usize) -> Result<RawObject, Pa
     }
 }
 
-/// One object's YAML: a mapping of known keys to scalars. Stops at the first unknown or
-/// repeated key, so at most 11 values are ever materialized.
+/// One object's YAML: a mapping of known keys to scalars. Stops at the first repeated key,
+/// and (`strict`) at the first unknown key; otherwise unknown keys are noted and their values
+/// skipped unread, so at most 11 values are ever materialized.
 struct ObjectEntry<'p> {
     problem: &'p mut Problem,
     index: usize,
+    strict: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ObjectEntry<'_> {
@@ -386,6 +437,8 @@ impl<'de> Visitor<'de> for ObjectEntry<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields: Vec<(Field, Option<String>)> = Vec::new();
+        let mut unknown: Vec<String> = Vec::new();
+        let mut unknown_count = 0usize;
         let index = self.index;
         // Labels in errors name the object when `objectName` came first (it usually does).
         let label = |fields: &[(Field, Option<String>)]| ObjectLabel {
@@ -401,6 +454,22 @@ impl<'de> Visitor<'de> for ObjectEntry<'_> {
         while let Some(YamlScalar(key)) = map.next_key::<YamlScalar>()? {
             let key = key.unwrap_or_default();
             let Some(field) = Field::from_key(&key) else {
+                if !self.strict {
+                    // As the Go provider's YAML decoding: the key and its value (whatever
+                    // its shape) are ignored. Only the key is kept, for the log.
+                    if let Err(e) = map.next_value::<de::IgnoredAny>() {
+                        let problem = ParamError::InvalidObjectYaml {
+                            object: label(&fields),
+                            reason: snippet_n(&e.to_string(), 200),
+                        };
+                        return Err(abort(self.problem, problem));
+                    }
+                    unknown_count = unknown_count.saturating_add(1);
+                    if unknown.len() < MAX_REPORTED_UNKNOWN_KEYS {
+                        unknown.push(snippet(&key));
+                    }
+                    continue;
+                }
                 let object = label(&fields);
                 let problem = if key == "objectNotAfter" {
                     ParamError::UnsupportedObjectField {
@@ -440,7 +509,11 @@ impl<'de> Visitor<'de> for ObjectEntry<'_> {
                 }
             }
         }
-        Ok(RawObject(fields))
+        Ok(RawObject {
+            fields,
+            unknown,
+            unknown_count,
+        })
     }
 }
 

@@ -10,8 +10,8 @@ use crate::csi::params::fixtures::{
     CLIENT, DB, SA_TOKEN, TENANT, ids, json, mount_with, objects_yaml, paths, wi_attributes,
 };
 use crate::csi::params::{
-    A_POD_NAME, AuthMode, DEFAULT_CLOUD, ObjectFile, ObjectKind, ParamError, PodInfo,
-    RelativeFilePath, parse_mount,
+    A_POD_NAME, AuthMode, DEFAULT_CLOUD, ObjectFile, ObjectKind, ParamError, ParseOptions, PodInfo,
+    RelativeFilePath, parse_mount, parse_mount_with,
 };
 
 #[test]
@@ -287,4 +287,43 @@ proptest! {
     fn parse_mount_never_panics(a in any::<String>(), s in any::<String>(), p in any::<String>(), t in any::<String>()) {
         let _ = parse_mount(&a, &s, &p, &t);
     }
+}
+
+/// `--cloud-name` is the cloud of a class without `cloudName`; `cloudName` still wins.
+#[test]
+fn the_default_cloud_applies_only_without_cloud_name() {
+    let options = ParseOptions {
+        default_cloud: Cloud::AzureChinaCloud,
+        ..ParseOptions::default()
+    };
+    let with = |extra: &[(&str, &str)]| {
+        parse_mount_with(
+            &wi_attributes(&objects_yaml(&[DB]), extra),
+            "{}",
+            "420",
+            "/t",
+            &options,
+        )
+    };
+    assert_eq!(with(&[]).unwrap().cloud, Cloud::AzureChinaCloud);
+    assert_eq!(
+        with(&[("cloudName", "  ")]).unwrap().cloud,
+        Cloud::AzureChinaCloud
+    );
+    assert_eq!(
+        with(&[("cloudName", "AzureUSGovernmentCloud")])
+            .unwrap()
+            .cloud,
+        Cloud::AzureUSGovernmentCloud
+    );
+    assert_eq!(
+        with(&[("cloudName", "azurepubliccloud")]).unwrap().cloud,
+        Cloud::AzurePublicCloud
+    );
+    // The flags' default: AzurePublicCloud.
+    assert_eq!(
+        ParseOptions::default().default_cloud,
+        Cloud::AzurePublicCloud
+    );
+    assert_eq!(mount_with(&[]).unwrap().cloud, DEFAULT_CLOUD);
 }
