@@ -133,13 +133,24 @@ pub struct CsiArgs {
     pub custom_user_agent: String,
     /// The cloud of a SecretProviderClass without `cloudName`: AzurePublicCloud,
     /// AzureUSGovernmentCloud or AzureChinaCloud (case-insensitive; also AzureCloud and
-    /// AzureUSGovernment). Checked at start-up, as the Go provider does.
+    /// AzureUSGovernment), or AzureStackCloud with `--cloud-env-file`. Checked at
+    /// start-up, as the Go provider does.
     #[arg(
         long,
         env = "AKV_BRIDGE_CLOUD_NAME",
         default_value = "AzurePublicCloud"
     )]
     pub cloud_name: String,
+    /// The directory `cloudEnvFileName` (custom clouds, `cloudName: AzureStackCloud`) may
+    /// name files in, symbolic links resolved. Unset: `cloudEnvFileName` is refused. Only
+    /// the operator should be able to write there.
+    #[arg(long, env = "AKV_BRIDGE_CLOUD_ENV_DIR")]
+    pub cloud_env_dir: Option<PathBuf>,
+    /// The default custom cloud environment file (go-autorest JSON), read at start-up: for
+    /// `--cloud-name=AzureStackCloud` and for `AzureStackCloud` mounts without
+    /// `cloudEnvFileName`. Read from `AZURE_ENVIRONMENT_FILEPATH` as go-autorest does.
+    #[arg(long, env = "AZURE_ENVIRONMENT_FILEPATH")]
+    pub cloud_env_file: Option<PathBuf>,
     /// Refuse a mount whose objects have a key that is not an object field, naming it.
     /// Off: such keys are ignored, as the Go provider ignores them, with a warning and
     /// `akv_bridge_csi_unknown_parameters_total`.

@@ -1123,3 +1123,142 @@ async fn cloud_name_flag_sets_the_default_cloud_and_is_checked_at_start_up() {
         assert!(err.to_string().contains("--cloud-name"), "{bad:?}: {err}");
     }
 }
+
+/// `cloudName: AzureStackCloud` with `cloudEnvFileName`: the Entra and Key Vault endpoints
+/// come from a go-autorest environment file, read only under `--cloud-env-dir`.
+/// mock-vault serves `*.vault.stack.test`; no `--authority-host` and no
+/// `--vault-url-template`, so a mount succeeds only if both endpoints come from the file.
+#[tokio::test]
+async fn custom_cloud_environment_files_are_read_only_under_the_operators_directory() {
+    let envs = tempfile::tempdir().unwrap();
+    let dir = envs.path().join("cloudEnv");
+    std::fs::create_dir(&dir).unwrap();
+    let env_file = dir.join("stack.json");
+    let outside = envs.path().join("outside.json");
+    let write_env = |mock: &MockVault| {
+        let body = json!({
+            "name": "AzureStackCloud",
+            "activeDirectoryEndpoint": format!("{}/", mock.info().authority_host),
+            "keyVaultEndpoint": "https://vault.stack.test/",
+            "keyVaultDNSSuffix": "vault.stack.test",
+        })
+        .to_string();
+        std::fs::write(&env_file, &body).unwrap();
+        std::fs::write(&outside, &body).unwrap();
+    };
+    let dir_flag = format!("--cloud-env-dir={}", dir.display());
+    let env = env_in_domain("vault.stack.test", false, &[dir_flag])
+        .await
+        .unwrap();
+    write_env(&env.mock);
+    let token = env.token("apps", "web");
+    let objs = objects(&["objectName: db-password\nobjectType: secret"]);
+    let mut attrs = env.wi_attributes(APP, &token, "web-0", &objs);
+    attrs["cloudName"] = json!("AzureStackCloud");
+    attrs["cloudEnvFileName"] = json!(env_file.display().to_string());
+    let r = env.mount(&attrs, &json!({})).await.unwrap();
+    assert_eq!(files(&r)["db-password"].1, b"s3cr3t-db");
+
+    // Outside the directory (also through a link), `..`, or no file at all: refused,
+    // naming the rule, quoting nothing.
+    std::os::unix::fs::symlink(&outside, dir.join("escape.json")).unwrap();
+    for bad in [
+        "/etc/passwd".to_owned(),
+        outside.display().to_string(),
+        dir.join("escape.json").display().to_string(),
+        format!("{}/../outside.json", dir.display()),
+        "missing.json".to_owned(),
+    ] {
+        attrs["cloudEnvFileName"] = json!(bad);
+        let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{bad}: {}",
+            err.message()
+        );
+        assert!(
+            err.message().contains("cloudEnvFileName"),
+            "{}",
+            err.message()
+        );
+        assert!(!err.message().contains("root:"), "{}", err.message());
+    }
+    attrs.as_object_mut().unwrap().remove("cloudEnvFileName");
+    let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("AzureStackCloud"),
+        "{}",
+        err.message()
+    );
+
+    // Without --cloud-env-dir, no cloudEnvFileName is read.
+    let closed = env_in_domain("vault.stack.test", false, &[]).await.unwrap();
+    write_env(&closed.mock);
+    let token = closed.token("apps", "web");
+    let mut attrs = closed.wi_attributes(APP, &token, "web-0", &objs);
+    attrs["cloudName"] = json!("AzureStackCloud");
+    attrs["cloudEnvFileName"] = json!(env_file.display().to_string());
+    let err = closed.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("--cloud-env-dir"),
+        "{}",
+        err.message()
+    );
+    drop(closed);
+
+    // `--cloud-name=AzureStackCloud` with the operator's file (AZURE_ENVIRONMENT_FILEPATH):
+    // read at start-up, used by classes without cloudName.
+    // The file must name this mock's Entra: a new mock, the file rewritten, then the
+    // provider started.
+    let mock = mock_vault::start(Config {
+        fixture: Fixture::parse(FIXTURE).unwrap(),
+        vault_domain: "vault.stack.test".into(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    write_env(&mock);
+    let socket = envs.path().join("azure.sock");
+    let info = mock.info();
+    let provider = Provider::start(
+        vec![
+            format!("--endpoint=unix://{}", socket.display()),
+            format!("--vault-connect-addr={}", info.address),
+            format!("--ca-bundle={}", info.ca_pem_path.display()),
+            "--insecure-skip-challenge-resource-verification".into(),
+            "--healthz-port=0".into(),
+            "--healthz-bind-address=127.0.0.1".into(),
+            "--prometheus-port=0".into(),
+            "--metrics-bind-address=127.0.0.1".into(),
+            "--cloud-name=AzureStackCloud".into(),
+            format!("--cloud-env-file={}", env_file.display()),
+        ],
+        &socket,
+    )
+    .await
+    .unwrap();
+    let stack = Env {
+        mock,
+        _dir: tempfile::tempdir().unwrap(),
+        provider,
+    };
+    let r = stack.mount_wi(&objs).await.unwrap();
+    assert_eq!(files(&r)["db-password"].1, b"s3cr3t-db");
+
+    // AzureStackCloud as the default needs the file at start-up.
+    let err = env_in_domain(
+        "vault.stack.test",
+        false,
+        &["--cloud-name=AzureStackCloud".into()],
+    )
+    .await
+    .err()
+    .expect("started without an environment file");
+    assert!(
+        err.to_string().contains("AZURE_ENVIRONMENT_FILEPATH"),
+        "{err}"
+    );
+}

@@ -33,8 +33,8 @@
 //! |---|---|
 //! | `keyvaultName` | required; 3-24 characters of `[-A-Za-z0-9]` (the Go provider's rule) |
 //! | `tenantID` (legacy `tenantId`) | required; `tenantID` wins when both are set; 1-253 characters of `[-.A-Za-z0-9]` (a GUID or a domain: it becomes part of the Entra URL) |
-//! | `cloudName` | [`MountParams::cloud`]: empty means [`ParseOptions::default_cloud`] (`--cloud-name`, `AzurePublicCloud` by default); else `AzurePublicCloud` (or `AzureCloud`), `AzureUSGovernmentCloud` (or `AzureUSGovernment`) or `AzureChinaCloud`, ignoring ASCII case ([`Cloud::parse`]); `AzureStackCloud` and `AzureGermanCloud` are refused |
-//! | `cloudEnvFileName` | refused: custom cloud environment files are not supported |
+//! | `cloudName` | [`MountParams::cloud`]: empty means [`ParseOptions::default_cloud`] (`--cloud-name`, `AzurePublicCloud` by default); else `AzurePublicCloud` (or `AzureCloud`), `AzureUSGovernmentCloud` (or `AzureUSGovernment`) or `AzureChinaCloud`, ignoring ASCII case ([`Cloud::parse`]); `AzureStackCloud` is a custom cloud ([`MountCloud::Custom`]); `AzureGermanCloud` is refused |
+//! | `cloudEnvFileName` | with `cloudName: AzureStackCloud` only (as in the Go provider, it is ignored otherwise): the custom cloud's environment file, at most 4096 bytes, no NUL or control character, no `..` segment. Whether the provider may read it is its rule, not this module's (`--cloud-env-dir`) |
 //! | `usePodIdentity` | `true` is refused: aad-pod-identity is deprecated |
 //! | `usePodServiceAccountAnnotation` | `true` is refused: akv-bridge does not read the Kubernetes API; set `clientID` |
 //! | `useAzureTokenProxy` | `true` is refused: identity binding (the Go provider's Azure token proxy) is not supported yet; use workload identity (`clientID`) |
@@ -276,7 +276,27 @@ pub struct ParseOptions {
     /// (and reported in [`MountParams::unknown_keys`]).
     pub strict: bool,
     /// `--cloud-name`: the cloud of a mount whose `cloudName` is empty.
-    pub default_cloud: Cloud,
+    pub default_cloud: MountCloud,
+}
+
+/// The cloud a mount reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountCloud {
+    /// A cloud whose endpoints akv-bridge knows.
+    Azure(Cloud),
+    /// `AzureStackCloud`: a custom cloud whose Entra and Key Vault endpoints come from an
+    /// environment file (go-autorest's JSON). The provider reads it.
+    Custom {
+        /// `cloudEnvFileName` as written (trimmed, checked lexically); `None`: the
+        /// provider's default environment file (`AZURE_ENVIRONMENT_FILEPATH`).
+        env_file: Option<String>,
+    },
+}
+
+impl Default for MountCloud {
+    fn default() -> Self {
+        Self::Azure(DEFAULT_CLOUD)
+    }
 }
 
 impl Default for ParseOptions {
@@ -284,7 +304,7 @@ impl Default for ParseOptions {
     fn default() -> Self {
         Self {
             strict: false,
-            default_cloud: DEFAULT_CLOUD,
+            default_cloud: MountCloud::default(),
         }
     }
 }
@@ -296,8 +316,8 @@ pub struct MountParams {
     pub vault: VaultName,
     /// `tenantID` (or `tenantId`).
     pub tenant_id: String,
-    /// `cloudName`; [`ParseOptions::default_cloud`] when empty.
-    pub cloud: Cloud,
+    /// `cloudName` (with `cloudEnvFileName`); [`ParseOptions::default_cloud`] when empty.
+    pub cloud: MountCloud,
     /// The identity to use.
     pub auth: AuthMode,
     /// `objects`, in order, with their files and ids.
@@ -364,14 +384,7 @@ pub fn parse_mount_with(
         name: snippet(vault_name),
     })?;
     let tenant_id = parse_tenant(&attrs)?;
-    let cloud = parse_cloud(&attrs, options.default_cloud)?;
-    if !attrs.trimmed(P_CLOUD_ENV_FILE_NAME).is_empty() {
-        return Err(ParamError::Unsupported {
-            name: P_CLOUD_ENV_FILE_NAME,
-            reason: "custom cloud environment files are not supported; use AzurePublicCloud, \
-                     AzureUSGovernmentCloud or AzureChinaCloud",
-        });
-    }
+    let cloud = parse_cloud(&attrs, &options.default_cloud)?;
     let auth = parse_auth(&attrs, &secrets)?;
     let pod = PodInfo {
         namespace: attrs.pod_attribute(A_POD_NAMESPACE)?,
@@ -428,18 +441,18 @@ fn parse_tenant(attrs: &Attributes) -> Result<String, ParamError> {
     Ok(value.to_owned())
 }
 
-/// `cloudName`: empty means `default` (`--cloud-name`, [`DEFAULT_CLOUD`] unless set); else
-/// a name [`Cloud::parse`] accepts.
-fn parse_cloud(attrs: &Attributes, default: Cloud) -> Result<Cloud, ParamError> {
+/// `cloudName`: empty means `default` (`--cloud-name`, [`DEFAULT_CLOUD`] unless set);
+/// `AzureStackCloud` a custom cloud with `cloudEnvFileName`; else a name [`Cloud::parse`]
+/// accepts. As in the Go provider, `cloudEnvFileName` is read only with an explicit
+/// `cloudName: AzureStackCloud`.
+fn parse_cloud(attrs: &Attributes, default: &MountCloud) -> Result<MountCloud, ParamError> {
     let value = attrs.trimmed(P_CLOUD_NAME);
     if value.is_empty() {
-        return Ok(default);
+        return Ok(default.clone());
     }
     if value.eq_ignore_ascii_case("AzureStackCloud") {
-        return Err(ParamError::Unsupported {
-            name: P_CLOUD_NAME,
-            reason: "AzureStackCloud has per-installation endpoints; use AzurePublicCloud, \
-                     AzureUSGovernmentCloud or AzureChinaCloud",
+        return Ok(MountCloud::Custom {
+            env_file: parse_env_file(attrs.trimmed(P_CLOUD_ENV_FILE_NAME))?,
         });
     }
     if value.len() > MAX_ECHO_CHARS || !value.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -452,7 +465,31 @@ fn parse_cloud(attrs: &Attributes, default: Cloud) -> Result<Cloud, ParamError> 
             ),
         });
     }
-    Cloud::parse(value).map_err(ParamError::InvalidCloud)
+    Cloud::parse(value)
+        .map(MountCloud::Azure)
+        .map_err(ParamError::InvalidCloud)
+}
+
+/// `cloudEnvFileName`, checked lexically: at most [`MAX_PATH_BYTES`], no NUL or control
+/// character, no `..` segment. Where it may be is the provider's rule (`--cloud-env-dir`).
+fn parse_env_file(value: &str) -> Result<Option<String>, ParamError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let invalid = |reason: &str| ParamError::InvalidParameter {
+        name: P_CLOUD_ENV_FILE_NAME,
+        reason: format!("{:?} {reason}", snippet(value)),
+    };
+    if value.len() > MAX_PATH_BYTES {
+        return Err(invalid("is longer than 4096 bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid("contains a NUL or control character"));
+    }
+    if value.split('/').any(|segment| segment == "..") {
+        return Err(invalid("has a '..' segment"));
+    }
+    Ok(Some(value.to_owned()))
 }
 
 /// `value`, shortened to [`MAX_ECHO_CHARS`] characters, for error messages.

@@ -10,6 +10,7 @@ use super::MountError;
 use crate::azure::cloud::CloudError;
 use crate::azure::keyvault::{KvError, Throttle};
 use crate::azure::upstream::Upstream;
+use crate::csi::cloud_env::CloudEnvError;
 use crate::csi::content::ContentError;
 use crate::csi::identity::IdentityError;
 use crate::csi::params::ParamError;
@@ -180,6 +181,27 @@ fn every_other_mount_failure_has_its_code_and_label() {
             MountError::Timeout(Duration::from_secs(20)),
             Code::DeadlineExceeded,
             "deadline_exceeded",
+        ),
+        (
+            MountError::CloudEnv(CloudEnvError::Disabled),
+            Code::InvalidArgument,
+            "cloud_environment",
+        ),
+        (
+            MountError::CloudEnv(CloudEnvError::NotAllowed {
+                path: "/etc/passwd".into(),
+                reason: "is not a file under the provider's --cloud-env-dir",
+            }),
+            Code::InvalidArgument,
+            "cloud_environment",
+        ),
+        (
+            MountError::CloudEnv(CloudEnvError::Invalid {
+                path: "/cloudEnv/env.json".into(),
+                reason: "is not valid JSON (line 1, column 1)".into(),
+            }),
+            Code::FailedPrecondition,
+            "cloud_environment",
         ),
     ];
     for (error, code, label) in cases {
