@@ -554,10 +554,13 @@ fn log_unknown_keys(params: &MountParams) -> usize {
     );
     let spc = params.secret_provider_class.as_deref().unwrap_or("-");
     for (object, key) in &unknown.first {
+        let object = object
+            .as_ref()
+            .map_or_else(|| "the objects document".to_owned(), ToString::to_string);
         tracing::warn!(
             pod,
             spc,
-            object = %object,
+            object,
             key = ?key,
             "SecretProviderClass object has an unknown key, ignored as the Go provider \
              does (keys are case-sensitive; --strict-parameters refuses them)"

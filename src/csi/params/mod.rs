@@ -62,8 +62,9 @@
 //!
 //! An unknown key (a typo such as `objectAlais`, a field of another provider version) is
 //! ignored with its value, whatever its shape, as the Go provider's YAML decoding ignores
-//! it; [`MountParams::unknown_keys`] reports it (the object and the key, never the value)
-//! so the caller can log and count it. With [`ParseOptions::strict`]
+//! it, and so is a key beside `array` in the document; [`MountParams::unknown_keys`]
+//! reports each (the object or the document, and the key, never the value) so the caller
+//! can log and count it. With [`ParseOptions::strict`]
 //! (`--strict-parameters`) it is an error naming it instead, and `objectNotAfter` is
 //! refused as unsupported.
 //!

@@ -27,9 +27,10 @@ pub fn parse_objects(yaml: &str, vault: &VaultName) -> Result<Vec<ObjectSpec>, P
 /// reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnknownKeys {
-    /// The first [`MAX_REPORTED_UNKNOWN_KEYS`] of them, in order: the object and the key
-    /// (shortened to 64 characters). Values are never kept.
-    pub first: Vec<(ObjectLabel, String)>,
+    /// The first [`MAX_REPORTED_UNKNOWN_KEYS`] of them, in order: the object (`None`: the
+    /// `objects` document itself, a key beside `array`) and the key (shortened to 64
+    /// characters). Values are never kept.
+    pub first: Vec<(Option<ObjectLabel>, String)>,
     /// How many there were in all.
     pub count: usize,
 }
@@ -48,12 +49,12 @@ pub(super) fn parse_objects_with(
             max: MAX_OBJECTS_YAML_BYTES,
         });
     }
-    let entries = parse_objects_document(yaml)?;
+    let (entries, document_unknown) = parse_objects_document(yaml, strict)?;
     if entries.is_empty() {
         return Err(ParamError::NoObjects);
     }
     let mut specs = Vec::with_capacity(entries.len());
-    let mut unknown = UnknownKeys::default();
+    let mut unknown = document_unknown;
     let mut file_count = 0usize;
     for (index, entry) in entries.iter().enumerate() {
         let raw = parse_object_entry(entry.as_deref(), index, strict)?;
@@ -67,7 +68,7 @@ pub(super) fn parse_objects_with(
             unknown.count = unknown.count.saturating_add(raw.unknown_count);
             for key in &raw.unknown {
                 if unknown.first.len() < MAX_REPORTED_UNKNOWN_KEYS {
-                    unknown.first.push((label.clone(), key.clone()));
+                    unknown.first.push((Some(label.clone()), key.clone()));
                 }
             }
         }
@@ -136,12 +137,17 @@ fn abort<E: de::Error>(slot: &mut Problem, problem: ParamError) -> E {
     E::custom("aborted")
 }
 
-/// The `objects` document: a mapping with one key, `array`, a sequence of strings.
-/// Returns the entries (`None` for a null entry).
-fn parse_objects_document(yaml: &str) -> Result<Vec<Option<String>>, ParamError> {
+/// The `objects` document: a mapping with the key `array`, a sequence of strings; other
+/// keys are errors when `strict`, else skipped and reported (as the Go provider's YAML
+/// decoding ignores them). Returns the entries (`None` for a null entry).
+fn parse_objects_document(
+    yaml: &str,
+    strict: bool,
+) -> Result<(Vec<Option<String>>, UnknownKeys), ParamError> {
     let mut problem = None;
     let result = ObjectsDocument {
         problem: &mut problem,
+        strict,
     }
     .deserialize(serde_yaml_ng::Deserializer::from_str(yaml));
     match (result, problem) {
@@ -155,10 +161,11 @@ fn parse_objects_document(yaml: &str) -> Result<Vec<Option<String>>, ParamError>
 
 struct ObjectsDocument<'p> {
     problem: &'p mut Problem,
+    strict: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ObjectsDocument<'_> {
-    type Value = Vec<Option<String>>;
+    type Value = (Vec<Option<String>>, UnknownKeys);
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
@@ -166,7 +173,7 @@ impl<'de> DeserializeSeed<'de> for ObjectsDocument<'_> {
 }
 
 impl<'de> Visitor<'de> for ObjectsDocument<'_> {
-    type Value = Vec<Option<String>>;
+    type Value = (Vec<Option<String>>, UnknownKeys);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a YAML mapping with the key `array`")
@@ -174,8 +181,24 @@ impl<'de> Visitor<'de> for ObjectsDocument<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut array = None;
+        let mut unknown = UnknownKeys::default();
         while let Some(YamlScalar(key)) = map.next_key::<YamlScalar>()? {
             let key = key.unwrap_or_default();
+            if key != "array" && !self.strict {
+                if let Err(e) = map.next_value::<de::IgnoredAny>() {
+                    return Err(abort(
+                        self.problem,
+                        ParamError::InvalidObjectsYaml {
+                            reason: snippet_n(&e.to_string(), 200),
+                        },
+                    ));
+                }
+                unknown.count = unknown.count.saturating_add(1);
+                if unknown.first.len() < MAX_REPORTED_UNKNOWN_KEYS {
+                    unknown.first.push((None, snippet(&key)));
+                }
+                continue;
+            }
             if key != "array" {
                 return Err(abort(
                     self.problem,
@@ -196,7 +219,7 @@ impl<'de> Visitor<'de> for ObjectsDocument<'_> {
                 problem: &mut *self.problem,
             })?);
         }
-        Ok(array.unwrap_or_default())
+        Ok((array.unwrap_or_default(), unknown))
     }
 }
 

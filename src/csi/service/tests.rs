@@ -274,12 +274,12 @@ fn unknown_object_keys_are_logged_naming_the_key_and_object_never_the_value() {
     assert!(lines[0].contains("WARN"), "{text}");
     assert!(
         lines[0].contains("key=\"objectAlais\"")
-            && lines[0].contains("objects[0] (\"db-password\")")
+            && lines[0].contains(r#"object="objects[0] (\"db-password\")""#)
             && lines[0].contains("shop/web-0")
             && lines[0].contains("app-secrets"),
         "{text}"
     );
-    assert!(lines[1].contains("key=\"extra0\"") && lines[1].contains("\"many\""));
+    assert!(lines[1].contains("key=\"extra0\"") && lines[1].contains(r#"(\"many\")"#));
     assert!(lines[16].contains("unknown_keys=21"), "{text}");
     assert!(!text.contains("s3cr3t-Value"), "{text}");
 }

@@ -76,9 +76,11 @@ fn unknown_object_keys_are_ignored_and_reported_unless_strict() {
         "the typo changes nothing"
     );
     assert_eq!(p.unknown_keys.count, 4);
-    let label = |index, name: &str| ObjectLabel {
-        index,
-        name: Some(name.to_owned()),
+    let label = |index, name: &str| {
+        Some(ObjectLabel {
+            index,
+            name: Some(name.to_owned()),
+        })
     };
     assert_eq!(
         p.unknown_keys.first,
@@ -129,6 +131,13 @@ fn unknown_object_keys_are_ignored_and_reported_unless_strict() {
     assert_eq!(p.unknown_keys.count, 41);
     assert_eq!(p.unknown_keys.first.len(), MAX_REPORTED_UNKNOWN_KEYS);
     assert!(p.unknown_keys.first[0].1.chars().count() <= 65);
+
+    // Keys beside `array` are ignored too (Go decodes the document into a struct), and
+    // reported for the document itself.
+    let yaml = format!("{}version: 2\n", objects_yaml(&[DB]));
+    let p = parse_mount(&wi_attributes(&yaml, &[]), "{}", "420", "/t").unwrap();
+    assert_eq!(p.unknown_keys.first, [(None, "version".to_owned())]);
+    assert!(parse_mount_with(&wi_attributes(&yaml, &[]), "{}", "420", "/t", &strict).is_err());
 
     // Unknown keys do not lift any other rule: a repeated known key, malformed YAML.
     for bad in [
