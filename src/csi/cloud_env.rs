@@ -12,14 +12,17 @@
 //! `AZURE_ENVIRONMENT_FILEPATH` as with go-autorest) is read once at start-up and serves
 //! `AzureStackCloud` mounts without `cloudEnvFileName`.
 //!
-//! The file (go-autorest's `Environment` JSON; other keys are ignored):
+//! The file is parsed as the KMS plugin parses it (`crate::azure::environment`):
 //! `activeDirectoryEndpoint` (the Entra or AD FS authority, https) and `keyVaultDNSSuffix`
-//! (vaults are `https://<name>.<suffix>`) are required; `name` and `keyVaultEndpoint` are
-//! read but not needed (the token's scope comes from the vault URL, which for a
+//! (vaults are `https://<name>.<suffix>`) are required; other keys are ignored
+//! (`keyVaultEndpoint` too: the token's scope comes from the vault URL, which for a
 //! well-formed file names the same host).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+pub use crate::azure::environment::CustomCloud;
+use crate::azure::environment::EnvironmentError;
 
 /// Largest environment file read, in bytes (go-autorest's are under 2 KiB).
 pub const MAX_ENV_FILE_BYTES: u64 = 64 * 1024;
@@ -58,88 +61,20 @@ pub enum CloudEnvError {
     },
 }
 
-/// A custom cloud's endpoints.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CustomCloud {
-    /// `activeDirectoryEndpoint` without its trailing `/`.
-    pub authority_host: String,
-    /// `keyVaultDNSSuffix` (a host name, optionally with a port).
-    pub key_vault_dns_suffix: String,
-}
-
-#[derive(serde::Deserialize)]
-struct EnvironmentJson {
-    #[serde(default, rename = "activeDirectoryEndpoint")]
-    active_directory_endpoint: String,
-    #[serde(default, rename = "keyVaultDNSSuffix")]
-    key_vault_dns_suffix: String,
-}
-
-/// Parses a go-autorest environment file. Pure. `path` only names the file in errors.
+/// Parses a go-autorest environment file with the parser the KMS plugin uses
+/// ([`CustomCloud::parse`]). `path` only names the file in errors.
 pub fn parse_environment(bytes: &[u8], path: &str) -> Result<CustomCloud, CloudEnvError> {
-    let invalid = |reason: String| CloudEnvError::Invalid {
+    CustomCloud::parse(bytes, path).map_err(|e| CloudEnvError::Invalid {
         path: shorten(path),
-        reason,
-    };
-    let env: EnvironmentJson = serde_json::from_slice(bytes).map_err(|e| {
-        // The category and position only: serde's messages can quote the content.
-        let category = match e.classify() {
-            serde_json::error::Category::Io => "could not be read",
-            serde_json::error::Category::Syntax => "is not valid JSON",
-            serde_json::error::Category::Data => "is not a JSON object of strings",
-            serde_json::error::Category::Eof => "ends too early",
-        };
-        invalid(format!(
-            "{category} (line {}, column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    let authority = env.active_directory_endpoint.trim();
-    let authority_ok = url::Url::parse(authority).is_ok_and(|u| {
-        u.scheme() == "https"
-            && u.host_str().is_some()
-            && u.query().is_none()
-            && u.fragment().is_none()
-            && u.username().is_empty()
-            && u.password().is_none()
-    });
-    if !authority_ok {
-        return Err(invalid(
-            "has no usable activeDirectoryEndpoint (an https URL)".to_owned(),
-        ));
-    }
-    let suffix = env.key_vault_dns_suffix.trim().trim_end_matches('/');
-    let suffix_ok = is_dns_suffix(suffix);
-    if !suffix_ok {
-        return Err(invalid(
-            "has no usable keyVaultDNSSuffix (a host name such as vault.local.azurestack.external)"
-                .to_owned(),
-        ));
-    }
-    Ok(CustomCloud {
-        authority_host: authority.trim_end_matches('/').to_owned(),
-        key_vault_dns_suffix: suffix.to_ascii_lowercase(),
+        reason: match e {
+            EnvironmentError::NotJson { reason, .. } => format!("is not a JSON object: {reason}"),
+            EnvironmentError::Field { field, problem, .. } => format!("{field} {problem}"),
+            EnvironmentError::TooLarge { .. } => "is too large".to_owned(),
+            EnvironmentError::Read { .. } | EnvironmentError::NoFile => {
+                "could not be read".to_owned()
+            }
+        },
     })
-}
-
-/// `host` or `host:port`, the host of dot-separated labels of letters, digits and `-`.
-fn is_dns_suffix(suffix: &str) -> bool {
-    let (host, port) = match suffix.split_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (suffix, None),
-    };
-    let host_ok = (1..=253).contains(&host.len())
-        && host.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
-    host_ok && port_ok
 }
 
 /// Where custom cloud environments may come from: the provider's flags.

@@ -293,7 +293,8 @@ impl Provider {
             MountCloud::Custom { env_file } => {
                 custom = self.config.cloud_envs.resolve(env_file.as_deref()).await?;
                 (
-                    custom.authority_host.as_str(),
+                    // As the built-in clouds' hosts: no trailing `/`.
+                    custom.authority_host.trim_end_matches('/'),
                     custom.key_vault_dns_suffix.as_str(),
                 )
             }
