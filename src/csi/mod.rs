@@ -10,7 +10,7 @@
 //!   credentials and cached data away from another identity.
 //! - [`fetch`]: Key Vault reads through the shared, coalescing cache.
 //! - [`service`]: the gRPC service (`Version`, `Mount`) and its error mapping.
-//! - [`cloud_env`]: custom clouds' environment files, read only where the operator allows.
+//! - `cloud_env`: custom clouds' environment files, read only where the operator allows.
 //! - here: `prepare`, `serve`, `run`.
 
 pub(crate) mod cloud_env;

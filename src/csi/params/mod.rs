@@ -349,7 +349,7 @@ impl MountParams {
 }
 
 /// Parses the strings of a `MountRequest` (`attributes`, `secrets`, `permission`,
-/// `target_path`) into [`MountParams`] with the default [`ParseOptions`] (the flags'
+/// `target_path`) into [`MountParams`] with the default `ParseOptions` (the flags'
 /// defaults). See the module docs for every rule.
 pub fn parse_mount(
     attributes: &str,
