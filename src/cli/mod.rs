@@ -131,6 +131,39 @@ pub struct CsiArgs {
     /// as the Go provider appends it: printable ASCII, at most 256 bytes.
     #[arg(long, env = "AKV_BRIDGE_CUSTOM_USER_AGENT", default_value = "")]
     pub custom_user_agent: String,
+    /// The cloud of a SecretProviderClass without `cloudName`: AzurePublicCloud,
+    /// AzureUSGovernmentCloud or AzureChinaCloud (case-insensitive; also AzureCloud and
+    /// AzureUSGovernment), or AzureStackCloud with `--cloud-env-file`. Checked at
+    /// start-up, as the Go provider does.
+    #[arg(
+        long,
+        env = "AKV_BRIDGE_CLOUD_NAME",
+        default_value = "AzurePublicCloud"
+    )]
+    pub cloud_name: String,
+    /// The directory `cloudEnvFileName` (custom clouds, `cloudName: AzureStackCloud`) may
+    /// name files in, symbolic links resolved. Unset: `cloudEnvFileName` is refused. Only
+    /// the operator should be able to write there.
+    #[arg(long, env = "AKV_BRIDGE_CLOUD_ENV_DIR")]
+    pub cloud_env_dir: Option<PathBuf>,
+    /// The default custom cloud environment file (go-autorest JSON), read at start-up: for
+    /// `--cloud-name=AzureStackCloud` and for `AzureStackCloud` mounts without
+    /// `cloudEnvFileName`. Read from `AZURE_ENVIRONMENT_FILEPATH` as go-autorest does.
+    #[arg(long, env = "AZURE_ENVIRONMENT_FILEPATH")]
+    pub cloud_env_file: Option<PathBuf>,
+    /// Refuse a mount whose objects have a key that is not an object field, naming it.
+    /// Off: such keys are ignored, as the Go provider ignores them, with a warning and
+    /// `akv_bridge_csi_unknown_parameters_total`.
+    #[arg(long, env = "AKV_BRIDGE_STRICT_PARAMETERS", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = go::parse_bool, action = clap::ArgAction::Set)]
+    pub strict_parameters: bool,
+    /// Accepted for compatibility with the Go provider, which serves Go's pprof on
+    /// `localhost:<pprof-port>`. akv-bridge has no pprof: nothing is served, and a warning
+    /// says so at start-up.
+    #[arg(long, env = "AKV_BRIDGE_ENABLE_PPROF", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = go::parse_bool, action = clap::ArgAction::Set)]
+    pub enable_pprof: bool,
+    /// Accepted with `--enable-pprof`; no port is opened.
+    #[arg(long, env = "AKV_BRIDGE_PPROF_PORT", default_value_t = 6060)]
+    pub pprof_port: u16,
     /// Entra authority host for every mount (default: the mount's cloud's).
     #[arg(long, env = "AZURE_AUTHORITY_HOST")]
     pub authority_host: Option<String>,
@@ -525,6 +558,30 @@ mod tests {
         assert!(a.log.log_format_json);
         assert_eq!(a.log.verbosity, 5);
         assert!(csi(&["--socket-mode=0606"]).is_err());
+    }
+
+    /// The Go provider's `--cloud-name`, `--enable-pprof` and `--pprof-port` (cmd/main.go),
+    /// and our `--strict-parameters`.
+    #[test]
+    fn cloud_name_pprof_and_strict_parameters() {
+        let a = csi(&[]).unwrap();
+        assert_eq!(a.cloud_name, "AzurePublicCloud");
+        assert!(!a.enable_pprof && !a.strict_parameters);
+        assert_eq!(a.pprof_port, 6060);
+        let a = csi(&[
+            "--cloud-name=AzureChinaCloud",
+            "--enable-pprof",
+            "--pprof-port=6061",
+            "--strict-parameters",
+        ])
+        .unwrap();
+        assert_eq!(a.cloud_name, "AzureChinaCloud");
+        assert!(a.enable_pprof && a.strict_parameters);
+        assert_eq!(a.pprof_port, 6061);
+        let a = csi(&["--enable-pprof=false", "--strict-parameters=F"]).unwrap();
+        assert!(!a.enable_pprof && !a.strict_parameters);
+        assert!(csi(&["--pprof-port=70000"]).is_err());
+        assert!(csi(&["--strict-parameters=yes"]).is_err());
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //!   credentials and cached data away from another identity.
 //! - [`fetch`]: Key Vault reads through the shared, coalescing cache.
 //! - [`service`]: the gRPC service (`Version`, `Mount`) and its error mapping.
+//! - `cloud_env`: custom clouds' environment files, read only where the operator allows.
 //! - here: `prepare`, `serve`, `run`.
 
+pub(crate) mod cloud_env;
 pub(crate) mod content;
 pub(crate) mod fetch;
 pub(crate) mod identity;
@@ -26,12 +28,15 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio::net::UnixListener;
 
+use crate::azure::cloud::Cloud;
 use crate::azure::keyvault::{self, CallPolicy, TransportConfig};
 use crate::azure::user_agent::UserAgentSuffix;
 use crate::cli::CsiArgs;
+use crate::csi::cloud_env::CloudEnvFiles;
 use crate::csi::content::ProviderOptions;
 use crate::csi::fetch::{FetchConfig, Fetcher};
 use crate::csi::identity::Identities;
+use crate::csi::params::{MountCloud, ParseOptions};
 use crate::csi::service::{CsiService, MountConfig, Provider, VaultUrls};
 use crate::observability::go_metrics::GoCsiMetrics;
 use crate::observability::metrics::{GoCompat, MountMetrics, ServerMetrics};
@@ -85,8 +90,46 @@ fn vault_urls(template: Option<&str>) -> Result<VaultUrls, CsiStartError> {
     ))
 }
 
+/// `--cloud-name`, checked as the Go provider checks it at start-up (an empty or unknown
+/// name stops the provider; `AzureStackCloud` needs its environment file, read already).
+fn default_cloud(name: &str, envs: &CloudEnvFiles) -> Result<MountCloud, CsiStartError> {
+    if name.trim().is_empty() {
+        return Err(CsiStartError::Config(
+            "--cloud-name is empty: expected AzurePublicCloud, AzureUSGovernmentCloud or \
+             AzureChinaCloud"
+                .to_owned(),
+        ));
+    }
+    if name.trim().eq_ignore_ascii_case("AzureStackCloud") {
+        if !envs.has_default() {
+            return Err(CsiStartError::Config(
+                "--cloud-name AzureStackCloud needs the environment file: set \
+                 --cloud-env-file or AZURE_ENVIRONMENT_FILEPATH"
+                    .to_owned(),
+            ));
+        }
+        return Ok(MountCloud::Custom { env_file: None });
+    }
+    Cloud::parse(name)
+        .map(MountCloud::Azure)
+        .map_err(|e| CsiStartError::Config(format!("--cloud-name: {e}")))
+}
+
 /// Builds the provider's shared state from its flags.
 pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>, CsiStartError> {
+    let cloud_envs = CloudEnvFiles::new(
+        args.cloud_env_dir.as_deref(),
+        args.cloud_env_file.as_deref(),
+    )
+    .map_err(CsiStartError::Config)?;
+    let default_cloud = default_cloud(&args.cloud_name, &cloud_envs)?;
+    if args.enable_pprof {
+        tracing::warn!(
+            pprof_port = args.pprof_port,
+            "--enable-pprof is accepted for compatibility with the Go provider, but \
+             akv-bridge has no Go pprof: no profile endpoint is served"
+        );
+    }
     let vault_urls = vault_urls(args.vault_url_template.as_deref())?;
     if let Some(authority) = &args.authority_host {
         let ok = url::Url::parse(authority).is_ok_and(|u| u.scheme() == "https");
@@ -148,6 +191,11 @@ pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>,
             vault_urls,
             timeout: args.mount_timeout,
             concurrency: args.mount_concurrency,
+            params: ParseOptions {
+                strict: args.strict_parameters,
+                default_cloud,
+            },
+            cloud_envs,
         },
         metrics,
         mounts,

@@ -13,11 +13,11 @@
 //!
 //! | failure | code |
 //! |---|---|
-//! | bad SecretProviderClass parameters, duplicate paths, token not a JWT | `INVALID_ARGUMENT` |
+//! | bad SecretProviderClass parameters, duplicate paths, token not a JWT, a `cloudEnvFileName` the provider may not read | `INVALID_ARGUMENT` |
 //! | object or version not found | `NOT_FOUND` |
 //! | the identity lacks a permission | `PERMISSION_DENIED` |
 //! | Entra rejected the credential (400/401: `invalid_client`, `invalid_grant`, `unauthorized_client`, ...), Key Vault answered 401 | `UNAUTHENTICATED` |
-//! | version disabled or expired, content not convertible | `FAILED_PRECONDITION` |
+//! | version disabled or expired, content not convertible, a custom cloud's environment file that does not parse | `FAILED_PRECONDITION` |
 //! | Key Vault or Entra throttling (429) past the retries, or with a `Retry-After` beyond the deadline; response over 4 MiB | `RESOURCE_EXHAUSTED` |
 //! | Key Vault or Entra unreachable or failing (5xx), Entra too slow, a TLS certificate that cannot be verified | `UNAVAILABLE` |
 //! | Key Vault did not answer within the read's deadline, or the mount's deadline passed | `DEADLINE_EXCEEDED` |
@@ -34,13 +34,15 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use tonic::{Code, Request, Response, Status};
 
-use crate::azure::cloud::Cloud;
 use crate::azure::keyvault::KvError;
 use crate::cache::Outcome;
+use crate::csi::cloud_env::{CloudEnvError, CloudEnvFiles};
 use crate::csi::content::{self, ContentError, ObjectOptions, ProviderOptions};
 use crate::csi::fetch::{Fetched, Fetcher};
 use crate::csi::identity::{Identities, Identity, IdentityError, vault_scope};
-use crate::csi::params::{self, MountParams, ObjectSpec, ParamError, VaultName};
+use crate::csi::params::{
+    self, MountCloud, MountParams, ObjectSpec, ParamError, ParseOptions, VaultName,
+};
 use crate::observability::metrics::{MountMetrics, ServerMetrics};
 use crate::proto::csi_v1alpha1 as pb;
 use crate::server::budget::Charge;
@@ -63,6 +65,9 @@ pub enum MountError {
     /// `cloudName` or the vault URL.
     #[error("{0}")]
     Config(String),
+    /// A custom cloud's environment file (`cloudEnvFileName`).
+    #[error(transparent)]
+    CloudEnv(#[from] CloudEnvError),
     /// The identity.
     #[error(transparent)]
     Identity(#[from] IdentityError),
@@ -120,6 +125,10 @@ impl MountError {
     pub fn to_status(&self) -> Status {
         let code = match self {
             Self::Params(_) | Self::Config(_) | Self::DuplicatePath(_) => Code::InvalidArgument,
+            // Refused paths and a missing file are the class's doing; a file the operator
+            // put there that does not parse is the node's.
+            Self::CloudEnv(CloudEnvError::Invalid { .. }) => Code::FailedPrecondition,
+            Self::CloudEnv(_) => Code::InvalidArgument,
             Self::Identity(IdentityError::BadToken(_)) => Code::InvalidArgument,
             Self::Identity(IdentityError::Rejected(_)) => Code::Unauthenticated,
             Self::Identity(IdentityError::Entra { error, .. }) => kv_code(error),
@@ -137,6 +146,7 @@ impl MountError {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Params(_) | Self::Config(_) | Self::DuplicatePath(_) => "invalid",
+            Self::CloudEnv(_) => "cloud_environment",
             Self::Identity(IdentityError::Entra { error, .. }) => error.label(),
             Self::Identity(_) => "identity",
             Self::Object { error, .. } => error.label(),
@@ -172,9 +182,9 @@ pub enum VaultUrls {
 }
 
 impl VaultUrls {
-    fn url(&self, name: &VaultName, cloud: Cloud) -> String {
+    fn url(&self, name: &VaultName, dns_suffix: &str) -> String {
         match self {
-            Self::Cloud => format!("https://{}.{}", name.as_str(), cloud.key_vault_dns_suffix()),
+            Self::Cloud => format!("https://{}.{dns_suffix}", name.as_str()),
             Self::Template(t) => t.replace("{name}", name.as_str()),
         }
     }
@@ -191,6 +201,10 @@ pub struct MountConfig {
     pub timeout: Duration,
     /// Objects of one mount read in parallel.
     pub concurrency: usize,
+    /// How parameters are parsed (`--strict-parameters`, `--cloud-name`).
+    pub params: ParseOptions,
+    /// Custom clouds' environment files (`--cloud-env-dir`, `--cloud-env-file`).
+    pub cloud_envs: CloudEnvFiles,
 }
 
 /// The provider's shared state.
@@ -250,12 +264,14 @@ impl Provider {
         answer: Option<&Charge>,
     ) -> Result<pb::MountResponse, MountError> {
         let started = Instant::now();
-        let params = params::parse_mount(
+        let params = params::parse_mount_with(
             &request.attributes,
             &request.secrets,
             &request.permission,
             &request.target_path,
+            &self.config.params,
         )?;
+        self.report_unknown_keys(&params);
         let timeout = self.config.timeout;
         let result = match tokio::time::timeout(timeout, self.mount_parsed(&params, answer)).await {
             Ok(r) => r,
@@ -270,20 +286,32 @@ impl Provider {
         params: &MountParams,
         answer: Option<&Charge>,
     ) -> Result<(pb::MountResponse, MountSummary), MountError> {
-        let cloud = params.cloud;
-        let primary = self.config.vault_urls.url(&params.vault, cloud);
+        // The cloud's endpoints: built in, or a custom cloud's environment file.
+        let custom;
+        let (authority, dns_suffix) = match &params.cloud {
+            MountCloud::Azure(cloud) => (cloud.authority_host(), cloud.key_vault_dns_suffix()),
+            MountCloud::Custom { env_file } => {
+                custom = self.config.cloud_envs.resolve(env_file.as_deref()).await?;
+                (
+                    // As the built-in clouds' hosts: no trailing `/`.
+                    custom.authority_host.trim_end_matches('/'),
+                    custom.key_vault_dns_suffix.as_str(),
+                )
+            }
+        };
+        let primary = self.config.vault_urls.url(&params.vault, dns_suffix);
         let scope = vault_scope(&primary).ok_or_else(|| {
             MountError::Config(format!(
                 "vault URL {primary} has no domain to authenticate for"
             ))
         })?;
-        let identity = self.identities.resolve(params, cloud.authority_host())?;
+        let identity = self.identities.resolve(params, authority)?;
         self.identities.admit(&identity, params, &scope).await?;
 
         let mut reads = Vec::with_capacity(params.objects.len());
         for spec in &params.objects {
             let vault = params.vault_for(spec);
-            let vault_url = self.config.vault_urls.url(vault, cloud);
+            let vault_url = self.config.vault_urls.url(vault, dns_suffix);
             let mode = params.mode_for(spec);
             let identity = Arc::clone(&identity);
             reads.push(async move {
@@ -406,7 +434,8 @@ impl Provider {
                     };
                     all.iter()
                         .skip(start)
-                        .take(spec.history as usize)
+                        // One per planned file: history + 1, as the Go provider.
+                        .take(spec.files.len())
                         .map(|v| Some(v.clone()))
                         .collect()
                 }
@@ -488,6 +517,16 @@ impl Provider {
         Ok(result)
     }
 
+    /// Logs each ignored object key ([`log_unknown_keys`]) and counts them all.
+    fn report_unknown_keys(&self, params: &MountParams) {
+        let count = log_unknown_keys(params);
+        if count > 0 {
+            self.mounts
+                .unknown_parameters
+                .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+        }
+    }
+
     fn observe<T>(
         &self,
         method: &'static str,
@@ -498,6 +537,46 @@ impl Provider {
         self.metrics.rpc(method, code, started.elapsed());
         result.map(Response::new)
     }
+}
+
+/// Logs the object keys a mount ignored: one warning per key (the pod, the class, the
+/// object and the key, never a value), for the first
+/// [`params::MAX_REPORTED_UNKNOWN_KEYS`], then one line with the total. Returns how many
+/// there were.
+fn log_unknown_keys(params: &MountParams) -> usize {
+    let unknown = &params.unknown_keys;
+    if unknown.count == 0 {
+        return 0;
+    }
+    let pod = format!(
+        "{}/{}",
+        params.pod.namespace.as_deref().unwrap_or("-"),
+        params.pod.name.as_deref().unwrap_or("-")
+    );
+    let spc = params.secret_provider_class.as_deref().unwrap_or("-");
+    for (object, key) in &unknown.first {
+        let object = object
+            .as_ref()
+            .map_or_else(|| "the objects document".to_owned(), ToString::to_string);
+        tracing::warn!(
+            pod,
+            spc,
+            object,
+            key = ?key,
+            "SecretProviderClass object has an unknown key, ignored as the Go provider \
+             does (keys are case-sensitive; --strict-parameters refuses them)"
+        );
+    }
+    if unknown.count > unknown.first.len() {
+        tracing::warn!(
+            pod,
+            spc,
+            unknown_keys = unknown.count,
+            logged = unknown.first.len(),
+            "more unknown object keys ignored than logged"
+        );
+    }
+    unknown.count
 }
 
 /// What a mount did, for the audit line.

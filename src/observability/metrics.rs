@@ -320,6 +320,10 @@ pub struct MountMetrics {
     mounts: Family<MountLabels, Counter>,
     objects: Family<ObjectLabels, Counter>,
     bytes: Histogram,
+    /// Object keys ignored because they are not object fields. No label: the keys come
+    /// from SecretProviderClasses, so a label would let their authors grow the series
+    /// without bound.
+    pub unknown_parameters: Counter,
 }
 
 impl MountMetrics {
@@ -330,6 +334,7 @@ impl MountMetrics {
             objects: Family::default(),
             // 1 KiB .. 4 MiB.
             bytes: Histogram::new(exponential_buckets(1024.0, 2.0, 13)),
+            unknown_parameters: Counter::default(),
         };
         registry.register("mounts", "Mount requests by outcome", m.mounts.clone());
         registry.register(
@@ -341,6 +346,12 @@ impl MountMetrics {
             "mount_response_bytes",
             "Size of successful Mount responses",
             m.bytes.clone(),
+        );
+        registry.register(
+            "unknown_parameters",
+            "Keys of SecretProviderClass objects that are not object fields, ignored (see the \
+             warning log for the key and object; --strict-parameters refuses them)",
+            m.unknown_parameters.clone(),
         );
         m
     }

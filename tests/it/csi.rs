@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::kms::free_port;
 use crate::common::*;
 use akv_bridge::proto::csi_v1alpha1 as pb;
-use mock_vault::{FaultKind, FaultSpec, MockVault};
+use mock_vault::{Config, FaultKind, FaultSpec, Fixture, MockVault};
 use pb::csi_driver_provider_client::CsiDriverProviderClient;
 use serde_json::{Value, json};
 use tonic::Code;
@@ -90,6 +91,50 @@ async fn env_with(extra: &[&str]) -> Env {
 
 async fn env() -> Env {
     env_with(&[]).await
+}
+
+/// mock-vault answering for `*.<vault_domain>`, and the provider with no
+/// `--vault-url-template`: vault URLs come from the mount's cloud, as in production (the
+/// mock's address stands in for DNS). With `mock_authority`, `--authority-host` is the
+/// mock's Entra; `extra` adds flags.
+async fn env_in_domain(
+    vault_domain: &str,
+    mock_authority: bool,
+    extra: &[String],
+) -> Result<Env, akv_bridge::csi::CsiStartError> {
+    let mock = mock_vault::start(Config {
+        fixture: Fixture::parse(FIXTURE).unwrap(),
+        vault_domain: vault_domain.into(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("providers/azure.sock");
+    let info = mock.info();
+    let mut flags = vec![
+        format!("--endpoint=unix://{}", socket.display()),
+        format!("--vault-connect-addr={}", info.address),
+        format!("--ca-bundle={}", info.ca_pem_path.display()),
+        // The mock's challenge names `https://<domain>:<port>`.
+        "--insecure-skip-challenge-resource-verification".into(),
+        "--healthz-port=0".into(),
+        "--healthz-bind-address=127.0.0.1".into(),
+        "--prometheus-port=0".into(),
+        "--metrics-bind-address=127.0.0.1".into(),
+        "--keyvault-timeout=10s".into(),
+        "--shutdown-grace=5s".into(),
+    ];
+    if mock_authority {
+        flags.push(format!("--authority-host={}", info.authority_host));
+    }
+    flags.extend(extra.iter().cloned());
+    let provider = Provider::start(flags, &socket).await?;
+    Ok(Env {
+        mock,
+        _dir: dir,
+        provider,
+    })
 }
 
 impl Env {
@@ -418,13 +463,18 @@ async fn version_history_mounts_the_newest_versions_under_the_alias() {
         .await
         .unwrap();
     let f = files(&r);
+    // `objectVersionHistory: 2` with three versions: three files (N + 1), as the Go
+    // provider's getLatestNKeyVaultObjects writes them.
     assert_eq!(f["api/0"].1, b"key-v3");
     assert_eq!(f["api/1"].1, b"key-v2");
-    assert!(!f.contains_key("api/2"));
+    assert_eq!(f["api/2"].1, b"key-v1");
+    assert!(!f.contains_key("api/3"));
     // Only two versions exist: two files.
     assert!(f.contains_key("ec-key/0") && f.contains_key("ec-key/1"));
     assert!(!f.contains_key("ec-key/2"));
     let v = versions(&r);
+    assert!(v.contains_key("secret/api-key/2"));
+    assert!(!v.contains_key("key/ec-key/2"));
     assert_eq!(
         v["secret/api-key/0"],
         env.version_of("kv1", "/secrets/api-key")
@@ -808,6 +858,19 @@ async fn hostile_paths_and_duplicates_are_refused_naming_the_object() {
         "{}",
         err.message()
     );
+    // Identity binding (the Go provider's Azure token proxy): refused, not silently
+    // replaced by plain workload identity.
+    attrs["usePodIdentity"] = json!("false");
+    attrs["useAzureTokenProxy"] = json!("true");
+    let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("useAzureTokenProxy") && err.message().contains("identity binding"),
+        "{}",
+        err.message()
+    );
+    attrs["useAzureTokenProxy"] = json!("false");
+    env.mount(&attrs, &json!({})).await.unwrap();
 }
 
 #[tokio::test]
@@ -969,5 +1032,233 @@ async fn a_rejected_unexpired_token_is_replaced_inside_the_mount() {
         after.by_status.get(&401).copied().unwrap_or(0)
             - before.by_status.get(&401).copied().unwrap_or(0),
         3
+    );
+}
+
+/// The Go provider ignores object keys it does not know; so do we, with a warning and a
+/// counter without the key as a label. `--strict-parameters` refuses them, naming the key.
+#[tokio::test]
+async fn unknown_object_keys_are_ignored_and_counted_unless_strict() {
+    let port = free_port();
+    let env = env_with(&[&format!("--prometheus-port={port}")]).await;
+    let objs = objects(&[
+        "objectName: db-password\nobjectType: secret\nobjectAlais: pw\nfutureField: [a, b]",
+        "objectName: api-key\nobjectType: secret",
+    ]);
+    let r = env.mount_wi(&objs).await.unwrap();
+    let f = files(&r);
+    assert_eq!(f["db-password"].1, b"s3cr3t-db", "the typo changes nothing");
+    assert_eq!(f["api-key"].1, b"key-v3");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "akv_bridge_csi_unknown_parameters_total 2"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("objectAlais"), "keys never become labels");
+
+    let strict = env_with(&["--strict-parameters"]).await;
+    let err = strict.mount_wi(&objs).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("objectAlais") && err.message().contains("db-password"),
+        "{}",
+        err.message()
+    );
+}
+
+/// `--cloud-name` is the cloud of a class without `cloudName`, as the Go provider's; a
+/// name it does not know stops the provider at start-up.
+#[tokio::test]
+async fn cloud_name_flag_sets_the_default_cloud_and_is_checked_at_start_up() {
+    // mock-vault answers as Azure China does: only `*.vault.azure.cn`.
+    let env = env_in_domain(
+        "vault.azure.cn",
+        true,
+        &["--cloud-name=AzureChinaCloud".into()],
+    )
+    .await
+    .unwrap();
+    let r = env
+        .mount_wi(&objects(&["objectName: db-password\nobjectType: secret"]))
+        .await
+        .unwrap();
+    assert_eq!(files(&r)["db-password"].1, b"s3cr3t-db");
+    // `cloudName` in the class still wins: the public cloud's vault is not this mock.
+    let token = env.token("apps", "web");
+    let mut attrs = env.wi_attributes(
+        APP,
+        &token,
+        "web-0",
+        &objects(&["objectName: db-password\nobjectType: secret"]),
+    );
+    attrs["cloudName"] = json!("AzurePublicCloud");
+    let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert!(
+        err.message().contains("vault.azure.net"),
+        "{}",
+        err.message()
+    );
+
+    // Without the flag, the default is the public cloud: the same class fails.
+    let public = env_in_domain("vault.azure.cn", true, &[]).await.unwrap();
+    let err = public
+        .mount_wi(&objects(&["objectName: db-password\nobjectType: secret"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+
+    for bad in ["MarsCloud", "", "AzureGermanCloud"] {
+        let err = env_in_domain("vault.azure.cn", true, &[format!("--cloud-name={bad}")])
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("--cloud-name={bad:?} accepted"));
+        assert!(err.to_string().contains("--cloud-name"), "{bad:?}: {err}");
+    }
+}
+
+/// `cloudName: AzureStackCloud` with `cloudEnvFileName`: the Entra and Key Vault endpoints
+/// come from a go-autorest environment file, read only under `--cloud-env-dir`.
+/// mock-vault serves `*.vault.stack.test`; no `--authority-host` and no
+/// `--vault-url-template`, so a mount succeeds only if both endpoints come from the file.
+#[tokio::test]
+async fn custom_cloud_environment_files_are_read_only_under_the_operators_directory() {
+    let envs = tempfile::tempdir().unwrap();
+    let dir = envs.path().join("cloudEnv");
+    std::fs::create_dir(&dir).unwrap();
+    let env_file = dir.join("stack.json");
+    let outside = envs.path().join("outside.json");
+    let write_env = |mock: &MockVault| {
+        let body = json!({
+            "name": "AzureStackCloud",
+            "activeDirectoryEndpoint": format!("{}/", mock.info().authority_host),
+            "keyVaultEndpoint": "https://vault.stack.test/",
+            "keyVaultDNSSuffix": "vault.stack.test",
+        })
+        .to_string();
+        std::fs::write(&env_file, &body).unwrap();
+        std::fs::write(&outside, &body).unwrap();
+    };
+    let dir_flag = format!("--cloud-env-dir={}", dir.display());
+    let env = env_in_domain("vault.stack.test", false, &[dir_flag])
+        .await
+        .unwrap();
+    write_env(&env.mock);
+    let token = env.token("apps", "web");
+    let objs = objects(&["objectName: db-password\nobjectType: secret"]);
+    let mut attrs = env.wi_attributes(APP, &token, "web-0", &objs);
+    attrs["cloudName"] = json!("AzureStackCloud");
+    attrs["cloudEnvFileName"] = json!(env_file.display().to_string());
+    let r = env.mount(&attrs, &json!({})).await.unwrap();
+    assert_eq!(files(&r)["db-password"].1, b"s3cr3t-db");
+
+    // Outside the directory (also through a link), `..`, or no file at all: refused,
+    // naming the rule, quoting nothing.
+    std::os::unix::fs::symlink(&outside, dir.join("escape.json")).unwrap();
+    for bad in [
+        "/etc/passwd".to_owned(),
+        outside.display().to_string(),
+        dir.join("escape.json").display().to_string(),
+        format!("{}/../outside.json", dir.display()),
+        "missing.json".to_owned(),
+    ] {
+        attrs["cloudEnvFileName"] = json!(bad);
+        let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{bad}: {}",
+            err.message()
+        );
+        assert!(
+            err.message().contains("cloudEnvFileName"),
+            "{}",
+            err.message()
+        );
+        assert!(!err.message().contains("root:"), "{}", err.message());
+    }
+    attrs.as_object_mut().unwrap().remove("cloudEnvFileName");
+    let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("AzureStackCloud"),
+        "{}",
+        err.message()
+    );
+
+    // Without --cloud-env-dir, no cloudEnvFileName is read.
+    let closed = env_in_domain("vault.stack.test", false, &[]).await.unwrap();
+    write_env(&closed.mock);
+    let token = closed.token("apps", "web");
+    let mut attrs = closed.wi_attributes(APP, &token, "web-0", &objs);
+    attrs["cloudName"] = json!("AzureStackCloud");
+    attrs["cloudEnvFileName"] = json!(env_file.display().to_string());
+    let err = closed.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("--cloud-env-dir"),
+        "{}",
+        err.message()
+    );
+    drop(closed);
+
+    // `--cloud-name=AzureStackCloud` with the operator's file (AZURE_ENVIRONMENT_FILEPATH):
+    // read at start-up, used by classes without cloudName.
+    // The file must name this mock's Entra: a new mock, the file rewritten, then the
+    // provider started.
+    let mock = mock_vault::start(Config {
+        fixture: Fixture::parse(FIXTURE).unwrap(),
+        vault_domain: "vault.stack.test".into(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    write_env(&mock);
+    let socket = envs.path().join("azure.sock");
+    let info = mock.info();
+    let provider = Provider::start(
+        vec![
+            format!("--endpoint=unix://{}", socket.display()),
+            format!("--vault-connect-addr={}", info.address),
+            format!("--ca-bundle={}", info.ca_pem_path.display()),
+            "--insecure-skip-challenge-resource-verification".into(),
+            "--healthz-port=0".into(),
+            "--healthz-bind-address=127.0.0.1".into(),
+            "--prometheus-port=0".into(),
+            "--metrics-bind-address=127.0.0.1".into(),
+            "--cloud-name=AzureStackCloud".into(),
+            format!("--cloud-env-file={}", env_file.display()),
+        ],
+        &socket,
+    )
+    .await
+    .unwrap();
+    let stack = Env {
+        mock,
+        _dir: tempfile::tempdir().unwrap(),
+        provider,
+    };
+    let r = stack.mount_wi(&objs).await.unwrap();
+    assert_eq!(files(&r)["db-password"].1, b"s3cr3t-db");
+
+    // AzureStackCloud as the default needs the file at start-up.
+    let err = env_in_domain(
+        "vault.stack.test",
+        false,
+        &["--cloud-name=AzureStackCloud".into()],
+    )
+    .await
+    .err()
+    .expect("started without an environment file");
+    assert!(
+        err.to_string().contains("AZURE_ENVIRONMENT_FILEPATH"),
+        "{err}"
     );
 }

@@ -13,7 +13,7 @@ use akv_bridge::proto::kms_v2 as v2;
 use mock_vault::{Config, Fixture, MockVault};
 use sha2::Digest as _;
 
-use crate::common::kms::{eventually, latest_version};
+use crate::common::kms::{eventually, free_port, latest_version};
 use crate::common::*;
 
 /// The node's address as kubelet sees a `hostNetwork` pod: the address this machine would
@@ -533,4 +533,59 @@ async fn azure_stack_hub_is_read_from_the_environment_file() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("AZURE_ENVIRONMENT_FILEPATH"), "{err}");
+}
+
+/// The Go provider's other flags (cmd/main.go, v1.8.2), which its manifests leave at their
+/// defaults: `--cloud-name` is checked and used; `--enable-pprof` and `--pprof-port` are
+/// accepted, with a warning that no profile endpoint is served. Identity binding's
+/// `--token-proxy-url` and `--sni-name` stay refused, naming the flag.
+#[tokio::test]
+async fn the_go_providers_cloud_and_pprof_flags_are_accepted_without_a_subcommand() {
+    let mock = public_cloud_mock(CSI_SP_FIXTURE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("azure.sock");
+    let mut env = mock_env(&mock);
+    env.push(("AKV_BRIDGE_PROMETHEUS_PORT", "0".into()));
+    let pprof_port = free_port();
+    let mut args = go_daemonset_args(&socket);
+    args.retain(|a| !a.starts_with("--healthz-port"));
+    args.extend([
+        "--healthz-port=0".into(),
+        "--cloud-name=AzurePublicCloud".into(),
+        "--enable-pprof=true".into(),
+        format!("--pprof-port={pprof_port}"),
+    ]);
+    let log = dir.path().join("csi.log");
+    let mut child = spawn(&args, &env, &log);
+    wait_for_child_socket(&socket, &mut child).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("--enable-pprof") && text.contains("no profile endpoint is served"),
+        "{text}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", pprof_port))
+            .await
+            .is_err(),
+        "nothing listens on the pprof port"
+    );
+    child.kill().await.unwrap();
+
+    for (flag, named) in [
+        ("--cloud-name=AzureMarsCloud", "--cloud-name"),
+        ("--token-proxy-url=https://proxy.local", "token-proxy-url"),
+        ("--sni-name=proxy.local", "sni-name"),
+    ] {
+        let mut args = go_daemonset_args(&dir.path().join("refused.sock"));
+        args.push(flag.into());
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_akv-bridge"))
+            .args(&args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success(), "{flag} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{flag}: {err}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Certificate chain order, as the Go provider's `fetchCertChains`: leaf to root, linked by
-//! Authority Key Identifier = Subject Key Identifier.
+//! Authority Key Identifier = Subject Key Identifier; a chain that does not take in every
+//! certificate leaves them in their stored order (Go provider v1.7.0 and later).
 
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::oid_registry::{
@@ -11,7 +12,13 @@ use super::ContentError;
 /// Orders certificates as the Go provider's `fetchCertChains`: certificate `i`'s parent is
 /// the first other certificate whose Subject Key Identifier equals `i`'s Authority Key
 /// Identifier (pairs where both are absent never match); the chain starts at the first
-/// certificate that is nobody's parent. Certificates off that chain are dropped.
+/// certificate that is nobody's parent and follows the links.
+///
+/// When that chain does not take in every certificate (an intermediate or the root is
+/// missing, or an unrelated certificate is present), the certificates are returned
+/// unchanged, in their stored order, as the Go provider does since v1.7.0 (it logs
+/// "certificate chain is not complete" and returns its input). Errors stay errors: an
+/// unparsable certificate, no certificate that is nobody's parent, a walk that loops.
 pub(super) fn order_chain<'c>(certs: &[&'c [u8]]) -> Result<Vec<&'c [u8]>, ContentError> {
     let ids = certs
         .iter()
@@ -55,6 +62,15 @@ pub(super) fn order_chain<'c>(certs: &[&'c [u8]]) -> Result<Vec<&'c [u8]>, Conte
         }
         chain.extend(certs.get(i).copied());
         next = parent.get(i).copied().flatten();
+    }
+    if chain.len() != certs.len() {
+        tracing::warn!(
+            certificates = certs.len(),
+            linked = chain.len(),
+            "certificate chain is not complete (missing intermediate or root, or an \
+             unrelated certificate): the certificates keep their stored order"
+        );
+        return Ok(certs.to_vec());
     }
     Ok(chain)
 }

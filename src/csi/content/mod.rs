@@ -18,8 +18,9 @@
 //!     does), then the certificates. With `construct_pem_chain` (the default) the
 //!     certificates are linked child to parent by Authority Key Identifier = Subject Key
 //!     Identifier; the chain starts at the first certificate that signs no other one and
-//!     follows the links, and certificates off that chain are dropped. Without it they keep
-//!     the PFX's order;
+//!     follows the links. When that chain does not take in every certificate (a missing
+//!     intermediate or root, an unrelated certificate), all of them keep the PFX's order,
+//!     none dropped (Go provider v1.7.0 and later). Without it they keep the PFX's order;
 //!   - any other content type is an error;
 //!   - with `write_cert_and_key_in_separate_files`, two more files come first: `.crt` (every
 //!     `CERTIFICATE` block of the content) and `.key` (every other block), re-encoded as Go's

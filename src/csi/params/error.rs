@@ -244,7 +244,8 @@ pub enum ParamError {
         /// What is wrong (parser message with position, shortened).
         reason: String,
     },
-    /// An object has a key that is not a known object field.
+    /// An object has a key that is not a known object field (strict parsing only;
+    /// otherwise it is ignored and reported).
     #[error(
         "{object}: unknown key {key:?} (known: objectName, objectType, objectVersion, \
          objectVersionHistory, objectAlias, objectFormat, objectEncoding, filePermission, \

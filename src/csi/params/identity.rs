@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use super::attributes::{Attributes, json_reason};
 use super::error::ParamError;
 use super::{
-    A_SERVICE_ACCOUNT_TOKENS, MAX_ECHO_CHARS, P_CLIENT_ID, P_USE_POD_IDENTITY,
-    P_USE_POD_SA_ANNOTATION, P_USE_VM_MANAGED_IDENTITY, P_USER_ASSIGNED_IDENTITY_ID, S_CLIENT_ID,
-    S_CLIENT_SECRET, WORKLOAD_IDENTITY_AUDIENCE, snippet,
+    A_SERVICE_ACCOUNT_TOKENS, MAX_ECHO_CHARS, P_CLIENT_ID, P_USE_AZURE_TOKEN_PROXY,
+    P_USE_POD_IDENTITY, P_USE_POD_SA_ANNOTATION, P_USE_VM_MANAGED_IDENTITY,
+    P_USER_ASSIGNED_IDENTITY_ID, S_CLIENT_ID, S_CLIENT_SECRET, WORKLOAD_IDENTITY_AUDIENCE, snippet,
 };
 use crate::secret::SecretString;
 
@@ -79,6 +79,16 @@ pub(super) fn parse_auth(
             name: P_USE_POD_SA_ANNOTATION,
             reason: "akv-bridge does not read the Kubernetes API; set clientID in the \
                      SecretProviderClass",
+        });
+    }
+    // The Go provider (v1.8) sends the pod's token through an identity-binding proxy here.
+    // Falling back to plain workload identity would read as another identity than the one
+    // the SecretProviderClass asks for, so it is refused.
+    if attrs.bool(P_USE_AZURE_TOKEN_PROXY)? {
+        return Err(ParamError::Unsupported {
+            name: P_USE_AZURE_TOKEN_PROXY,
+            reason: "identity binding (the Azure token proxy) is not supported yet; use \
+                     workload identity (clientID without useAzureTokenProxy)",
         });
     }
     let use_vm = attrs.bool(P_USE_VM_MANAGED_IDENTITY)?;

@@ -33,10 +33,11 @@
 //! |---|---|
 //! | `keyvaultName` | required; 3-24 characters of `[-A-Za-z0-9]` (the Go provider's rule) |
 //! | `tenantID` (legacy `tenantId`) | required; `tenantID` wins when both are set; 1-253 characters of `[-.A-Za-z0-9]` (a GUID or a domain: it becomes part of the Entra URL) |
-//! | `cloudName` | [`MountParams::cloud`]: empty means `AzurePublicCloud`; else `AzurePublicCloud` (or `AzureCloud`), `AzureUSGovernmentCloud` (or `AzureUSGovernment`) or `AzureChinaCloud`, ignoring ASCII case ([`Cloud::parse`]); `AzureStackCloud` and `AzureGermanCloud` are refused |
-//! | `cloudEnvFileName` | refused: custom cloud environment files are not supported |
+//! | `cloudName` | [`MountParams::cloud`]: empty means [`ParseOptions::default_cloud`] (`--cloud-name`, `AzurePublicCloud` by default); else `AzurePublicCloud` (or `AzureCloud`), `AzureUSGovernmentCloud` (or `AzureUSGovernment`) or `AzureChinaCloud`, ignoring ASCII case ([`Cloud::parse`]); `AzureStackCloud` is a custom cloud ([`MountCloud::Custom`]); `AzureGermanCloud` is refused |
+//! | `cloudEnvFileName` | with `cloudName: AzureStackCloud` only (as in the Go provider, it is ignored otherwise): the custom cloud's environment file, at most 4096 bytes, no NUL or control character, no `..` segment. Whether the provider may read it is its rule, not this module's (`--cloud-env-dir`) |
 //! | `usePodIdentity` | `true` is refused: aad-pod-identity is deprecated |
 //! | `usePodServiceAccountAnnotation` | `true` is refused: akv-bridge does not read the Kubernetes API; set `clientID` |
+//! | `useAzureTokenProxy` | `true` is refused: identity binding (the Go provider's Azure token proxy) is not supported yet; use workload identity (`clientID`) |
 //! | `useVMManagedIdentity`, `userAssignedIdentityID` | managed identity (system-assigned, or the user-assigned identity with that client id) |
 //! | `clientID` | workload identity |
 //! | `objects` | required; see below |
@@ -57,16 +58,22 @@
 //!
 //! `objects` is a YAML document `array:` whose entries are YAML strings (`- |`), each a YAML
 //! mapping describing one object. Every value is trimmed; `null` or empty means unset. Keys
-//! are case-sensitive and an unknown or repeated key is an error naming it: a typo must not
-//! silently change what is mounted (the Go provider ignores unknown keys). The Go provider's
-//! `objectNotAfter` is refused as unsupported rather than ignored.
+//! are case-sensitive; a repeated key is an error naming it.
+//!
+//! An unknown key (a typo such as `objectAlais`, a field of another provider version) is
+//! ignored with its value, whatever its shape, as the Go provider's YAML decoding ignores
+//! it, and so is a key beside `array` in the document; [`MountParams::unknown_keys`]
+//! reports each (the object or the document, and the key, never the value) so the caller
+//! can log and count it. With [`ParseOptions::strict`]
+//! (`--strict-parameters`) it is an error naming it instead, and `objectNotAfter` is
+//! refused as unsupported.
 //!
 //! | key | meaning |
 //! |---|---|
 //! | `objectName` | required; 1-127 characters of `[-A-Za-z0-9]` |
 //! | `objectType` | required; `secret`, `key` or `cert` (case-insensitive) |
 //! | `objectVersion` | empty or `latest` (case-insensitive): the newest; else 1-64 characters of `[A-Za-z0-9]` |
-//! | `objectVersionHistory` | decimal, 0..=100; 0 and 1 mean a single file (as in the Go provider), N ≥ 2 mounts the N newest versions starting at `objectVersion` |
+//! | `objectVersionHistory` | decimal, 0..=100; 0 and 1 mean a single file (as in the Go provider), N ≥ 2 mounts up to N + 1 versions, newest first, starting at `objectVersion` (the Go provider's count; see "Files") |
 //! | `objectAlias` | the file path (a [`RelativeFilePath`], may contain `/`); default `objectName` |
 //! | `objectFormat` | `pem` (default) or `pfx` (case-insensitive); `pfx` only with `secret` |
 //! | `objectEncoding` | `utf-8` (default), `hex` or `base64` (case-insensitive); only with `secret` |
@@ -89,8 +96,10 @@
 //! ## Files
 //!
 //! An object's file path is its alias, else its name. With `objectVersionHistory: N` (N ≥ 2)
-//! the files are `<path>/0` (newest) .. `<path>/<N-1>`, as in the Go provider; fewer are
-//! written when fewer versions exist. [`ObjectSpec::files`] lists the planned files. Two
+//! the files are `<path>/0` (newest) .. `<path>/<N>`: N + 1 files, fewer when fewer enabled
+//! versions exist. That is one more than the Go provider's documentation says, and exactly
+//! what its code writes (`getLatestNKeyVaultObjects` stops only once it holds more than N);
+//! akv-bridge is a drop-in, and pods may read `<path>/<N>`, so it writes the same files. [`ObjectSpec::files`] lists the planned files. Two
 //! objects may not write the same file, and no object may write a file where another needs
 //! a directory (`a` and `a/0`, or `a` and `a/b`); both are errors naming both objects.
 //!
@@ -147,9 +156,11 @@ use self::identity::parse_auth;
 
 pub use self::error::ParamError;
 #[cfg(test)]
-pub use self::error::PathError;
+pub use self::error::{ObjectLabel, PathError};
 pub use self::files::RelativeFilePath;
 pub use self::identity::AuthMode;
+pub use self::objects::UnknownKeys;
+#[cfg(test)]
 pub use self::objects::parse_objects;
 #[cfg(test)]
 pub use self::spec::ObjectFile;
@@ -182,6 +193,9 @@ pub const MAX_SEGMENT_BYTES: usize = 255;
 pub const MAX_SEGMENTS: usize = 16;
 /// Longest `objectJsonKey`, in bytes.
 pub const MAX_JSON_KEY_BYTES: usize = 1024;
+/// Most ignored object keys reported one by one in [`MountParams::unknown_keys`] (all are
+/// counted).
+pub const MAX_REPORTED_UNKNOWN_KEYS: usize = 16;
 /// The service-account token audience workload identity exchanges with Entra.
 pub const WORKLOAD_IDENTITY_AUDIENCE: &str = "api://AzureADTokenExchange";
 /// The cloud used when `cloudName` is empty.
@@ -194,6 +208,7 @@ const P_CLOUD_NAME: &str = "cloudName";
 const P_CLOUD_ENV_FILE_NAME: &str = "cloudEnvFileName";
 const P_USE_POD_IDENTITY: &str = "usePodIdentity";
 const P_USE_POD_SA_ANNOTATION: &str = "usePodServiceAccountAnnotation";
+const P_USE_AZURE_TOKEN_PROXY: &str = "useAzureTokenProxy";
 const P_USE_VM_MANAGED_IDENTITY: &str = "useVMManagedIdentity";
 const P_USER_ASSIGNED_IDENTITY_ID: &str = "userAssignedIdentityID";
 const P_CLIENT_ID: &str = "clientID";
@@ -255,6 +270,46 @@ pub struct PodInfo {
     pub ephemeral: bool,
 }
 
+/// Provider-wide settings of [`parse_mount_with`], from the provider's flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// `--strict-parameters`: an unknown object key is an error instead of being ignored
+    /// (and reported in [`MountParams::unknown_keys`]).
+    pub strict: bool,
+    /// `--cloud-name`: the cloud of a mount whose `cloudName` is empty.
+    pub default_cloud: MountCloud,
+}
+
+/// The cloud a mount reads from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountCloud {
+    /// A cloud whose endpoints akv-bridge knows.
+    Azure(Cloud),
+    /// `AzureStackCloud`: a custom cloud whose Entra and Key Vault endpoints come from an
+    /// environment file (go-autorest's JSON). The provider reads it.
+    Custom {
+        /// `cloudEnvFileName` as written (trimmed, checked lexically); `None`: the
+        /// provider's default environment file (`AZURE_ENVIRONMENT_FILEPATH`).
+        env_file: Option<String>,
+    },
+}
+
+impl Default for MountCloud {
+    fn default() -> Self {
+        Self::Azure(DEFAULT_CLOUD)
+    }
+}
+
+impl Default for ParseOptions {
+    /// The flags' defaults: not strict, [`DEFAULT_CLOUD`].
+    fn default() -> Self {
+        Self {
+            strict: false,
+            default_cloud: MountCloud::default(),
+        }
+    }
+}
+
 /// Everything a mount needs, validated. `Debug` never prints the token or client secret.
 #[derive(Debug)]
 pub struct MountParams {
@@ -262,8 +317,8 @@ pub struct MountParams {
     pub vault: VaultName,
     /// `tenantID` (or `tenantId`).
     pub tenant_id: String,
-    /// `cloudName`, [`DEFAULT_CLOUD`] when empty.
-    pub cloud: Cloud,
+    /// `cloudName` (with `cloudEnvFileName`); [`ParseOptions::default_cloud`] when empty.
+    pub cloud: MountCloud,
     /// The identity to use.
     pub auth: AuthMode,
     /// `objects`, in order, with their files and ids.
@@ -276,6 +331,9 @@ pub struct MountParams {
     pub default_mode: u32,
     /// Where the driver mounts the files (absolute; owned by the driver).
     pub target_path: PathBuf,
+    /// Object keys that were ignored because they are not object fields (never with
+    /// [`ParseOptions::strict`]): for a warning and a counter.
+    pub unknown_keys: UnknownKeys,
 }
 
 impl MountParams {
@@ -291,12 +349,30 @@ impl MountParams {
 }
 
 /// Parses the strings of a `MountRequest` (`attributes`, `secrets`, `permission`,
-/// `target_path`) into [`MountParams`]. See the module docs for every rule.
+/// `target_path`) into [`MountParams`] with the default `ParseOptions` (the flags'
+/// defaults). See the module docs for every rule.
 pub fn parse_mount(
     attributes: &str,
     secrets: &str,
     permission: &str,
     target_path: &str,
+) -> Result<MountParams, ParamError> {
+    parse_mount_with(
+        attributes,
+        secrets,
+        permission,
+        target_path,
+        &ParseOptions::default(),
+    )
+}
+
+/// [`parse_mount`] with the provider's [`ParseOptions`].
+pub fn parse_mount_with(
+    attributes: &str,
+    secrets: &str,
+    permission: &str,
+    target_path: &str,
+    options: &ParseOptions,
 ) -> Result<MountParams, ParamError> {
     let attrs = Attributes::parse(attributes)?;
     let secrets = parse_string_map::<SecretString>("secrets", secrets)?;
@@ -309,14 +385,7 @@ pub fn parse_mount(
         name: snippet(vault_name),
     })?;
     let tenant_id = parse_tenant(&attrs)?;
-    let cloud = parse_cloud(&attrs)?;
-    if !attrs.trimmed(P_CLOUD_ENV_FILE_NAME).is_empty() {
-        return Err(ParamError::Unsupported {
-            name: P_CLOUD_ENV_FILE_NAME,
-            reason: "custom cloud environment files are not supported; use AzurePublicCloud, \
-                     AzureUSGovernmentCloud or AzureChinaCloud",
-        });
-    }
+    let cloud = parse_cloud(&attrs, &options.default_cloud)?;
     let auth = parse_auth(&attrs, &secrets)?;
     let pod = PodInfo {
         namespace: attrs.pod_attribute(A_POD_NAMESPACE)?,
@@ -327,7 +396,8 @@ pub fn parse_mount(
     };
     let secret_provider_class = attrs.pod_attribute(A_SECRET_PROVIDER_CLASS)?;
     let objects_yaml = attrs.required(P_OBJECTS)?;
-    let objects = parse_objects(objects_yaml, &vault)?;
+    let (objects, unknown_keys) =
+        objects::parse_objects_with(objects_yaml, &vault, options.strict)?;
 
     Ok(MountParams {
         vault,
@@ -339,6 +409,7 @@ pub fn parse_mount(
         secret_provider_class,
         default_mode,
         target_path,
+        unknown_keys,
     })
 }
 
@@ -371,17 +442,18 @@ fn parse_tenant(attrs: &Attributes) -> Result<String, ParamError> {
     Ok(value.to_owned())
 }
 
-/// `cloudName`: empty means [`DEFAULT_CLOUD`]; else a name [`Cloud::parse`] accepts.
-fn parse_cloud(attrs: &Attributes) -> Result<Cloud, ParamError> {
+/// `cloudName`: empty means `default` (`--cloud-name`, [`DEFAULT_CLOUD`] unless set);
+/// `AzureStackCloud` a custom cloud with `cloudEnvFileName`; else a name [`Cloud::parse`]
+/// accepts. As in the Go provider, `cloudEnvFileName` is read only with an explicit
+/// `cloudName: AzureStackCloud`.
+fn parse_cloud(attrs: &Attributes, default: &MountCloud) -> Result<MountCloud, ParamError> {
     let value = attrs.trimmed(P_CLOUD_NAME);
     if value.is_empty() {
-        return Ok(DEFAULT_CLOUD);
+        return Ok(default.clone());
     }
     if value.eq_ignore_ascii_case("AzureStackCloud") {
-        return Err(ParamError::Unsupported {
-            name: P_CLOUD_NAME,
-            reason: "AzureStackCloud has per-installation endpoints; use AzurePublicCloud, \
-                     AzureUSGovernmentCloud or AzureChinaCloud",
+        return Ok(MountCloud::Custom {
+            env_file: parse_env_file(attrs.trimmed(P_CLOUD_ENV_FILE_NAME))?,
         });
     }
     if value.len() > MAX_ECHO_CHARS || !value.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -394,7 +466,31 @@ fn parse_cloud(attrs: &Attributes) -> Result<Cloud, ParamError> {
             ),
         });
     }
-    Cloud::parse(value).map_err(ParamError::InvalidCloud)
+    Cloud::parse(value)
+        .map(MountCloud::Azure)
+        .map_err(ParamError::InvalidCloud)
+}
+
+/// `cloudEnvFileName`, checked lexically: at most [`MAX_PATH_BYTES`], no NUL or control
+/// character, no `..` segment. Where it may be is the provider's rule (`--cloud-env-dir`).
+fn parse_env_file(value: &str) -> Result<Option<String>, ParamError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let invalid = |reason: &str| ParamError::InvalidParameter {
+        name: P_CLOUD_ENV_FILE_NAME,
+        reason: format!("{:?} {reason}", snippet(value)),
+    };
+    if value.len() > MAX_PATH_BYTES {
+        return Err(invalid("is longer than 4096 bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid("contains a NUL or control character"));
+    }
+    if value.split('/').any(|segment| segment == "..") {
+        return Err(invalid("has a '..' segment"));
+    }
+    Ok(Some(value.to_owned()))
 }
 
 /// `value`, shortened to [`MAX_ECHO_CHARS`] characters, for error messages.

@@ -1,4 +1,4 @@
-//! The `objects` YAML: [`parse_objects`] reads the document `array:` of strings, each an
+//! The `objects` YAML: [`parse_objects_with`] reads the document `array:` of strings, each an
 //! object's own YAML mapping, into raw fields (bounded in count and size; errors name the
 //! entry and key), then has each built, their paths checked and their ids assigned.
 
@@ -10,13 +10,38 @@ use super::error::{ObjectLabel, ParamError};
 use super::files::check_collisions;
 use super::spec::{ObjectSpec, assign_ids, build_object};
 use super::{
-    MAX_FILES, MAX_OBJECTS, MAX_OBJECTS_YAML_BYTES, P_OBJECTS, VaultName, snippet, snippet_n,
+    MAX_FILES, MAX_OBJECTS, MAX_OBJECTS_YAML_BYTES, MAX_REPORTED_UNKNOWN_KEYS, P_OBJECTS,
+    VaultName, snippet, snippet_n,
 };
 
 /// Parses the `objects` YAML into validated objects whose default vault is `vault`: paths
-/// checked for collisions, ids assigned. [`parse_mount`](super::parse_mount) calls it; it is public for tests
-/// and fuzzing.
+/// checked for collisions, ids assigned. Strict: an unknown object key is an error, as with
+/// `--strict-parameters`. [`parse_mount`](super::parse_mount) parses through the same code;
+/// this is for tests.
+#[cfg(test)]
 pub fn parse_objects(yaml: &str, vault: &VaultName) -> Result<Vec<ObjectSpec>, ParamError> {
+    parse_objects_with(yaml, vault, true).map(|(specs, _)| specs)
+}
+
+/// Object keys that were ignored (not `strict`), as [`MountParams`](super::MountParams)
+/// reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnknownKeys {
+    /// The first [`MAX_REPORTED_UNKNOWN_KEYS`] of them, in order: the object (`None`: the
+    /// `objects` document itself, a key beside `array`) and the key (shortened to 64
+    /// characters). Values are never kept.
+    pub first: Vec<(Option<ObjectLabel>, String)>,
+    /// How many there were in all.
+    pub count: usize,
+}
+
+/// Parses `objects`; unless `strict`, unknown object keys are ignored (as the Go provider's
+/// YAML decoding ignores them) and reported in the second value.
+pub(super) fn parse_objects_with(
+    yaml: &str,
+    vault: &VaultName,
+    strict: bool,
+) -> Result<(Vec<ObjectSpec>, UnknownKeys), ParamError> {
     if yaml.len() > MAX_OBJECTS_YAML_BYTES {
         return Err(ParamError::TooLarge {
             what: P_OBJECTS,
@@ -24,14 +49,29 @@ pub fn parse_objects(yaml: &str, vault: &VaultName) -> Result<Vec<ObjectSpec>, P
             max: MAX_OBJECTS_YAML_BYTES,
         });
     }
-    let entries = parse_objects_document(yaml)?;
+    let (entries, document_unknown) = parse_objects_document(yaml, strict)?;
     if entries.is_empty() {
         return Err(ParamError::NoObjects);
     }
     let mut specs = Vec::with_capacity(entries.len());
+    let mut unknown = document_unknown;
     let mut file_count = 0usize;
     for (index, entry) in entries.iter().enumerate() {
-        let raw = parse_object_entry(entry.as_deref(), index)?;
+        let raw = parse_object_entry(entry.as_deref(), index, strict)?;
+        if raw.unknown_count > 0 {
+            let label = ObjectLabel {
+                index,
+                name: Some(raw.get(Field::ObjectName))
+                    .filter(|n| !n.is_empty())
+                    .map(snippet),
+            };
+            unknown.count = unknown.count.saturating_add(raw.unknown_count);
+            for key in &raw.unknown {
+                if unknown.first.len() < MAX_REPORTED_UNKNOWN_KEYS {
+                    unknown.first.push((Some(label.clone()), key.clone()));
+                }
+            }
+        }
         let spec = build_object(&raw, index, vault)?;
         file_count = file_count.saturating_add(spec.files.len());
         if file_count > MAX_FILES {
@@ -44,7 +84,7 @@ pub fn parse_objects(yaml: &str, vault: &VaultName) -> Result<Vec<ObjectSpec>, P
     }
     check_collisions(&specs)?;
     assign_ids(&mut specs)?;
-    Ok(specs)
+    Ok((specs, unknown))
 }
 
 /// Shortens a parser message.
@@ -97,12 +137,17 @@ fn abort<E: de::Error>(slot: &mut Problem, problem: ParamError) -> E {
     E::custom("aborted")
 }
 
-/// The `objects` document: a mapping with one key, `array`, a sequence of strings.
-/// Returns the entries (`None` for a null entry).
-fn parse_objects_document(yaml: &str) -> Result<Vec<Option<String>>, ParamError> {
+/// The `objects` document: a mapping with the key `array`, a sequence of strings; other
+/// keys are errors when `strict`, else skipped and reported (as the Go provider's YAML
+/// decoding ignores them). Returns the entries (`None` for a null entry).
+fn parse_objects_document(
+    yaml: &str,
+    strict: bool,
+) -> Result<(Vec<Option<String>>, UnknownKeys), ParamError> {
     let mut problem = None;
     let result = ObjectsDocument {
         problem: &mut problem,
+        strict,
     }
     .deserialize(serde_yaml_ng::Deserializer::from_str(yaml));
     match (result, problem) {
@@ -116,10 +161,11 @@ fn parse_objects_document(yaml: &str) -> Result<Vec<Option<String>>, ParamError>
 
 struct ObjectsDocument<'p> {
     problem: &'p mut Problem,
+    strict: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ObjectsDocument<'_> {
-    type Value = Vec<Option<String>>;
+    type Value = (Vec<Option<String>>, UnknownKeys);
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
@@ -127,7 +173,7 @@ impl<'de> DeserializeSeed<'de> for ObjectsDocument<'_> {
 }
 
 impl<'de> Visitor<'de> for ObjectsDocument<'_> {
-    type Value = Vec<Option<String>>;
+    type Value = (Vec<Option<String>>, UnknownKeys);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a YAML mapping with the key `array`")
@@ -135,8 +181,24 @@ impl<'de> Visitor<'de> for ObjectsDocument<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut array = None;
+        let mut unknown = UnknownKeys::default();
         while let Some(YamlScalar(key)) = map.next_key::<YamlScalar>()? {
             let key = key.unwrap_or_default();
+            if key != "array" && !self.strict {
+                if let Err(e) = map.next_value::<de::IgnoredAny>() {
+                    return Err(abort(
+                        self.problem,
+                        ParamError::InvalidObjectsYaml {
+                            reason: snippet_n(&e.to_string(), 200),
+                        },
+                    ));
+                }
+                unknown.count = unknown.count.saturating_add(1);
+                if unknown.first.len() < MAX_REPORTED_UNKNOWN_KEYS {
+                    unknown.first.push((None, snippet(&key)));
+                }
+                continue;
+            }
             if key != "array" {
                 return Err(abort(
                     self.problem,
@@ -157,7 +219,7 @@ impl<'de> Visitor<'de> for ObjectsDocument<'_> {
                 problem: &mut *self.problem,
             })?);
         }
-        Ok(array.unwrap_or_default())
+        Ok((array.unwrap_or_default(), unknown))
     }
 }
 
@@ -324,13 +386,18 @@ impl Field {
     }
 }
 
-/// An object entry's fields: raw scalar text, untrimmed, `None` for null.
-pub(super) struct RawObject(Vec<(Field, Option<String>)>);
+/// An object entry's fields: raw scalar text, untrimmed, `None` for null; and the unknown
+/// keys that were ignored (the first [`MAX_REPORTED_UNKNOWN_KEYS`], shortened) and their count.
+pub(super) struct RawObject {
+    fields: Vec<(Field, Option<String>)>,
+    unknown: Vec<String>,
+    unknown_count: usize,
+}
 
 impl RawObject {
     /// The trimmed value of `field`, empty when absent or null.
     pub(super) fn get(&self, field: Field) -> &str {
-        self.0
+        self.fields
             .iter()
             .find(|(f, _)| *f == field)
             .and_then(|(_, v)| v.as_deref())
@@ -338,7 +405,11 @@ impl RawObject {
     }
 }
 
-fn parse_object_entry(entry: Option<&str>, index: usize) -> Result<RawObject, ParamError> {
+fn parse_object_entry(
+    entry: Option<&str>,
+    index: usize,
+    strict: bool,
+) -> Result<RawObject, ParamError> {
     let label = ObjectLabel { index, name: None };
     let Some(text) = entry.filter(|t| !t.trim().is_empty()) else {
         return Err(ParamError::InvalidObjectYaml {
@@ -350,6 +421,7 @@ fn parse_object_entry(entry: Option<&str>, index: usize) -> Result<RawObject, Pa
     let result = ObjectEntry {
         problem: &mut problem,
         index,
+        strict,
     }
     .deserialize(serde_yaml_ng::Deserializer::from_str(text));
     match (result, problem) {
@@ -362,11 +434,13 @@ fn parse_object_entry(entry: Option<&str>, index: usize) -> Result<RawObject, Pa
     }
 }
 
-/// One object's YAML: a mapping of known keys to scalars. Stops at the first unknown or
-/// repeated key, so at most 11 values are ever materialized.
+/// One object's YAML: a mapping of known keys to scalars. Stops at the first repeated key,
+/// and (`strict`) at the first unknown key; otherwise unknown keys are noted and their values
+/// skipped unread, so at most 11 values are ever materialized.
 struct ObjectEntry<'p> {
     problem: &'p mut Problem,
     index: usize,
+    strict: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ObjectEntry<'_> {
@@ -386,6 +460,8 @@ impl<'de> Visitor<'de> for ObjectEntry<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields: Vec<(Field, Option<String>)> = Vec::new();
+        let mut unknown: Vec<String> = Vec::new();
+        let mut unknown_count = 0usize;
         let index = self.index;
         // Labels in errors name the object when `objectName` came first (it usually does).
         let label = |fields: &[(Field, Option<String>)]| ObjectLabel {
@@ -401,6 +477,22 @@ impl<'de> Visitor<'de> for ObjectEntry<'_> {
         while let Some(YamlScalar(key)) = map.next_key::<YamlScalar>()? {
             let key = key.unwrap_or_default();
             let Some(field) = Field::from_key(&key) else {
+                if !self.strict {
+                    // As the Go provider's YAML decoding: the key and its value (whatever
+                    // its shape) are ignored. Only the key is kept, for the log.
+                    if let Err(e) = map.next_value::<de::IgnoredAny>() {
+                        let problem = ParamError::InvalidObjectYaml {
+                            object: label(&fields),
+                            reason: snippet_n(&e.to_string(), 200),
+                        };
+                        return Err(abort(self.problem, problem));
+                    }
+                    unknown_count = unknown_count.saturating_add(1);
+                    if unknown.len() < MAX_REPORTED_UNKNOWN_KEYS {
+                        unknown.push(snippet(&key));
+                    }
+                    continue;
+                }
                 let object = label(&fields);
                 let problem = if key == "objectNotAfter" {
                     ParamError::UnsupportedObjectField {
@@ -440,7 +532,11 @@ impl<'de> Visitor<'de> for ObjectEntry<'_> {
                 }
             }
         }
-        Ok(RawObject(fields))
+        Ok(RawObject {
+            fields,
+            unknown,
+            unknown_count,
+        })
     }
 }
 

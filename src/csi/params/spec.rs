@@ -87,7 +87,8 @@ pub struct ObjectFile {
     pub path: RelativeFilePath,
     /// The `ObjectVersion.id` to report for it (unique within the mount).
     pub id: String,
-    /// `None` for a plain object; `Some(i)` for history entry `i` (0 = newest).
+    /// `None` for a plain object; `Some(i)` for history entry `i` (0 = newest), `i` in
+    /// `0..=history`.
     pub history_index: Option<u32>,
 }
 
@@ -121,7 +122,8 @@ pub struct ObjectSpec {
     /// The base object version id (see the module docs); each of [`ObjectSpec::files`] has
     /// its own, equal to this one for a plain object.
     pub id: String,
-    /// The files this object writes, in order: one, or `history` entries `<path>/<i>`.
+    /// The files this object writes, in order: one, or `history + 1` entries `<path>/<i>`
+    /// (the Go provider's count, one more than `objectVersionHistory` says).
     pub files: Vec<ObjectFile>,
 }
 
@@ -309,7 +311,8 @@ pub(super) fn build_object(
             history_index: None,
         }]
     } else {
-        (0..history)
+        // N + 1 files, as the Go provider writes (see the module docs).
+        (0..=history)
             .map(|i| {
                 let segment = i.to_string();
                 let file = path
@@ -394,7 +397,7 @@ pub(super) fn assign_ids(specs: &mut [ObjectSpec]) -> Result<(), ParamError> {
             if spec.history == 0 {
                 vec![candidate.to_owned()]
             } else {
-                (0..spec.history)
+                (0..=spec.history)
                     .map(|i| format!("{candidate}/{i}"))
                     .collect()
             }

@@ -10,8 +10,8 @@ use crate::csi::params::fixtures::{
     CLIENT, DB, SA_TOKEN, TENANT, ids, json, mount_with, objects_yaml, paths, wi_attributes,
 };
 use crate::csi::params::{
-    A_POD_NAME, AuthMode, DEFAULT_CLOUD, ObjectFile, ObjectKind, ParamError, PodInfo,
-    RelativeFilePath, parse_mount,
+    A_POD_NAME, AuthMode, DEFAULT_CLOUD, MountCloud, ObjectFile, ObjectKind, ParamError,
+    ParseOptions, PodInfo, RelativeFilePath, parse_mount, parse_mount_with,
 };
 
 #[test]
@@ -33,7 +33,7 @@ fn spec_example_parses_to_the_expected_objects() {
     let params = parse_mount(&attributes, "null", "420", "/mnt/target").unwrap();
     assert_eq!(params.vault.as_str(), "kv-prod");
     assert_eq!(params.tenant_id, TENANT);
-    assert_eq!(params.cloud, Cloud::AzurePublicCloud);
+    assert_eq!(params.cloud, MountCloud::Azure(Cloud::AzurePublicCloud));
     assert_eq!(params.default_mode, 0o644);
     assert_eq!(params.target_path, PathBuf::from("/mnt/target"));
     assert_eq!(params.secret_provider_class.as_deref(), Some("app-secrets"));
@@ -79,9 +79,20 @@ fn spec_example_parses_to_the_expected_objects() {
     assert_eq!(o[1].id, "secret/tls-cert");
     assert_eq!(o[2].kind, ObjectKind::Key);
     assert_eq!(o[2].history, 2);
-    assert_eq!(paths(&o[2]), ["signing-key/0", "signing-key/1"]);
-    assert_eq!(ids(&o[2..]), ["key/signing-key/0", "key/signing-key/1"]);
-    assert_eq!(o[2].files[1].history_index, Some(1));
+    // `objectVersionHistory: 2` plans three files, as the Go provider writes.
+    assert_eq!(
+        paths(&o[2]),
+        ["signing-key/0", "signing-key/1", "signing-key/2"]
+    );
+    assert_eq!(
+        ids(&o[2..]),
+        [
+            "key/signing-key/0",
+            "key/signing-key/1",
+            "key/signing-key/2"
+        ]
+    );
+    assert_eq!(o[2].files[2].history_index, Some(2));
     assert_eq!(params.vault_for(&o[0]).as_str(), "kv-prod");
     assert_eq!(params.mode_for(&o[0]), 0o644);
 }
@@ -89,7 +100,7 @@ fn spec_example_parses_to_the_expected_objects() {
 #[test]
 fn top_level_parameters_and_defaults() {
     let p = mount_with(&[]).unwrap();
-    assert_eq!(p.cloud, DEFAULT_CLOUD);
+    assert_eq!(p.cloud, MountCloud::Azure(DEFAULT_CLOUD));
     for (cloud, expected) in [
         ("AzureUSGovernmentCloud", Cloud::AzureUSGovernmentCloud),
         ("AzureChinaCloud", Cloud::AzureChinaCloud),
@@ -98,7 +109,7 @@ fn top_level_parameters_and_defaults() {
         ("AzureCloud", Cloud::AzurePublicCloud),
     ] {
         let p = mount_with(&[("cloudName", &format!(" {cloud} "))]).unwrap();
-        assert_eq!(p.cloud, expected);
+        assert_eq!(p.cloud, MountCloud::Azure(expected));
     }
     // Legacy tenantId, and tenantID winning over it.
     let p = mount_with(&[("tenantID", ""), ("tenantId", " contoso.onmicrosoft.com ")]).unwrap();
@@ -187,18 +198,6 @@ fn top_level_errors() {
             ..
         }
     ));
-    let err = mount_with(&[("cloudName", "AzureStackCloud")]).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ParamError::Unsupported {
-                name: "cloudName",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert!(err.to_string().contains("not supported"));
     let err = mount_with(&[("cloudName", "Azure Cloud/../x")]).unwrap_err();
     assert!(
         matches!(
@@ -231,14 +230,6 @@ fn top_level_errors() {
         "{err}"
     );
     assert!(err.to_string().starts_with("cloudName: "), "{err}");
-    let err = mount_with(&[("cloudEnvFileName", "/etc/kubernetes/custom.json")]).unwrap_err();
-    assert!(matches!(
-        err,
-        ParamError::Unsupported {
-            name: "cloudEnvFileName",
-            ..
-        }
-    ));
     assert_eq!(
         mount_with(&[("useVMManagedIdentity", "true")]).unwrap_err(),
         ParamError::ConflictingIdentity
@@ -276,4 +267,122 @@ proptest! {
     fn parse_mount_never_panics(a in any::<String>(), s in any::<String>(), p in any::<String>(), t in any::<String>()) {
         let _ = parse_mount(&a, &s, &p, &t);
     }
+}
+
+/// `--cloud-name` is the cloud of a class without `cloudName`; `cloudName` still wins.
+#[test]
+fn the_default_cloud_applies_only_without_cloud_name() {
+    let options = ParseOptions {
+        default_cloud: MountCloud::Azure(Cloud::AzureChinaCloud),
+        ..ParseOptions::default()
+    };
+    let with = |extra: &[(&str, &str)]| {
+        parse_mount_with(
+            &wi_attributes(&objects_yaml(&[DB]), extra),
+            "{}",
+            "420",
+            "/t",
+            &options,
+        )
+    };
+    assert_eq!(
+        with(&[]).unwrap().cloud,
+        MountCloud::Azure(Cloud::AzureChinaCloud)
+    );
+    assert_eq!(
+        with(&[("cloudName", "  ")]).unwrap().cloud,
+        MountCloud::Azure(Cloud::AzureChinaCloud)
+    );
+    assert_eq!(
+        with(&[("cloudName", "AzureUSGovernmentCloud")])
+            .unwrap()
+            .cloud,
+        MountCloud::Azure(Cloud::AzureUSGovernmentCloud)
+    );
+    assert_eq!(
+        with(&[("cloudName", "azurepubliccloud")]).unwrap().cloud,
+        MountCloud::Azure(Cloud::AzurePublicCloud)
+    );
+    // The flags' default: AzurePublicCloud.
+    assert_eq!(
+        ParseOptions::default().default_cloud,
+        MountCloud::Azure(Cloud::AzurePublicCloud)
+    );
+    assert_eq!(
+        mount_with(&[]).unwrap().cloud,
+        MountCloud::Azure(DEFAULT_CLOUD)
+    );
+}
+
+/// `cloudName: AzureStackCloud` is a custom cloud, its file `cloudEnvFileName` (checked
+/// lexically here; the provider decides where it may be). As in the Go provider, the
+/// file is read only with an explicit AzureStackCloud.
+#[test]
+fn azure_stack_cloud_takes_its_environment_file() {
+    let stack = |file: Option<&str>| MountCloud::Custom {
+        env_file: file.map(str::to_owned),
+    };
+    let p = mount_with(&[
+        ("cloudName", "AzureStackCloud"),
+        ("cloudEnvFileName", " /cloudEnv/env.json "),
+    ])
+    .unwrap();
+    assert_eq!(p.cloud, stack(Some("/cloudEnv/env.json")));
+    let p = mount_with(&[("cloudName", "azurestackcloud")]).unwrap();
+    assert_eq!(p.cloud, stack(None));
+    // Ignored with any other cloud, as the Go provider ignores it.
+    for extra in [
+        &[("cloudEnvFileName", "/cloudEnv/env.json")][..],
+        &[
+            ("cloudName", "AzureChinaCloud"),
+            ("cloudEnvFileName", "/cloudEnv/env.json"),
+        ][..],
+    ] {
+        assert!(matches!(
+            mount_with(extra).unwrap().cloud,
+            MountCloud::Azure(_)
+        ));
+    }
+    for bad in [
+        "/cloudEnv/../etc/passwd",
+        "../x",
+        "/a/b/..",
+        "/cloudEnv/env\u{0}.json",
+        "/cloudEnv/env\n.json",
+    ] {
+        let err =
+            mount_with(&[("cloudName", "AzureStackCloud"), ("cloudEnvFileName", bad)]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ParamError::InvalidParameter {
+                    name: "cloudEnvFileName",
+                    ..
+                }
+            ),
+            "{bad:?}: {err}"
+        );
+    }
+    let long = format!("/{}", "a".repeat(5000));
+    assert!(
+        mount_with(&[
+            ("cloudName", "AzureStackCloud"),
+            ("cloudEnvFileName", &long)
+        ])
+        .is_err()
+    );
+    // `--cloud-name=AzureStackCloud`: a class without cloudName uses the default file.
+    let options = ParseOptions {
+        default_cloud: stack(None),
+        ..ParseOptions::default()
+    };
+    let p = parse_mount_with(
+        &wi_attributes(&objects_yaml(&[DB]), &[("cloudEnvFileName", "/x.json")]),
+        "{}",
+        "420",
+        "/t",
+        &options,
+    )
+    .unwrap();
+    assert_eq!(p.cloud, stack(None));
 }

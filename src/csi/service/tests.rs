@@ -10,6 +10,7 @@ use super::MountError;
 use crate::azure::cloud::CloudError;
 use crate::azure::keyvault::{KvError, Throttle};
 use crate::azure::upstream::Upstream;
+use crate::csi::cloud_env::CloudEnvError;
 use crate::csi::content::ContentError;
 use crate::csi::identity::IdentityError;
 use crate::csi::params::ParamError;
@@ -181,6 +182,27 @@ fn every_other_mount_failure_has_its_code_and_label() {
             Code::DeadlineExceeded,
             "deadline_exceeded",
         ),
+        (
+            MountError::CloudEnv(CloudEnvError::Disabled),
+            Code::InvalidArgument,
+            "cloud_environment",
+        ),
+        (
+            MountError::CloudEnv(CloudEnvError::NotAllowed {
+                path: "/etc/passwd".into(),
+                reason: "is not a file under the provider's --cloud-env-dir",
+            }),
+            Code::InvalidArgument,
+            "cloud_environment",
+        ),
+        (
+            MountError::CloudEnv(CloudEnvError::Invalid {
+                path: "/cloudEnv/env.json".into(),
+                reason: "is not valid JSON (line 1, column 1)".into(),
+            }),
+            Code::FailedPrecondition,
+            "cloud_environment",
+        ),
     ];
     for (error, code, label) in cases {
         let status = error.to_status();
@@ -188,4 +210,76 @@ fn every_other_mount_failure_has_its_code_and_label() {
         assert_eq!(status.message(), error.to_string());
         assert_eq!(error.label(), label, "{error:?}");
     }
+}
+
+/// A log sink for one test.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+#[test]
+fn unknown_object_keys_are_logged_naming_the_key_and_object_never_the_value() {
+    let mut objects = String::from(
+        "array:\n  - |\n    objectName: db-password\n    objectType: secret\n    \
+         objectAlais: s3cr3t-Value\n",
+    );
+    objects.push_str("  - |\n    objectName: many\n    objectType: secret\n");
+    for i in 0..20 {
+        objects.push_str(&format!("    extra{i}: s3cr3t-Value\n"));
+    }
+    let attributes = serde_json::json!({
+        "keyvaultName": "kv1",
+        "tenantID": "72f988bf-0000-0000-0000-2d7cd011db47",
+        "useVMManagedIdentity": "true",
+        "objects": objects,
+        "secretProviderClass": "app-secrets",
+        "csi.storage.k8s.io/pod.name": "web-0",
+        "csi.storage.k8s.io/pod.namespace": "shop",
+    });
+    let params =
+        crate::csi::params::parse_mount(&attributes.to_string(), "{}", "420", "/t").unwrap();
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let count = tracing::subscriber::with_default(subscriber, || super::log_unknown_keys(&params));
+    assert_eq!(count, 21);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // The first 16 keys one by one, then one line with the total.
+    assert_eq!(
+        lines.len(),
+        crate::csi::params::MAX_REPORTED_UNKNOWN_KEYS + 1,
+        "{text}"
+    );
+    assert!(lines[0].contains("WARN"), "{text}");
+    assert!(
+        lines[0].contains("key=\"objectAlais\"")
+            && lines[0].contains(r#"object="objects[0] (\"db-password\")""#)
+            && lines[0].contains("shop/web-0")
+            && lines[0].contains("app-secrets"),
+        "{text}"
+    );
+    assert!(lines[1].contains("key=\"extra0\"") && lines[1].contains(r#"(\"many\")"#));
+    assert!(lines[16].contains("unknown_keys=21"), "{text}");
+    assert!(!text.contains("s3cr3t-Value"), "{text}");
 }

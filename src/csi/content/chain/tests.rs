@@ -132,17 +132,23 @@ fn chain_ordering_follows_go_fetch_cert_chains() {
         order(&[&root, &leaf, &inter]).unwrap(),
         ["leaf", "inter", "root"]
     );
-    // Certificates off the chain are dropped; the first unlinked certificate starts it.
+    // A chain that does not take in every certificate keeps the stored order (Go
+    // provider v1.7.0+): an unrelated certificate, a missing intermediate, or
+    // certificates without identifiers.
     assert_eq!(
         order(&[&leaf, &root, &other, &inter]).unwrap(),
-        ["leaf", "inter", "root"]
+        ["leaf", "root", "other", "inter"]
     );
-    assert_eq!(order(&[&other, &leaf, &inter, &root]).unwrap(), ["other"]);
-    // A missing intermediate breaks the chain: only the first certificate is kept.
-    assert_eq!(order(&[&leaf, &root]).unwrap(), ["leaf"]);
-    assert_eq!(order(&[&root, &leaf]).unwrap(), ["root"]);
-    // Absent identifiers never match each other.
-    assert_eq!(order(&[&bare_a, &bare_b]).unwrap(), ["bare-a"]);
+    assert_eq!(
+        order(&[&other, &leaf, &inter, &root]).unwrap(),
+        ["other", "leaf", "inter", "root"]
+    );
+    assert_eq!(order(&[&leaf, &root]).unwrap(), ["leaf", "root"]);
+    assert_eq!(order(&[&root, &leaf]).unwrap(), ["root", "leaf"]);
+    assert_eq!(order(&[&bare_a, &bare_b]).unwrap(), ["bare-a", "bare-b"]);
+    assert_eq!(order(&[&bare_b, &bare_a]).unwrap(), ["bare-b", "bare-a"]);
+    // One certificate is a complete chain.
+    assert_eq!(order(&[&other]).unwrap(), ["other"]);
 
     // Loops.
     let x = fake_cert("x", Some(b"1"), Some(b"2"));

@@ -59,6 +59,38 @@ fn without_construct_pem_chain_certificates_keep_the_pfx_order() {
     assert_eq!(text(&only(files.unwrap())), expected);
 }
 
+/// Go provider v1.7.0+ (its PR #1701): when the certificates cannot all be linked into one
+/// chain, they are written in the PFX's order, none dropped.
+#[test]
+fn certificates_that_cannot_all_be_linked_keep_the_pfx_order() {
+    let [leaf, intermediate, root] = rsa_chain() else {
+        panic!("expected three certificates")
+    };
+    let other_ca = x509::TestCa::generate("Unrelated CA").unwrap();
+    let other_root = other_ca.chain_der().pop().unwrap();
+    let cases: [&[&Vec<u8>]; 4] = [
+        // The intermediate is missing.
+        &[root, leaf],
+        &[leaf, root],
+        // An unrelated certificate beside a complete chain.
+        &[root, leaf, &other_root, intermediate],
+        &[&other_root, leaf, intermediate, root],
+    ];
+    for certs in cases {
+        let ders: Vec<&[u8]> = certs.iter().map(|c| c.as_slice()).collect();
+        let pfx = build_pfx(Some(rsa_key()), &ders, "");
+        let main = only(secret_files(&pfx_secret(&pfx), &ObjectOptions::default()));
+        let mut expected = vec![pem_block("PRIVATE KEY", rsa_key())];
+        expected.extend(certs.iter().map(|c| pem_block("CERTIFICATE", c)));
+        assert_eq!(
+            text(&main),
+            expected.concat(),
+            "{} certificates",
+            certs.len()
+        );
+    }
+}
+
 #[test]
 fn hostile_pfx_secrets_are_errors_not_panics() {
     let leaf = &rsa_chain()[0];

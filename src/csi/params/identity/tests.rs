@@ -215,3 +215,48 @@ fn debug_is_redacted() {
     assert_eq!(format!("{secret:?}"), "[redacted]");
     assert_eq!(format!("{:#?}", secret), "[redacted]");
 }
+
+#[test]
+fn azure_token_proxy_is_refused_not_ignored() {
+    for value in ["true", "True", "1", " t "] {
+        let err = mount_with(&[("useAzureTokenProxy", value)]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ParamError::Unsupported {
+                    name: "useAzureTokenProxy",
+                    ..
+                }
+            ),
+            "{value:?}: {err}"
+        );
+        assert!(err.to_string().contains("identity binding"), "{err}");
+    }
+    // With managed identity too: refused before any identity is chosen.
+    let err = mount_with(&[
+        ("clientID", ""),
+        ("useVMManagedIdentity", "true"),
+        ("useAzureTokenProxy", "true"),
+    ])
+    .unwrap_err();
+    assert!(matches!(err, ParamError::Unsupported { .. }), "{err}");
+    // False or empty: plain workload identity.
+    for value in ["false", "0", ""] {
+        let p = mount_with(&[("useAzureTokenProxy", value)]).unwrap();
+        assert!(
+            matches!(p.auth, AuthMode::WorkloadIdentity { .. }),
+            "{value:?}"
+        );
+    }
+    let err = mount_with(&[("useAzureTokenProxy", "yes")]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ParamError::InvalidBool {
+                name: "useAzureTokenProxy",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

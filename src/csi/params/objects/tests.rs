@@ -6,7 +6,8 @@ use proptest::prelude::*;
 
 use crate::csi::params::fixtures::{Check, DB, ids, objects_of, objects_yaml, one, wi_attributes};
 use crate::csi::params::{
-    MAX_OBJECTS, MAX_OBJECTS_YAML_BYTES, ParamError, VaultName, parse_mount, parse_objects,
+    MAX_OBJECTS, MAX_OBJECTS_YAML_BYTES, MAX_REPORTED_UNKNOWN_KEYS, ObjectLabel, ParamError,
+    ParseOptions, VaultName, parse_mount, parse_mount_with, parse_objects,
 };
 
 #[test]
@@ -54,6 +55,100 @@ fn objects_document_errors() {
     ] {
         let err = parse_objects(yaml, &vault).unwrap_err();
         assert!(check(&err), "{yaml:?}: {err:?}");
+    }
+}
+
+/// The Go provider's YAML decoding ignores keys that are not object fields; so do we,
+/// reporting the object and the key (never the value), unless `--strict-parameters`.
+#[test]
+fn unknown_object_keys_are_ignored_and_reported_unless_strict() {
+    let entries = [
+        "objectName: db-password\nobjectType: secret\nobjectAlais: pw\nsecretHint: s3cr3t-Value",
+        "objectType: secret\nfutureField: [a, {b: c}]\nobjectName: api-key\nobjectNotAfter: 2026-01-01",
+        "objectName: plain\nobjectType: secret",
+    ];
+    let attributes = wi_attributes(&objects_yaml(&entries), &[]);
+    let p = parse_mount(&attributes, "{}", "420", "/t").unwrap();
+    assert_eq!(p.objects.len(), 3);
+    assert_eq!(
+        p.objects[0].path.as_str(),
+        "db-password",
+        "the typo changes nothing"
+    );
+    assert_eq!(p.unknown_keys.count, 4);
+    let label = |index, name: &str| {
+        Some(ObjectLabel {
+            index,
+            name: Some(name.to_owned()),
+        })
+    };
+    assert_eq!(
+        p.unknown_keys.first,
+        [
+            (label(0, "db-password"), "objectAlais".to_owned()),
+            (label(0, "db-password"), "secretHint".to_owned()),
+            // Named even when objectName comes after the key.
+            (label(1, "api-key"), "futureField".to_owned()),
+            (label(1, "api-key"), "objectNotAfter".to_owned()),
+        ]
+    );
+    // Values are never kept.
+    assert!(!format!("{p:?}").contains("s3cr3t-Value"));
+
+    // Known keys are not reported.
+    let p = parse_mount(&wi_attributes(&objects_yaml(&[DB]), &[]), "{}", "420", "/t").unwrap();
+    assert_eq!(p.unknown_keys.count, 0);
+    assert!(p.unknown_keys.first.is_empty());
+
+    // Strict: the first unknown key is an error naming it and the object.
+    let strict = ParseOptions {
+        strict: true,
+        ..ParseOptions::default()
+    };
+    let err = parse_mount_with(&attributes, "{}", "420", "/t", &strict).unwrap_err();
+    assert!(
+        matches!(&err, ParamError::UnknownObjectKey { key, object } if key == "objectAlais" && object.index == 0),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("s3cr3t-Value"), "{err}");
+    let not_after = wi_attributes(&objects_yaml(&[entries[1]]), &[]);
+    let err = parse_mount_with(&not_after, "{}", "420", "/t", &strict).unwrap_err();
+    assert!(matches!(err, ParamError::UnknownObjectKey { .. }), "{err}");
+
+    // Many unknown keys: all counted, the first few reported, each shortened.
+    let long = "k".repeat(300);
+    let mut entry = format!("{DB}\n{long}: 1");
+    for i in 0..40 {
+        entry.push_str(&format!("\nextra{i}: {i}"));
+    }
+    let p = parse_mount(
+        &wi_attributes(&objects_yaml(&[&entry]), &[]),
+        "{}",
+        "420",
+        "/t",
+    )
+    .unwrap();
+    assert_eq!(p.unknown_keys.count, 41);
+    assert_eq!(p.unknown_keys.first.len(), MAX_REPORTED_UNKNOWN_KEYS);
+    assert!(p.unknown_keys.first[0].1.chars().count() <= 65);
+
+    // Keys beside `array` are ignored too (Go decodes the document into a struct), and
+    // reported for the document itself.
+    let yaml = format!("{}version: 2\n", objects_yaml(&[DB]));
+    let p = parse_mount(&wi_attributes(&yaml, &[]), "{}", "420", "/t").unwrap();
+    assert_eq!(p.unknown_keys.first, [(None, "version".to_owned())]);
+    assert!(parse_mount_with(&wi_attributes(&yaml, &[]), "{}", "420", "/t", &strict).is_err());
+
+    // Unknown keys do not lift any other rule: a repeated known key, malformed YAML.
+    for bad in [
+        "objectName: a\nobjectType: secret\nextra: 1\nobjectName: b",
+        "objectName: a\nobjectType: secret\nextra: [unclosed",
+    ] {
+        let attributes = wi_attributes(&objects_yaml(&[bad]), &[]);
+        assert!(
+            parse_mount(&attributes, "{}", "420", "/t").is_err(),
+            "{bad}"
+        );
     }
 }
 

@@ -32,7 +32,11 @@ fn every_object_field() {
         Some("0123456789abcdef0123456789abcdef")
     );
     assert_eq!(spec.history, 3);
-    assert_eq!(paths(&spec), ["conf/app/0", "conf/app/1", "conf/app/2"]);
+    // N + 1 files, as the Go provider writes them.
+    assert_eq!(
+        paths(&spec),
+        ["conf/app/0", "conf/app/1", "conf/app/2", "conf/app/3"]
+    );
     assert_eq!(spec.encoding, ObjectEncoding::Base64);
     assert_eq!(spec.mode, Some(0o600));
     assert!(spec.optional);
@@ -103,7 +107,7 @@ fn go_compatible_spellings() {
     let spec = one("objectName: a\nobjectType: secret\nobjectVersionHistory: '+007'").unwrap();
     assert_eq!(spec.history, 7);
     let spec = one("objectName: a\nobjectType: secret\nobjectVersionHistory: 100").unwrap();
-    assert_eq!(spec.files.len(), 100);
+    assert_eq!(spec.files.len(), 101, "N + 1 files, as the Go provider");
 }
 
 #[test]
@@ -382,9 +386,11 @@ fn ids_are_unique_and_deterministic() {
         [
             "secret/kv2/0",
             "secret/kv2/1",
+            "secret/kv2/2",
             "secret/kv2/0#other",
             "secret/kv2#again/0",
-            "secret/kv2#again/1"
+            "secret/kv2#again/1",
+            "secret/kv2#again/2"
         ]
     );
     assert_eq!(specs[2].id, "secret/kv2#again");
