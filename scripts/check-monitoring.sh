@@ -206,7 +206,7 @@ sleep "$SCRAPE_SECONDS"
 
 # What those failures must set off (pending: each rule's `for:` is minutes); every other
 # rule, the KMS plugin's included, must stay inactive.
-expected=AkvBridgeCsiMountFailures,AkvBridgeCsiKeyVaultThrottled,AkvBridgeCsiAuthenticationFailing
+expected=AkvBridgeCsiMountFailures,AkvBridgeCsiKeyVaultThrottled,AkvBridgeCsiAuthenticationFailing,AkvBridgeCsiEntraFailing
 if ! "$PY" scripts/check_monitoring.py live "$PROM_URL" "http://${addrs[0]}/metrics" "http://${addrs[1]}/metrics" "$expected"; then
   echo "--- prometheus.log (tail)" >&2
   tail -20 "$WORK/prometheus.log" >&2

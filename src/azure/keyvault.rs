@@ -144,8 +144,13 @@ pub enum KvError {
     Rejected(String),
     /// The credential was rejected: Microsoft Entra refused it (`invalid_client`,
     /// `invalid_grant`, `unauthorized_client`, ...), or Key Vault answered 401.
-    #[error("authentication failed: {0}")]
-    Unauthenticated(String),
+    #[error("authentication failed: {reason}")]
+    Unauthenticated {
+        /// Microsoft Entra (it refused the credential) or Key Vault (it answered 401).
+        by: Upstream,
+        /// What was said.
+        reason: String,
+    },
     /// Key Vault or Entra answered 429, past the retries or with a `Retry-After` beyond the
     /// deadline.
     #[error("{0}")]
@@ -206,8 +211,28 @@ impl KvError {
                 | Self::Unavailable { .. }
                 | Self::Certificate { .. }
                 | Self::DeadlineExceeded(_)
-                | Self::Unauthenticated(_)
+                | Self::Unauthenticated { .. }
         )
+    }
+
+    /// Who failed, for metrics: `entra` or `key_vault` (a deadline and every answer about
+    /// an object are Key Vault's).
+    pub fn upstream_label(&self) -> &'static str {
+        let by = match self {
+            Self::Unauthenticated { by, .. }
+            | Self::Unavailable { by, .. }
+            | Self::Certificate { by, .. } => *by,
+            Self::Throttled(t) => t.by,
+            Self::NotFound(_)
+            | Self::PermissionDenied(_)
+            | Self::KeyUnusable { .. }
+            | Self::Rejected(_)
+            | Self::DeadlineExceeded(_) => Upstream::KeyVault,
+        };
+        match by {
+            Upstream::Entra => "entra",
+            Upstream::KeyVault => "key_vault",
+        }
     }
 
     /// A short label for metrics.
@@ -217,7 +242,7 @@ impl KvError {
             Self::PermissionDenied(_) => "forbidden",
             Self::KeyUnusable { .. } => "key_unusable",
             Self::Rejected(_) => "rejected",
-            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Unauthenticated { .. } => "unauthenticated",
             Self::Throttled(_) => "throttled",
             Self::Unavailable { .. } => "unavailable",
             Self::Certificate { .. } => "certificate",

@@ -431,10 +431,13 @@ pub(crate) fn classify(e: &azure_core::Error, permission: &'static str, what: &s
             match code {
                 404 => KvError::NotFound(what.to_owned()),
                 403 => forbidden(&text, permission, what),
-                401 => KvError::Unauthenticated(format!(
-                    "Key Vault answered 401 ({})",
-                    error_code.as_deref().unwrap_or("Unauthorized")
-                )),
+                401 => KvError::Unauthenticated {
+                    by: Upstream::KeyVault,
+                    reason: format!(
+                        "Key Vault answered 401 ({})",
+                        error_code.as_deref().unwrap_or("Unauthorized")
+                    ),
+                },
                 429 => KvError::Throttled(Throttle {
                     by: Upstream::KeyVault,
                     retry_after: raw_response
@@ -458,10 +461,14 @@ pub(crate) fn classify(e: &azure_core::Error, permission: &'static str, what: &s
         }
         ErrorKind::Credential => match token_failure(e) {
             TokenFailure::Failed(error) => error,
-            TokenFailure::Rejected(answer) => KvError::Unauthenticated(format!(
-                "Microsoft Entra rejected the credential ({answer}); check the identity \
-                 configuration: client id, tenant, secret or certificate, federated credential"
-            )),
+            TokenFailure::Rejected(answer) => KvError::Unauthenticated {
+                by: Upstream::Entra,
+                reason: format!(
+                    "Microsoft Entra rejected the credential ({answer}); check the identity \
+                     configuration: client id, tenant, secret or certificate, federated \
+                     credential"
+                ),
+            },
         },
         ErrorKind::Io | ErrorKind::Connection => KvError::Unavailable {
             by: Upstream::KeyVault,

@@ -342,6 +342,9 @@ impl Fetcher {
                     ObjectKind::Key => "key",
                 };
                 metrics.keyvault_object(operation, object_type, &name, label, started.elapsed());
+                if let Err(e) = &result {
+                    metrics.upstream_failure(e.upstream_label(), e.label());
+                }
                 let (fetched, ttl) = match result {
                     Ok(f) => (f, ttl),
                     Err(KvError::NotFound(_)) => (Fetched::Missing, latest_ttl),

@@ -163,7 +163,7 @@ fn kv_code(error: &KvError) -> Code {
     match error {
         KvError::NotFound(_) => Code::NotFound,
         KvError::PermissionDenied(_) => Code::PermissionDenied,
-        KvError::Unauthenticated(_) => Code::Unauthenticated,
+        KvError::Unauthenticated { .. } => Code::Unauthenticated,
         KvError::KeyUnusable { .. } => Code::FailedPrecondition,
         KvError::Rejected(_) => Code::InvalidArgument,
         KvError::Throttled(_) => Code::ResourceExhausted,

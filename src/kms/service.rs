@@ -72,7 +72,7 @@ impl KmsError {
                 KvError::Rejected(_) => Code::InvalidArgument,
                 KvError::NotFound(_) | KvError::KeyUnusable { .. } => Code::FailedPrecondition,
                 KvError::PermissionDenied(_) => Code::PermissionDenied,
-                KvError::Unauthenticated(_) => Code::Unauthenticated,
+                KvError::Unauthenticated { .. } => Code::Unauthenticated,
                 KvError::Throttled(_) => Code::ResourceExhausted,
                 KvError::Unavailable { .. } | KvError::Certificate { .. } => Code::Unavailable,
                 KvError::DeadlineExceeded(_) => Code::DeadlineExceeded,
@@ -213,6 +213,9 @@ impl Kms {
                     .await;
                 let outcome = result.as_ref().map_or_else(KvError::label, |_| "ok");
                 self.metrics.keyvault("encrypt", outcome, started.elapsed());
+                if let Err(e) = &result {
+                    self.metrics.upstream_failure(e.upstream_label(), e.label());
+                }
                 self.ring.record(&result);
                 let (raw, info) = result?;
                 (raw, info, "keyvault")
@@ -262,6 +265,9 @@ impl Kms {
                 let result = kv.decrypt(&version, algorithm, &raw).await;
                 let label = result.as_ref().map_or_else(KvError::label, |_| "ok");
                 metrics.keyvault("decrypt", label, started.elapsed());
+                if let Err(e) = &result {
+                    metrics.upstream_failure(e.upstream_label(), e.label());
+                }
                 ring.record(&result);
                 result
             })
@@ -423,6 +429,9 @@ impl Kms {
         let result = self.ring.backend().decrypt(version, algorithm, &raw).await;
         let label = result.as_ref().map_or_else(KvError::label, |_| "ok");
         self.metrics.keyvault("decrypt", label, started.elapsed());
+        if let Err(e) = &result {
+            self.metrics.upstream_failure(e.upstream_label(), e.label());
+        }
         self.ring.record(&result);
         (result.map(Arc::new).map_err(KmsError::from), Outcome::Miss)
     }

@@ -22,6 +22,15 @@ pub struct RpcLabels {
     pub code: &'static str,
 }
 
+/// Labels of a failed upstream operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// `entra` or `key_vault`.
+    pub upstream: &'static str,
+    /// The failure class (`unauthenticated`, `unavailable`, `throttled`, ...).
+    pub outcome: &'static str,
+}
+
 /// Labels naming a gRPC method.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
@@ -73,6 +82,7 @@ pub struct ServerMetrics {
     rpc_seconds: Family<MethodLabels, Histogram>,
     keyvault_total: Family<KeyVaultLabels, Counter>,
     keyvault_seconds: Family<OperationLabels, Histogram>,
+    upstream_failures: Family<UpstreamLabels, Counter>,
     cache_total: Family<CacheLabels, Counter>,
     /// Entries in the cache.
     pub cache_entries: Gauge,
@@ -101,6 +111,7 @@ impl ServerMetrics {
             rpc_seconds: Family::new_with_constructor(latency_histogram),
             keyvault_total: Family::default(),
             keyvault_seconds: Family::new_with_constructor(latency_histogram),
+            upstream_failures: Family::default(),
             cache_total: Family::default(),
             cache_entries: Gauge::default(),
             healthy: Gauge::default(),
@@ -126,6 +137,11 @@ impl ServerMetrics {
             "keyvault_duration_seconds",
             "Key Vault operation latency (retries included)",
             m.keyvault_seconds.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "Failed Key Vault operations by who failed (entra: the token; key_vault: the vault) and outcome",
+            m.upstream_failures.clone(),
         );
         registry.register(
             "cache_lookups",
@@ -194,6 +210,14 @@ impl ServerMetrics {
         self.keyvault_seconds
             .get_or_create(&OperationLabels { operation })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records who failed a Key Vault operation (`entra` or `key_vault`) and how, so Entra's
+    /// failures can be told from the vault's.
+    pub fn upstream_failure(&self, upstream: &'static str, outcome: &'static str) {
+        self.upstream_failures
+            .get_or_create(&UpstreamLabels { upstream, outcome })
+            .inc();
     }
 
     /// Records one cache lookup.

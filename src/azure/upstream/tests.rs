@@ -63,7 +63,16 @@ fn entra_rejections_are_told_from_outages_and_throttling() {
             "secrets/get",
             "secret x",
         );
-        assert!(matches!(kv, KvError::Unauthenticated(_)), "{kv:?}");
+        assert!(
+            matches!(
+                kv,
+                KvError::Unauthenticated {
+                    by: Upstream::Entra,
+                    ..
+                }
+            ),
+            "{kv:?}"
+        );
         assert!(!kv.to_string().contains("the-description"), "{kv}");
     }
     for status in [500, 502, 503, 504, 408] {
@@ -279,4 +288,38 @@ async fn a_deadline_names_what_the_call_was_waiting_for() {
         Err(Upstream::KeyVault)
     );
     assert_eq!(within(short, async { 7 }).await, Ok(7));
+}
+
+#[test]
+fn metrics_tell_entra_failures_from_the_vaults() {
+    let entra = [
+        KvError::Unauthenticated {
+            by: Upstream::Entra,
+            reason: "invalid_client".into(),
+        },
+        KvError::Throttled(Throttle {
+            by: Upstream::Entra,
+            retry_after: None,
+            beyond_deadline: false,
+        }),
+        KvError::Unavailable {
+            by: Upstream::Entra,
+            reason: "HTTP 503".into(),
+        },
+    ];
+    for e in &entra {
+        assert_eq!(e.upstream_label(), "entra", "{e:?}");
+    }
+    let vault = [
+        KvError::Unauthenticated {
+            by: Upstream::KeyVault,
+            reason: "Key Vault answered 401".into(),
+        },
+        KvError::unavailable("connection failed"),
+        KvError::NotFound("key kek".into()),
+        KvError::DeadlineExceeded(Duration::from_secs(2)),
+    ];
+    for e in &vault {
+        assert_eq!(e.upstream_label(), "key_vault", "{e:?}");
+    }
 }

@@ -64,7 +64,10 @@ fn every_kv_error() -> Vec<(KvError, Code)> {
             Code::InvalidArgument,
         ),
         (
-            KvError::Unauthenticated("invalid_client".into()),
+            KvError::Unauthenticated {
+                by: crate::azure::upstream::Upstream::Entra,
+                reason: "invalid_client".into(),
+            },
             Code::Unauthenticated,
         ),
         (
