@@ -289,6 +289,36 @@ async fn flags_of_both_programs_without_a_subcommand_are_refused_at_once() {
     assert!(err.contains("put `kms` or `csi` first"), "{err}");
 }
 
+/// The provider as a process started with a Go manifest's arguments (`args` given its
+/// socket), against mock-vault serving `*.vault.azure.net`; its metrics default (:8898)
+/// moved to a port the kernel picks, on loopback.
+struct GoProvider {
+    mock: MockVault,
+    dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
+    log: std::path::PathBuf,
+    child: tokio::process::Child,
+}
+
+async fn start_go_provider(args: fn(&Path) -> Vec<String>) -> GoProvider {
+    let mock = public_cloud_mock(CSI_SP_FIXTURE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("azure.sock");
+    let mut env = mock_env(&mock);
+    env.push(("AKV_BRIDGE_PROMETHEUS_PORT", "0".into()));
+    env.push(("AKV_BRIDGE_METRICS_BIND_ADDRESS", "127.0.0.1".into()));
+    let log = dir.path().join("csi.log");
+    let mut child = spawn(&args(&socket), &env, &log);
+    wait_for_child_socket(&socket, &mut child).await;
+    GoProvider {
+        mock,
+        dir,
+        socket,
+        log,
+        child,
+    }
+}
+
 /// provider-azure v1.8.2 `deployment/provider-azure-installer.yaml`: the DaemonSet's
 /// `args`, in order.
 fn go_daemonset_args(socket: &Path) -> Vec<String> {
@@ -303,16 +333,13 @@ fn go_daemonset_args(socket: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn the_go_daemonset_runs_unchanged_and_kubelet_and_the_driver_are_served() {
-    let mock = public_cloud_mock(CSI_SP_FIXTURE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("azure.sock");
-    let mut env = mock_env(&mock);
-    // Its metrics default (:8898) is moved to a port the kernel picks, on loopback.
-    env.push(("AKV_BRIDGE_PROMETHEUS_PORT", "0".into()));
-    env.push(("AKV_BRIDGE_METRICS_BIND_ADDRESS", "127.0.0.1".into()));
-    let log = dir.path().join("csi.log");
-    let mut child = spawn(&go_daemonset_args(&socket), &env, &log);
-    wait_for_child_socket(&socket, &mut child).await;
+    let GoProvider {
+        mock: _mock,
+        dir: _dir,
+        socket,
+        log,
+        mut child,
+    } = start_go_provider(go_daemonset_args).await;
 
     // The DaemonSet is not hostNetwork: kubelet probes the pod IP, any address of the pod.
     let node = node_address();
@@ -373,15 +400,13 @@ fn go_chart_args(socket: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn the_go_helm_chart_with_every_value_set_runs_and_mounts() {
-    let mock = public_cloud_mock(CSI_SP_FIXTURE).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("azure.sock");
-    let mut env = mock_env(&mock);
-    env.push(("AKV_BRIDGE_PROMETHEUS_PORT", "0".into()));
-    env.push(("AKV_BRIDGE_METRICS_BIND_ADDRESS", "127.0.0.1".into()));
-    let log = dir.path().join("csi.log");
-    let mut child = spawn(&go_chart_args(&socket), &env, &log);
-    wait_for_child_socket(&socket, &mut child).await;
+    let GoProvider {
+        mock,
+        dir: _dir,
+        socket,
+        log,
+        mut child,
+    } = start_go_provider(go_chart_args).await;
     let health: std::net::SocketAddr = logged_addr(&log, "health").await.parse().unwrap();
     eventually(Duration::from_secs(20), "liveness", async || {
         http_get(node_address(), health.port(), "/healthz").await == 200
