@@ -59,6 +59,7 @@ pub mod cli;
 pub mod csi;
 #[cfg(feature = "dev")]
 pub mod dev;
+mod file;
 pub mod kms;
 pub mod observability;
 pub mod probe;

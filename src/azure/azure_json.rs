@@ -16,11 +16,9 @@
 //! never part of an error message. The Azure SDK's `Secret` is made only where the
 //! credential is built ([`crate::azure::credential`]).
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
-use zeroize::Zeroizing;
 
 use crate::secret::SecretString;
 
@@ -146,15 +144,11 @@ impl AzureJson {
             source,
         };
         let file = std::fs::File::open(path).map_err(read_error)?;
-        let mut bytes = Zeroizing::new(Vec::new());
-        file.take(MAX_FILE_SIZE + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read_error)?;
-        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_FILE_SIZE {
-            return Err(ConfigError::TooLarge {
+        let bytes = crate::file::read_at_most(file, MAX_FILE_SIZE)
+            .map_err(read_error)?
+            .ok_or_else(|| ConfigError::TooLarge {
                 path: path.to_owned(),
-            });
-        }
+            })?;
         Self::parse(&bytes, &path.display().to_string())
     }
 

@@ -9,7 +9,6 @@
 //!
 //! Pure: the caller reads the file ([`CustomCloud::load`] does, bounded).
 
-use std::io::Read as _;
 use std::path::Path;
 
 use serde_json::Value;
@@ -86,15 +85,10 @@ impl CustomCloud {
             path: name.clone(),
             source,
         };
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
+        let file = std::fs::File::open(path).map_err(read)?;
+        let bytes = crate::file::read_at_most(file, MAX_FILE_SIZE)
             .map_err(read)?
-            .take(MAX_FILE_SIZE + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read)?;
-        if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_FILE_SIZE {
-            return Err(EnvironmentError::TooLarge { path: name });
-        }
+            .ok_or_else(|| EnvironmentError::TooLarge { path: name.clone() })?;
         Self::parse(&bytes, &name)
     }
 

@@ -173,8 +173,7 @@ fn read_in_dir(dir: &Path, name: &str) -> Result<CustomCloud, CloudEnvError> {
 }
 
 /// A regular file's bytes, at most [`MAX_ENV_FILE_BYTES`].
-fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
+fn read_bounded(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
@@ -183,14 +182,9 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     if meta.len() > MAX_ENV_FILE_BYTES {
         return Err(format!("larger than {MAX_ENV_FILE_BYTES} bytes"));
     }
-    let mut bytes = Vec::new();
-    file.take(MAX_ENV_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_ENV_FILE_BYTES {
-        return Err(format!("larger than {MAX_ENV_FILE_BYTES} bytes"));
-    }
-    Ok(bytes)
+    crate::file::read_at_most(file, MAX_ENV_FILE_BYTES)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("larger than {MAX_ENV_FILE_BYTES} bytes"))
 }
 
 fn shorten(path: &str) -> String {

@@ -206,23 +206,17 @@ impl ClientAssertion for CertificateAssertion {
 
 /// Reads a PFX file (at most [`MAX_PFX_SIZE`] bytes) into a buffer cleared on drop.
 fn read_limited(path: &Path) -> Result<Zeroizing<Vec<u8>>, CredentialError> {
-    use std::io::Read as _;
     let read_error = |source| CredentialError::ReadCertificate {
         path: path.to_owned(),
         source,
     };
     let file = std::fs::File::open(path).map_err(read_error)?;
-    let mut data = Zeroizing::new(Vec::new());
-    file.take(MAX_PFX_SIZE + 1)
-        .read_to_end(&mut data)
-        .map_err(read_error)?;
-    if u64::try_from(data.len()).unwrap_or(u64::MAX) > MAX_PFX_SIZE {
-        return Err(CredentialError::InvalidPfx {
+    crate::file::read_at_most(file, MAX_PFX_SIZE)
+        .map_err(read_error)?
+        .ok_or_else(|| CredentialError::InvalidPfx {
             path: path.to_owned(),
             reason: format!("it is larger than {MAX_PFX_SIZE} bytes"),
-        });
-    }
-    Ok(data)
+        })
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
