@@ -385,14 +385,19 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Builds the reqwest client every Azure call goes through (vault and Entra).
-pub fn http_client(config: &TransportConfig) -> Result<reqwest::Client, SetupError> {
-    let mut b = reqwest::Client::builder()
+/// What every client to Azure (or to a proxy in front of it) shares: timeouts, idle
+/// connections, no redirects.
+pub fn base_http_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .read_timeout(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(60))
         .redirect(reqwest::redirect::Policy::none())
-        .https_only(true);
+}
+
+/// Builds the reqwest client every Azure call goes through (vault and Entra).
+pub fn http_client(config: &TransportConfig) -> Result<reqwest::Client, SetupError> {
+    let mut b = base_http_client().https_only(true);
     if let Some(path) = &config.ca_bundle {
         let certs = load_ca_bundle(path)?;
         b = b.tls_certs_only(certs);

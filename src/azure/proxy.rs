@@ -16,13 +16,11 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use azure_core::error::ErrorKind;
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{Context, Request, Url};
 
-use crate::azure::keyvault::SetupError;
+use crate::azure::keyvault::{self, SetupError};
 use crate::azure::upstream::Upstream;
 
 /// The header the proxy routes by.
@@ -106,11 +104,7 @@ impl Proxy {
     /// The reqwest client for proxy mode: plain HTTP to the proxy (the one difference from
     /// [`crate::azure::keyvault::http_client`]), no redirects, the same timeouts.
     pub fn http_client(&self) -> Result<reqwest::Client, SetupError> {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
+        keyvault::base_http_client()
             .build()
             .map_err(|e| SetupError::Http(e.to_string()))
     }
@@ -141,12 +135,7 @@ impl Policy for ProxyPolicy {
         request: &mut Request,
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
-        let Some((inner, rest)) = next.split_first() else {
-            return Err(azure_core::Error::with_message(
-                ErrorKind::Other,
-                "no policy after the proxy policy",
-            ));
-        };
+        let (inner, rest) = crate::azure::upstream::next_policy(next, "proxy policy")?;
         let original = request.url().clone();
         let (routed, target) = self.proxy.route(&original, self.to);
         *request.url_mut() = routed;

@@ -140,6 +140,20 @@ impl UpstreamPolicy {
     }
 }
 
+/// The rest of a pipeline, after one policy.
+pub type Policies<'a> = &'a [Arc<dyn Policy>];
+
+/// The policy after `policy` in a pipeline and the ones after that, for our policies'
+/// `send`; an error (never a panic) if `policy` was placed last.
+pub fn next_policy<'a>(
+    next: &'a [Arc<dyn Policy>],
+    policy: &str,
+) -> azure_core::Result<(&'a Arc<dyn Policy>, Policies<'a>)> {
+    next.split_first().ok_or_else(|| {
+        azure_core::Error::with_message(ErrorKind::Other, format!("no policy after the {policy}"))
+    })
+}
+
 // The trait declares `&Context` with its lifetime hidden; `async_trait` needs the same.
 #[allow(elided_lifetimes_in_paths)]
 #[async_trait::async_trait]
@@ -150,12 +164,7 @@ impl Policy for UpstreamPolicy {
         request: &mut Request,
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
-        let Some((inner, rest)) = next.split_first() else {
-            return Err(azure_core::Error::with_message(
-                ErrorKind::Other,
-                "no policy after the upstream policy",
-            ));
-        };
+        let (inner, rest) = next_policy(next, "upstream policy")?;
         mark(match self.by {
             Upstream::KeyVault => Waiting::KeyVault,
             Upstream::Entra => Waiting::Token,

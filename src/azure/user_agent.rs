@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use azure_core::error::ErrorKind;
 use azure_core::http::headers::{HeaderName, HeaderValue};
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{Context, Request};
@@ -68,12 +67,7 @@ impl Policy for UserAgentSuffix {
         request: &mut Request,
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
-        let Some((inner, rest)) = next.split_first() else {
-            return Err(azure_core::Error::with_message(
-                ErrorKind::Other,
-                "no policy after the user-agent policy",
-            ));
-        };
+        let (inner, rest) = crate::azure::upstream::next_policy(next, "user-agent policy")?;
         let name = HeaderName::from_static("user-agent");
         let value = match request.headers().get_optional_str(&name) {
             Some(sdk) if !sdk.contains(&self.suffix) => format!("{sdk} {}", self.suffix),

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
-use azure_core::error::ErrorKind;
 use azure_core::http::headers::AUTHORIZATION;
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{Context, Request, StatusCode};
@@ -142,12 +141,7 @@ impl Policy for RenewOnRejection {
         let carried_token = request.headers().get_optional_str(&AUTHORIZATION).is_some();
         // A per-try policy always has the transport after it; an empty rest is a bug in the
         // pipeline, answered as an error rather than a panic.
-        let Some((inner, rest)) = next.split_first() else {
-            return Err(azure_core::Error::with_message(
-                ErrorKind::Other,
-                "no policy after the credential renewal policy",
-            ));
-        };
+        let (inner, rest) = crate::azure::upstream::next_policy(next, "credential renewal policy")?;
         let response = inner.send(ctx, request, rest).await?;
         if carried_token && response.status() == StatusCode::Unauthorized && self.0.renew() {
             tracing::warn!(
