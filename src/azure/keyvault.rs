@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::azure::key::{KeyRef, KeyVersion, ResponseInfo};
 use crate::azure::upstream::{self, Upstream, UpstreamPolicy};
+use crate::observability::metrics::UpstreamLabels;
 
 /// How to reach a vault.
 #[derive(Debug, Clone)]
@@ -213,6 +214,14 @@ impl KvError {
                 | Self::DeadlineExceeded(_)
                 | Self::Unauthenticated { .. }
         )
+    }
+
+    /// Who failed and how, for metrics.
+    pub fn metric_labels(&self) -> UpstreamLabels {
+        UpstreamLabels {
+            upstream: self.upstream_label(),
+            outcome: self.label(),
+        }
     }
 
     /// Who failed, for metrics: `entra` or `key_vault` (a deadline and every answer about

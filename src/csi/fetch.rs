@@ -335,16 +335,13 @@ impl Fetcher {
                     (_, ObjectKind::Key) => "get_key",
                 };
                 let result = read(&clients, &limit, deadline, kind, &name, &lookup).await;
-                let label = result.as_ref().map_or_else(KvError::label, |_| "ok");
+                let failure = result.as_ref().err().map(KvError::metric_labels);
                 let object_type = match kind {
                     ObjectKind::Secret => "secret",
                     ObjectKind::Cert => "cert",
                     ObjectKind::Key => "key",
                 };
-                metrics.keyvault_object(operation, object_type, &name, label, started.elapsed());
-                if let Err(e) = &result {
-                    metrics.upstream_failure(e.upstream_label(), e.label());
-                }
+                metrics.keyvault_object(operation, object_type, &name, failure, started.elapsed());
                 let (fetched, ttl) = match result {
                     Ok(f) => (f, ttl),
                     Err(KvError::NotFound(_)) => (Fetched::Missing, latest_ttl),

@@ -211,11 +211,8 @@ impl Kms {
                     .backend()
                     .encrypt(&current.version, algorithm, plaintext)
                     .await;
-                let outcome = result.as_ref().map_or_else(KvError::label, |_| "ok");
-                self.metrics.keyvault("encrypt", outcome, started.elapsed());
-                if let Err(e) = &result {
-                    self.metrics.upstream_failure(e.upstream_label(), e.label());
-                }
+                let failure = result.as_ref().err().map(KvError::metric_labels);
+                self.metrics.keyvault("encrypt", failure, started.elapsed());
                 self.ring.record(&result);
                 let (raw, info) = result?;
                 (raw, info, "keyvault")
@@ -263,11 +260,8 @@ impl Kms {
             .get_or_fetch(key, move || async move {
                 let started = Instant::now();
                 let result = kv.decrypt(&version, algorithm, &raw).await;
-                let label = result.as_ref().map_or_else(KvError::label, |_| "ok");
-                metrics.keyvault("decrypt", label, started.elapsed());
-                if let Err(e) = &result {
-                    metrics.upstream_failure(e.upstream_label(), e.label());
-                }
+                let failure = result.as_ref().err().map(KvError::metric_labels);
+                metrics.keyvault("decrypt", failure, started.elapsed());
                 ring.record(&result);
                 result
             })
@@ -427,11 +421,8 @@ impl Kms {
         };
         let started = Instant::now();
         let result = self.ring.backend().decrypt(version, algorithm, &raw).await;
-        let label = result.as_ref().map_or_else(KvError::label, |_| "ok");
-        self.metrics.keyvault("decrypt", label, started.elapsed());
-        if let Err(e) = &result {
-            self.metrics.upstream_failure(e.upstream_label(), e.label());
-        }
+        let failure = result.as_ref().err().map(KvError::metric_labels);
+        self.metrics.keyvault("decrypt", failure, started.elapsed());
         self.ring.record(&result);
         (result.map(Arc::new).map_err(KmsError::from), Outcome::Miss)
     }

@@ -23,7 +23,7 @@ pub struct RpcLabels {
 }
 
 /// Labels of a failed upstream operation.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     /// `entra` or `key_vault`.
     pub upstream: &'static str,
@@ -192,32 +192,35 @@ impl ServerMetrics {
         operation: &'static str,
         object_type: &'static str,
         object_name: &str,
-        outcome: &'static str,
+        failure: Option<UpstreamLabels>,
         elapsed: Duration,
     ) {
-        self.keyvault(operation, outcome, elapsed);
+        self.keyvault(operation, failure, elapsed);
         if let Some(GoCompat::Csi(go)) = &self.go {
-            let error = if outcome == "ok" { "" } else { outcome };
+            let error = failure.map_or("", |f| f.outcome);
             go.keyvault(object_type, object_name, error, elapsed);
         }
     }
 
-    /// Records one Key Vault operation.
-    pub fn keyvault(&self, operation: &'static str, outcome: &'static str, elapsed: Duration) {
+    /// Records one Key Vault operation: its outcome (`ok`, or the failure's class) and, when
+    /// it failed, who failed (`entra` or `key_vault`), so Entra's failures can be told from
+    /// the vault's.
+    pub fn keyvault(
+        &self,
+        operation: &'static str,
+        failure: Option<UpstreamLabels>,
+        elapsed: Duration,
+    ) {
+        let outcome = failure.map_or("ok", |f| f.outcome);
         self.keyvault_total
             .get_or_create(&KeyVaultLabels { operation, outcome })
             .inc();
         self.keyvault_seconds
             .get_or_create(&OperationLabels { operation })
             .observe(elapsed.as_secs_f64());
-    }
-
-    /// Records who failed a Key Vault operation (`entra` or `key_vault`) and how, so Entra's
-    /// failures can be told from the vault's.
-    pub fn upstream_failure(&self, upstream: &'static str, outcome: &'static str) {
-        self.upstream_failures
-            .get_or_create(&UpstreamLabels { upstream, outcome })
-            .inc();
+        if let Some(failure) = failure {
+            self.upstream_failures.get_or_create(&failure).inc();
+        }
     }
 
     /// Records one cache lookup.
