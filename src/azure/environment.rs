@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::azure::cloud::{CloudError, validate_vault_name};
+use crate::azure::cloud::{Cloud, CloudError, validate_vault_name};
 
 /// The variable naming the environment file, as go-autorest names it.
 pub const FILE_VAR: &str = "AZURE_ENVIRONMENT_FILEPATH";
@@ -175,6 +175,48 @@ impl CustomCloud {
             &self.key_vault_dns_suffix
         };
         Ok(format!("https://{vault_name}.{suffix}"))
+    }
+}
+
+/// The cloud azure.json names (`cloud`): one akv-bridge knows, or Azure Stack Hub described
+/// by its environment file, as the Go plugin reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AzureJsonCloud {
+    /// Public, US Government or China.
+    Known(Cloud),
+    /// `AzureStackCloud`, from the file `AZURE_ENVIRONMENT_FILEPATH` names.
+    Custom(CustomCloud),
+}
+
+impl AzureJsonCloud {
+    /// The cloud `name` (azure.json's `cloud`); `env_file` is `AZURE_ENVIRONMENT_FILEPATH`,
+    /// read only for `AzureStackCloud`. Errors say what to fix.
+    pub fn resolve(name: &str, env_file: Option<&Path>) -> Result<Self, String> {
+        if !name.trim().eq_ignore_ascii_case("AzureStackCloud") {
+            return Cloud::parse(name)
+                .map(Self::Known)
+                .map_err(|e| e.to_string());
+        }
+        let path = env_file.ok_or_else(|| EnvironmentError::NoFile.to_string())?;
+        CustomCloud::load(path)
+            .map(Self::Custom)
+            .map_err(|e| e.to_string())
+    }
+
+    /// `https://<name>.<suffix>` for a vault (or a Managed HSM) of this cloud.
+    pub fn vault_url(&self, vault_name: &str, managed_hsm: bool) -> Result<String, CloudError> {
+        match self {
+            Self::Known(cloud) => cloud.vault_url(vault_name, managed_hsm),
+            Self::Custom(custom) => custom.vault_url(vault_name, managed_hsm),
+        }
+    }
+
+    /// The Entra authority.
+    pub fn authority_host(&self) -> &str {
+        match self {
+            Self::Known(cloud) => cloud.authority_host(),
+            Self::Custom(custom) => &custom.authority_host,
+        }
     }
 }
 

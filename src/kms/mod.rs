@@ -18,9 +18,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::UnixListener;
 
 use crate::azure::azure_json::{AzureJson, WorkloadIdentityEnv};
-use crate::azure::cloud::Cloud;
 use crate::azure::credential;
-use crate::azure::environment::{CustomCloud, EnvironmentError};
+use crate::azure::environment::AzureJsonCloud;
 use crate::azure::key::{KeyRef, KeyVersion};
 use crate::azure::keyvault::{self, CallPolicy, KeyVault, TransportConfig};
 use crate::azure::proxy::Proxy;
@@ -94,27 +93,16 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
     let azure_json = AzureJson::load(&args.config_file_path)
         .map_err(|e| KmsStartError::Identity(e.to_string()))?;
     // Azure Stack Hub: the environment file names Entra and the vault suffix.
-    let custom = if azure_json
-        .cloud
-        .trim()
-        .eq_ignore_ascii_case("AzureStackCloud")
+    // Azure Stack Hub: its environment file names Entra and the vault suffix.
+    let cloud = AzureJsonCloud::resolve(
+        &azure_json.cloud,
+        args.azure_environment_filepath.as_deref(),
+    )
+    .map_err(KmsStartError::Config)?;
+    if let (AzureJsonCloud::Custom(custom), Some(file)) = (&cloud, &args.azure_environment_filepath)
     {
-        let path = args
-            .azure_environment_filepath
-            .as_ref()
-            .ok_or_else(|| KmsStartError::Config(EnvironmentError::NoFile.to_string()))?;
-        let custom = CustomCloud::load(path).map_err(|e| KmsStartError::Config(e.to_string()))?;
-        tracing::info!(cloud = %custom.name, file = %path.display(), "custom cloud from its environment file");
-        Some(custom)
-    } else {
-        None
-    };
-    let cloud = match custom {
-        Some(_) => Cloud::AzurePublicCloud,
-        None => {
-            Cloud::parse(&azure_json.cloud).map_err(|e| KmsStartError::Config(e.to_string()))?
-        }
-    };
+        tracing::info!(cloud = %custom.name, file = %file.display(), "custom cloud from its environment file");
+    }
     let vault_url = match &args.vault_url {
         Some(url) => normalise_vault_url(url)?,
         None if args.keyvault_name.is_empty() => {
@@ -122,11 +110,9 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
                 "--keyvault-name (or --vault-url) is required".into(),
             ));
         }
-        None => match &custom {
-            Some(custom) => custom.vault_url(&args.keyvault_name, args.managed_hsm),
-            None => cloud.vault_url(&args.keyvault_name, args.managed_hsm),
-        }
-        .map_err(|e| KmsStartError::Config(e.to_string()))?,
+        None => cloud
+            .vault_url(&args.keyvault_name, args.managed_hsm)
+            .map_err(|e| KmsStartError::Config(e.to_string()))?,
     };
     let workload = args
         .azure_federated_token_file
@@ -171,10 +157,7 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
     let authority = args
         .authority_host
         .clone()
-        .unwrap_or_else(|| match &custom {
-            Some(custom) => custom.authority_host.clone(),
-            None => cloud.authority_host().to_owned(),
-        });
+        .unwrap_or_else(|| cloud.authority_host().to_owned());
     // Token requests get their own, longer deadline: Entra can be slower than Key Vault.
     let credential_policy = CallPolicy {
         deadline: Duration::from_secs(30),

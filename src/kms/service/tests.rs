@@ -39,7 +39,7 @@ fn every_kv_error() -> Vec<(KvError, Code)> {
         ),
         (
             KvError::Unauthenticated {
-                by: crate::azure::upstream::Upstream::Entra,
+                by: Upstream::Entra,
                 reason: "invalid_client".into(),
             },
             Code::Unauthenticated,
