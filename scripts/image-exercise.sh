@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
 # The container image's final stage, run the way a kubelet runs it, without a container
-# engine: the binary alone in a read-only root holding nothing but the CA bundle (what
+# engine: the release binary, built static for musl as the Dockerfile builds it (default
+# features, `--locked`), alone in a read-only root holding nothing but the CA bundle (what
 # distroless/static adds: /etc/ssl/certs/ca-certificates.crt), run as uid/gid 65532 with no
-# shell and no other program, /proc and a few /dev nodes as a runtime provides them, and
-# the manifests' volumes (azure.json read-only, the socket directory writable). Both
-# servers start there against mock-vault (outside the root), and are called from outside
-# as their clients call them: `probe kms` (Status, Encrypt, Decrypt) and `probe csi`
-# (Version, a Mount), plus /healthz.
+# shell, no libc and no other program, /proc and a few /dev nodes as a runtime provides
+# them, and the manifests' volumes (azure.json read-only, the socket directory writable).
+# Both servers start there against mock-vault (outside the root), and are called from
+# outside as their clients call them: `probe kms` (Status, Encrypt, Decrypt) and `probe
+# csi` (Version, a Mount), plus /healthz.
 #
 # /etc/hosts and /etc/resolv.conf are the machine's, as kubelet mounts the node's (or the
-# pod's) into every container. One difference from the image: this is the debug build CI already has (dynamically
-# linked), so its shared libraries are copied into the root at their paths; the image's
-# release binary is static (the Dockerfile checks it) and needs none. Building the static
-# release binary here would take longer than the rest of CI together.
+# pod's) into every container. What differs from the image build: this machine's Rust
+# toolchain (the Dockerfile pins the declared rust-version, which scripts/msrv.sh checks)
+# and Debian's musl-gcc for the C of aws-lc-sys (the Dockerfile: Alpine's toolchain).
 #
-# Needs root (a mount namespace and chroot). Prints what it did; exit 0 when both servers
-# served their clients.
+# Installs what the static build needs if missing: the musl target (rustup) and musl-gcc
+# (Debian's musl-tools). Needs root (a mount namespace and chroot). Prints what it did;
+# exit 0 when both servers served their clients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN_DIR="${CARGO_TARGET_DIR:-target}/debug"
+TARGET=x86_64-unknown-linux-musl
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+BIN_DIR="$TARGET_DIR/debug"
+IMAGE_BIN="$TARGET_DIR/$TARGET/release/akv-bridge"
+# The debug build (./scripts/test.sh) plays the clients and runs mock-vault.
 AKV="$BIN_DIR/akv-bridge"
 MOCK="$BIN_DIR/mock-vault"
 for b in "$AKV" "$MOCK"; do
@@ -30,6 +35,26 @@ for b in "$AKV" "$MOCK"; do
 done
 if [ "$(id -u)" != 0 ]; then
   echo "image-exercise: needs root (a mount namespace and chroot, as a container runtime)" >&2
+  exit 1
+fi
+
+if ! rustup target list --installed | grep -qx "$TARGET"; then
+  rustup target add "$TARGET"
+fi
+if ! command -v musl-gcc >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends musl-tools >/dev/null \
+    || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends musl-tools >/dev/null; }
+fi
+echo "==> the image's binary: cargo build --release --locked --target $TARGET --bin akv-bridge"
+build_started=$SECONDS
+CC_x86_64_unknown_linux_musl=musl-gcc \
+  cargo build --release --locked --target "$TARGET" --bin akv-bridge
+build_secs=$((SECONDS - build_started))
+# As the Dockerfile refuses it: a binary that needs a loader or a library would not start
+# on distroless/static.
+if readelf -d "$IMAGE_BIN" | grep -q NEEDED || readelf -l "$IMAGE_BIN" | grep -q 'Requesting program interpreter'; then
+  echo "image-exercise: $IMAGE_BIN is dynamically linked" >&2
+  readelf -d "$IMAGE_BIN" | grep NEEDED >&2 || true
   exit 1
 fi
 
@@ -54,11 +79,7 @@ mkdir -p "$root/etc/ssl/certs" "$root/etc/kubernetes" "$root/var/run/kmsplugin" 
   "$root/provider" "$root/proc" "$root/dev"
 # kubelet mounts these two into every container.
 touch "$root/etc/hosts" "$root/etc/resolv.conf"
-install -m 0555 "$AKV" "$root/akv-bridge"
-for lib in $(ldd "$AKV" | grep -o '/[^ ]*'); do
-  mkdir -p "$root$(dirname "$lib")"
-  cp -L "$lib" "$root$lib"
-done
+install -m 0555 "$IMAGE_BIN" "$root/akv-bridge"
 for d in null zero random urandom; do touch "$root/dev/$d"; done
 
 # mock-vault outside the root, with a key for the plugin and a secret for the provider.
@@ -199,6 +220,8 @@ for l in kms csi; do
     fail "$l hit the read-only root or a permission"
   fi
 done
-echo "image-exercise: both servers ran as 65532:65532 in a read-only root holding only the CA bundle (and this debug build's libraries):"
+size="$(stat -c %s "$IMAGE_BIN")"
+echo "image-exercise: the static release binary ($((size / 1024 / 1024)) MiB, built in ${build_secs} s) ran both servers as 65532:65532 in a read-only root holding only itself and the CA bundle:"
+echo "  root: $(cd "$root" && find . -type f ! -path './proc/*' ! -path './dev/*' | sort | tr '\n' ' ')"
 sed 's/^/  kms: /' "$work/probe-kms.txt" | head -n 12
 sed 's/^/  csi: /' "$work/probe-csi.txt" | head -n 12

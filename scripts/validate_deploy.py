@@ -204,7 +204,7 @@ OBJECT_KEYS = {
 }
 SPC_PARAMETERS = {
     "keyvaultName", "tenantID", "tenantId", "cloudName", "useVMManagedIdentity",
-    "userAssignedIdentityID", "clientID", "objects",
+    "userAssignedIdentityID", "clientID", "useAzureTokenProxy", "objects",
 }
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 VAULT = re.compile(r"^[-A-Za-z0-9]{3,24}$")
@@ -230,6 +230,8 @@ def validate_spc(doc: dict, origin: str) -> None:
     mi = p.get("useVMManagedIdentity", "").lower() in ("true", "1", "t")
     if wi and mi:
         problems.append("clientID together with useVMManagedIdentity is refused")
+    if p.get("useAzureTokenProxy", "").lower() in ("true", "1", "t") and (mi or not wi):
+        problems.append("useAzureTokenProxy needs clientID and no useVMManagedIdentity")
     for k in ("clientID", "userAssignedIdentityID"):
         if p.get(k) and not GUID.match(p[k]):
             problems.append(f"{k} is not a GUID")

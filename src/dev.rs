@@ -66,7 +66,11 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ExitCode {
 
 /// Runs the development environment.
 pub async fn main(args: DevArgs) -> ExitCode {
-    crate::observability::logging::init(args.log_format_json, 0);
+    crate::observability::logging::init(
+        args.log_format_json,
+        crate::observability::logging::Scale::Klog,
+        0,
+    );
     let dir = match prepare_dir(&args.dir) {
         Ok(d) => d,
         Err(e) => return fail("cannot prepare the directory", e),

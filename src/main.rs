@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use akv_bridge::cli::{CsiArgs, KmsArgs, ProbeCsiArgs, ProbeKmsArgs};
+use akv_bridge::observability::logging::Scale;
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// The `akv-bridge` command line. The flags of each command live with the library
@@ -60,7 +61,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse_from(argv);
     match cli.command {
         Command::Kms(args) => {
-            akv_bridge::observability::logging::init(args.log.log_format_json, args.log.verbosity);
+            akv_bridge::observability::logging::init(
+                args.log.log_format_json,
+                Scale::Mlog,
+                args.log.verbosity,
+            );
             match akv_bridge::kms::run(*args, akv_bridge::server::process::shutdown_signal()).await
             {
                 Ok(()) => ExitCode::SUCCESS,
@@ -73,7 +78,11 @@ async fn main() -> ExitCode {
             }
         }
         Command::Csi(args) => {
-            akv_bridge::observability::logging::init(args.log.log_format_json, args.log.verbosity);
+            akv_bridge::observability::logging::init(
+                args.log.log_format_json,
+                Scale::Klog,
+                args.log.verbosity,
+            );
             match akv_bridge::csi::run(*args, akv_bridge::server::process::shutdown_signal()).await
             {
                 Ok(()) => ExitCode::SUCCESS,

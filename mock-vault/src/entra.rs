@@ -14,7 +14,7 @@ use crate::identity::{
 };
 use crate::state::Shared;
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// An Entra answer: status and JSON body.
 #[derive(Debug)]
@@ -40,7 +40,12 @@ fn reply(status: StatusCode, body: Value, op: &'static str) -> EntraReply {
 
 /// An OAuth error in Entra's shape. Descriptions carry no JSON escapes (the Rust SDK parses
 /// them as borrowed strings).
-fn oauth_error(status: StatusCode, error: &str, code: u32, description: &str) -> EntraReply {
+pub(crate) fn oauth_error(
+    status: StatusCode,
+    error: &str,
+    code: u32,
+    description: &str,
+) -> EntraReply {
     let description = crate::api::escape_free(&format!(
         "AADSTS{code}: {description} Trace ID: {} Correlation ID: {} Timestamp: {}",
         uuid_like(),

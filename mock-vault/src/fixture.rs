@@ -287,6 +287,7 @@ impl Fixture {
                 client_secret: Some(SecretString::new(crate::identity::random_token(24))),
                 certificates: Vec::new(),
                 federated: Vec::new(),
+                identity_bindings: Vec::new(),
                 managed: ManagedKind::None,
                 resource_id: None,
                 permissions: [("*".to_owned(), VaultPermissions::all())].into(),

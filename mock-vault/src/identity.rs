@@ -137,6 +137,11 @@ pub struct Identity {
     /// Federated credentials (workload identity).
     #[serde(default)]
     pub federated: Vec<Federated>,
+    /// Service accounts (`system:serviceaccount:<ns>:<name>`) that may use this identity
+    /// through AKS identity binding's token proxy: what the identity binding and its RBAC
+    /// grant say on AKS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity_bindings: Vec<String>,
     /// Managed identity kind.
     #[serde(default)]
     pub managed: ManagedKind,

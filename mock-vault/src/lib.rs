@@ -47,6 +47,7 @@ pub mod state;
 pub mod stats;
 pub mod store;
 pub mod tls;
+pub mod token_proxy;
 pub mod x509;
 
 use std::collections::BTreeMap;
@@ -114,6 +115,41 @@ pub struct Config {
     pub vault_domain: String,
     /// DNS suffix of Managed HSMs.
     pub hsm_domain: String,
+    /// Also serve AKS identity binding's token proxy ([`token_proxy`]).
+    pub token_proxy: Option<TokenProxyConfig>,
+}
+
+/// Where and as which cluster the token proxy listens.
+#[derive(Debug, Clone)]
+pub struct TokenProxyConfig {
+    /// HTTPS address (port 0 = any free port).
+    pub listen: SocketAddr,
+    /// The cluster id its API server certificate names.
+    pub cluster_id: String,
+}
+
+impl Default for TokenProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cluster_id: "mock-cluster".into(),
+        }
+    }
+}
+
+/// The token proxy, as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenProxyInfo {
+    /// Its address.
+    pub address: SocketAddr,
+    /// `https://127.0.0.1:<port>`: the CSI provider's `--token-proxy-url`.
+    pub url: String,
+    /// The identity-binding TLS server name: the CSI provider's `--sni-name`.
+    pub sni_name: String,
+    /// The cluster id in its certificate.
+    pub cluster_id: String,
+    /// The cluster CA's PEM file (the service account's `ca.crt` in a pod).
+    pub ca_pem_path: PathBuf,
 }
 
 impl Default for Config {
@@ -128,6 +164,7 @@ impl Default for Config {
             token_ttl: entra::DEFAULT_TOKEN_TTL,
             vault_domain: "vault.localhost".into(),
             hsm_domain: "managedhsm.localhost".into(),
+            token_proxy: None,
         }
     }
 }
@@ -172,6 +209,9 @@ pub struct Info {
     pub imds_endpoint: String,
     /// `iss` of the service-account tokens `POST /sa-tokens` makes.
     pub sa_token_issuer: String,
+    /// The token proxy, when started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_proxy: Option<TokenProxyInfo>,
 }
 
 /// Errors starting the mock.
@@ -298,6 +338,34 @@ pub async fn start(mut config: Config) -> Result<MockVault, StartError> {
     };
     std::fs::write(&ca_path, &tls.ca_pem)?;
 
+    // The token proxy: its own listener and its own (the cluster's) CA.
+    let token_proxy = match &config.token_proxy {
+        Some(tp) => {
+            let listener =
+                TcpListener::bind(tp.listen)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: tp.listen,
+                        source,
+                    })?;
+            let address = listener.local_addr()?;
+            let cluster = Arc::new(token_proxy::Cluster::new(&tp.cluster_id));
+            let material =
+                tls::generate_with_ca("mock-vault cluster CA", &cluster.certificate_names())?;
+            let ca_pem_path = ca_path.with_file_name("cluster-ca.pem");
+            std::fs::write(&ca_pem_path, &material.ca_pem)?;
+            let info = TokenProxyInfo {
+                address,
+                url: format!("https://127.0.0.1:{}", address.port()),
+                sni_name: cluster.binding_name.clone(),
+                cluster_id: cluster.id.clone(),
+                ca_pem_path,
+            };
+            Some((listener, material, cluster, info))
+        }
+        None => None,
+    };
+
     // Vault contents: the state file if it exists, else the fixture's seed.
     let restored = match &config.state_file {
         Some(p) => StateFile::load(p)?,
@@ -374,6 +442,7 @@ pub async fn start(mut config: Config) -> Result<MockVault, StartError> {
         identity_header: identity_header.expose().to_owned(),
         imds_endpoint: format!("{authority}/metadata/identity/oauth2/token"),
         sa_token_issuer: sa_issuer_url.clone(),
+        token_proxy: token_proxy.as_ref().map(|(_, _, _, info)| info.clone()),
     });
     let default_vault = fixture
         .vaults
@@ -408,20 +477,30 @@ pub async fn start(mut config: Config) -> Result<MockVault, StartError> {
     }
 
     let (tx, rx) = watch::channel(false);
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(server::run_https(
             listener,
             Arc::clone(&tls.config),
             Arc::clone(&shared),
+            server::Role::Vaults,
             rx.clone(),
         )),
         tokio::spawn(server::run_control(
             control,
             Arc::clone(&shared),
             Arc::clone(&info),
-            rx,
+            rx.clone(),
         )),
     ];
+    if let Some((listener, material, cluster, _)) = token_proxy {
+        tasks.push(tokio::spawn(server::run_https(
+            listener,
+            material.config,
+            Arc::clone(&shared),
+            server::Role::TokenProxy(cluster),
+            rx,
+        )));
+    }
     Ok(MockVault {
         info,
         ca_pem: tls.ca_pem,
@@ -631,6 +710,13 @@ impl MockVault {
         self.shared
             .sa_issuer
             .sign(subject, &[identity::WORKLOAD_AUDIENCE.to_owned()], ttl)
+    }
+
+    /// A service-account token from the mock's issuer for `subject` and `audiences` (for
+    /// example [`token_proxy::BINDING_AUDIENCE`]).
+    pub fn sa_token_for(&self, subject: &str, audiences: &[&str], ttl: Duration) -> Option<String> {
+        let audiences: Vec<String> = audiences.iter().map(|a| (*a).to_owned()).collect();
+        self.shared.sa_issuer.sign(subject, &audiences, ttl)
     }
 
     /// Adds or replaces an identity.

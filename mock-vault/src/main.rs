@@ -44,6 +44,15 @@ struct Args {
     /// Access-token lifetime, e.g. `1h`, `90s`.
     #[arg(long, default_value = "1h", value_parser = humantime_duration)]
     token_ttl: Duration,
+    /// Also serve AKS identity binding's token proxy on this address (HTTPS, its own
+    /// cluster CA, written beside the CA file as `cluster-ca.pem`).
+    #[arg(long, env = "MOCK_VAULT_TOKEN_PROXY_LISTEN")]
+    token_proxy_listen: Option<SocketAddr>,
+    /// The emulated cluster's id (its API server certificate's
+    /// `hcp-kubernetes.<id>.svc.cluster.local`), from which the identity-binding server
+    /// name is derived.
+    #[arg(long, default_value = "mock-cluster", requires = "token_proxy_listen")]
+    cluster_id: String,
     /// Log as JSON lines.
     #[arg(long)]
     log_format_json: bool,
@@ -107,6 +116,12 @@ async fn main() -> anyhow::Result<()> {
         tls,
         ca_out: args.ca_out,
         token_ttl: args.token_ttl,
+        token_proxy: args
+            .token_proxy_listen
+            .map(|listen| mock_vault::TokenProxyConfig {
+                listen,
+                cluster_id: args.cluster_id.clone(),
+            }),
         ..Config::default()
     };
     let mock = mock_vault::start(config)

@@ -115,7 +115,7 @@ pub fn operation_name(method: &Method, segments: &[&str]) -> String {
     format!("{family}.{}", action.to_ascii_lowercase())
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     let bytes = if body.is_null() {
         Bytes::new()
     } else {
@@ -254,6 +254,8 @@ pub async fn serve_request(
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(256).collect()),
+        host: None,
+        server_name: None,
     };
 
     if entra::is_entra_path(&segments) {
@@ -432,12 +434,22 @@ pub async fn serve_request(
     Ok(resp)
 }
 
+/// What a TLS listener serves.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// The vaults and Entra.
+    Vaults,
+    /// AKS identity binding's token proxy (and the API server's name).
+    TokenProxy(Arc<crate::token_proxy::Cluster>),
+}
+
 /// Accepts TLS connections until `shutdown` flips, serving each with hyper (HTTP/1.1 and
-/// HTTP/2).
+/// HTTP/2) in `role`.
 pub async fn run_https(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
+    role: Role,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -457,6 +469,7 @@ pub async fn run_https(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let shared = Arc::clone(&shared);
+        let role = role.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let Ok(Ok(stream)) =
@@ -464,8 +477,21 @@ pub async fn run_https(
             else {
                 return;
             };
-            let service =
-                hyper::service::service_fn(move |req| serve_request(Arc::clone(&shared), req));
+            let server_name = stream.get_ref().1.server_name().map(str::to_owned);
+            let service = hyper::service::service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                let role = role.clone();
+                let server_name = server_name.clone();
+                async move {
+                    match role {
+                        Role::Vaults => serve_request(shared, req).await,
+                        Role::TokenProxy(cluster) => {
+                            crate::token_proxy::serve_request(shared, cluster, server_name, req)
+                                .await
+                        }
+                    }
+                }
+            });
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             let conn = builder

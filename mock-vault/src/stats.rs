@@ -34,6 +34,12 @@ pub struct LogEntry {
     pub faults: Vec<u64>,
     /// The client's `User-Agent` (its first 256 characters), so tests see who called.
     pub user_agent: Option<String>,
+    /// The request's `Host` (token-proxy requests only: the proxy sees Entra's host there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The connection's TLS server name (token-proxy requests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 /// A counter key.

@@ -42,10 +42,16 @@ pub struct TlsMaterial {
 
 /// Creates a test CA and a server certificate for `names` (DNS names or IP addresses).
 pub fn generate(names: &[String]) -> Result<TlsMaterial, TlsError> {
+    generate_with_ca("mock-vault test CA", names)
+}
+
+/// As [`generate`], with the CA's common name: each listener with its own trust (the
+/// token proxy's CA is the cluster's, not the vaults').
+pub fn generate_with_ca(ca_name: &str, names: &[String]) -> Result<TlsMaterial, TlsError> {
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut ca_params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "mock-vault test CA");
+    dn.push(DnType::CommonName, ca_name);
     dn.push(DnType::OrganizationName, "akv-bridge");
     ca_params.distinguished_name = dn;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

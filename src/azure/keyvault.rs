@@ -224,8 +224,8 @@ impl KvError {
         }
     }
 
-    /// Who failed, for metrics: `entra` or `key_vault` (a deadline and every answer about
-    /// an object are Key Vault's).
+    /// Who failed, for metrics: `entra`, `token_proxy` (AKS identity binding) or
+    /// `key_vault` (a deadline and every answer about an object are Key Vault's).
     pub fn upstream_label(&self) -> &'static str {
         let by = match self {
             Self::Unauthenticated { by, .. }
@@ -240,9 +240,23 @@ impl KvError {
         };
         match by {
             Upstream::Entra => "entra",
+            Upstream::TokenProxy => "token_proxy",
             Upstream::KeyVault => "key_vault",
         }
     }
+
+    /// Every [`Self::label`], for metric series created at zero.
+    pub const LABELS: [&'static str; 9] = [
+        "not_found",
+        "forbidden",
+        "key_unusable",
+        "rejected",
+        "unauthenticated",
+        "throttled",
+        "unavailable",
+        "certificate",
+        "deadline_exceeded",
+    ];
 
     /// A short label for metrics.
     pub fn label(&self) -> &'static str {
@@ -640,7 +654,7 @@ where
     match upstream::within(deadline, work).await {
         Ok(r) => r,
         Err(Upstream::KeyVault) => Err(KvError::DeadlineExceeded(deadline)),
-        Err(by @ Upstream::Entra) => Err(KvError::Unavailable {
+        Err(by @ (Upstream::Entra | Upstream::TokenProxy)) => Err(KvError::Unavailable {
             by,
             reason: format!("it did not answer within {deadline:?}"),
         }),
@@ -703,6 +717,41 @@ fn key_info(key: &Key) -> Option<KeyInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_label_is_listed_once() {
+        let by = Upstream::KeyVault;
+        let all = [
+            KvError::NotFound("x".into()),
+            KvError::PermissionDenied("keys/get"),
+            KvError::KeyUnusable {
+                version: "v".into(),
+                reason: "disabled",
+            },
+            KvError::Rejected("x".into()),
+            KvError::Unauthenticated {
+                by,
+                reason: "x".into(),
+            },
+            KvError::Throttled(Throttle {
+                by,
+                retry_after: None,
+                beyond_deadline: false,
+            }),
+            KvError::Unavailable {
+                by,
+                reason: "x".into(),
+            },
+            KvError::Certificate {
+                by,
+                host: "h".into(),
+                reason: "x".into(),
+            },
+            KvError::DeadlineExceeded(Duration::from_secs(1)),
+        ];
+        let labels: Vec<_> = all.iter().map(KvError::label).collect();
+        assert_eq!(labels, KvError::LABELS);
+    }
 
     #[test]
     fn unusable_reasons() {

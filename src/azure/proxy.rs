@@ -90,13 +90,13 @@ impl Proxy {
                     None => format!("/{host}{}", url.path()),
                 }
             }
-            Upstream::Entra => url.path().to_owned(),
+            Upstream::Entra | Upstream::TokenProxy => url.path().to_owned(),
         };
         routed.set_path(&path);
         routed.set_query(url.query());
         let target = match to {
             Upstream::KeyVault => "KeyVault",
-            Upstream::Entra => "AzureActiveDirectory",
+            Upstream::Entra | Upstream::TokenProxy => "AzureActiveDirectory",
         };
         (routed, target)
     }

@@ -40,6 +40,9 @@ pub enum Upstream {
     /// Microsoft Entra's token endpoint, or the managed identity endpoint that stands in for
     /// it.
     Entra,
+    /// AKS identity binding's token proxy, which exchanges a pod's token in Entra's place
+    /// (`crate::csi::token_proxy`).
+    TokenProxy,
 }
 
 impl fmt::Display for Upstream {
@@ -47,6 +50,7 @@ impl fmt::Display for Upstream {
         f.write_str(match self {
             Self::KeyVault => "Key Vault",
             Self::Entra => "Microsoft Entra",
+            Self::TokenProxy => "the identity binding token proxy",
         })
     }
 }
@@ -167,7 +171,7 @@ impl Policy for UpstreamPolicy {
         let (inner, rest) = next_policy(next, "upstream policy")?;
         mark(match self.by {
             Upstream::KeyVault => Waiting::KeyVault,
-            Upstream::Entra => Waiting::Token,
+            Upstream::Entra | Upstream::TokenProxy => Waiting::Token,
         });
         let response = match inner.send(ctx, request, rest).await {
             Ok(response) => response,
@@ -221,7 +225,7 @@ fn retry_after(headers: &Headers) -> Option<Duration> {
 }
 
 /// Why a server's certificate was refused, if that is what `e` (or an error under it) says.
-fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub(crate) fn certificate_problem(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(e);
     while let Some(err) = next {
         if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>() {
@@ -282,7 +286,7 @@ pub(crate) fn transport_failure(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The first error of type `T` in `e`'s chain, `e` included.
-fn find<'a, T: std::error::Error + 'static>(
+pub(crate) fn find<'a, T: std::error::Error + 'static>(
     e: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a T> {
     chain(e).find_map(|err| err.downcast_ref::<T>())
@@ -345,22 +349,23 @@ pub(crate) enum TokenFailure {
     Failed(KvError),
 }
 
-/// Classifies the failure of a credential's `get_token`.
+/// Classifies the failure of a credential's `get_token`, its token endpoint being Entra's.
 pub(crate) fn token_failure(e: &azure_core::Error) -> TokenFailure {
+    token_failure_at(e, Upstream::Entra)
+}
+
+/// Classifies the failure of a credential's `get_token` whose token endpoint is `by`'s
+/// (Entra, or AKS identity binding's token proxy).
+pub(crate) fn token_failure_at(e: &azure_core::Error, by: Upstream) -> TokenFailure {
     if let Some(cut) = find::<Cut>(e) {
         return TokenFailure::Failed(from_cut(cut));
     }
-    let entra = |reason: String| {
-        TokenFailure::Failed(KvError::Unavailable {
-            by: Upstream::Entra,
-            reason,
-        })
-    };
+    let entra = |reason: String| TokenFailure::Failed(KvError::Unavailable { by, reason });
     if let Some((status, codes, raw)) = http_answer(e) {
         let oauth = raw.and_then(|r| oauth_error(r.body()));
         return match status {
             429 => TokenFailure::Failed(KvError::Throttled(Throttle {
-                by: Upstream::Entra,
+                by,
                 retry_after: raw.and_then(|r| retry_after(r.headers())),
                 beyond_deadline: false,
             })),

@@ -164,6 +164,19 @@ pub struct CsiArgs {
     /// Accepted with `--enable-pprof`; no port is opened.
     #[arg(long, env = "AKV_BRIDGE_PPROF_PORT", default_value_t = 6060)]
     pub pprof_port: u16,
+    /// AKS identity binding (`useAzureTokenProxy`): the token proxy's URL, as in the Go
+    /// provider. Empty: `https://kubernetes.default.svc.cluster.local` (the API server).
+    #[arg(long, env = "AKV_BRIDGE_TOKEN_PROXY_URL", default_value = "")]
+    pub token_proxy_url: String,
+    /// AKS identity binding: the TLS server name of the token proxy, as in the Go provider.
+    /// Empty: computed from the API server's certificate at the first such mount.
+    #[arg(long, env = "AKV_BRIDGE_SNI_NAME", default_value = "")]
+    pub sni_name: String,
+    /// AKS identity binding: the CA the token proxy's certificate is verified with, re-read
+    /// on each token request. Unset: the service account's `ca.crt` if the pod has one (as
+    /// in the Go provider), else the system roots.
+    #[arg(long, env = "AKV_BRIDGE_TOKEN_PROXY_CA_FILE")]
+    pub token_proxy_ca_file: Option<PathBuf>,
     /// Entra authority host for every mount (default: the mount's cloud's).
     #[arg(long, env = "AZURE_AUTHORITY_HOST")]
     pub authority_host: Option<String>,
@@ -438,7 +451,9 @@ pub struct LogArgs {
     /// Log JSON lines.
     #[arg(long, env = "AKV_BRIDGE_LOG_FORMAT_JSON", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = go::parse_bool, action = clap::ArgAction::Set)]
     pub log_format_json: bool,
-    /// Log verbosity (klog style: 0-1 info, 2-4 debug, 5+ trace).
+    /// Log verbosity, on the Go original's scale: `kms` as Azure/kubernetes-kms (0-3 info,
+    /// 4-5 debug, 6+ trace), `csi` as the provider-azure's klog (0-1 info, 2-4 debug, 5+
+    /// trace).
     #[arg(short = 'v', long = "v", env = "AKV_BRIDGE_V", default_value_t = 0)]
     pub verbosity: u8,
 }

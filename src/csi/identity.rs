@@ -6,7 +6,7 @@
 //!
 //! | mode | the key covers |
 //! |---|---|
-//! | workload identity | authority, tenant, `clientID`, and the token's issuer and subject (`system:serviceaccount:<ns>:<sa>`) |
+//! | workload identity | authority, tenant, `clientID`, where the token is exchanged (Entra or AKS identity binding's token proxy), and the token's issuer and subject (`system:serviceaccount:<ns>:<sa>`) |
 //! | service principal | authority, tenant, `clientid` and the client secret itself |
 //! | managed identity | `userAssignedIdentityID` (empty: system-assigned) |
 //!
@@ -15,7 +15,8 @@
 //!
 //! - **Service principal**: the secret is in the key, so a cached entry exists only if a read
 //!   with that very secret succeeded.
-//! - **Workload identity**: the token's claims are read without checking its signature (the
+//! - **Workload identity** (and identity binding, where the token proxy plays Entra's part):
+//!   the token's claims are read without checking its signature (the
 //!   provider cannot), so a forged token could name someone else's subject. Before a mount
 //!   may use the identity, its own token must have been accepted by Microsoft Entra: each
 //!   token not seen before is exchanged once ([`Identities::admit`]); accepted tokens are
@@ -43,7 +44,8 @@ use crate::azure::azure_json::CredentialSource;
 use crate::azure::credential::{self, FederatedToken};
 use crate::azure::keyvault::{self, CallPolicy, KvError, unix_now};
 use crate::azure::upstream::{self, TokenFailure, Upstream};
-use crate::csi::params::{AuthMode, MountParams};
+use crate::csi::params::{AuthMode, MountParams, TokenExchange};
+use crate::csi::token_proxy::{self, TokenProxy, TokenProxyError, TokenProxyTransport};
 
 /// Tokens remembered as accepted, per identity.
 const ACCEPTED_TOKENS: usize = 4096;
@@ -87,6 +89,15 @@ pub enum IdentityError {
     /// The credential could not be set up (bad authority host, SDK refusal).
     #[error("{0}")]
     Setup(String),
+    /// AKS identity binding's token proxy cannot be used: the node lacks what it needs (the
+    /// cluster CA, a server name), or the proxy or API server could not be reached.
+    #[error("{reason}")]
+    TokenProxy {
+        /// What is wrong, without secrets.
+        reason: String,
+        /// Whether retrying may help (unreachable) rather than the node's setup.
+        transient: bool,
+    },
 }
 
 /// A resolved identity: its credential and, for workload identity, the tokens proven.
@@ -112,6 +123,7 @@ impl fmt::Debug for Identity {
 struct Federated {
     tenant_id: String,
     client_id: String,
+    exchange: TokenExchange,
     authority: String,
     /// The assertion `credential` uses: the accepted token that expires last.
     token: FederatedToken,
@@ -168,6 +180,7 @@ pub struct Identities {
     http: reqwest::Client,
     policy: CallPolicy,
     authority_override: Option<String>,
+    token_proxy: Arc<TokenProxy>,
 }
 
 impl fmt::Debug for Identities {
@@ -180,12 +193,14 @@ impl fmt::Debug for Identities {
 
 impl Identities {
     /// An empty set of at most `capacity` identities. Token requests go through `http` with
-    /// `policy`; `authority_override` replaces every cloud's Entra authority host.
+    /// `policy` (identity binding's through `token_proxy`); `authority_override` replaces
+    /// every cloud's Entra authority host.
     pub fn new(
         capacity: usize,
         http: reqwest::Client,
         policy: CallPolicy,
         authority_override: Option<String>,
+        token_proxy: Arc<TokenProxy>,
     ) -> Result<Self, IdentityError> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let hmac = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
@@ -198,6 +213,7 @@ impl Identities {
             http,
             policy,
             authority_override,
+            token_proxy,
         })
     }
 
@@ -233,6 +249,22 @@ impl Identities {
         keyvault::client_options(self.http.clone(), &self.policy, Upstream::Entra)
     }
 
+    /// Options of a workload identity's token requests: to Entra, or through the token proxy
+    /// (same retries and deadline, another transport).
+    fn exchange_options(&self, exchange: TokenExchange) -> azure_core::http::ClientOptions {
+        match exchange {
+            TokenExchange::Entra => self.client_options(),
+            TokenExchange::IdentityBinding => {
+                let mut options =
+                    keyvault::client_options(self.http.clone(), &self.policy, Upstream::TokenProxy);
+                options.transport = Some(azure_core::http::Transport::new(Arc::new(
+                    TokenProxyTransport(Arc::clone(&self.token_proxy)),
+                )));
+                options
+            }
+        }
+    }
+
     fn renewable(
         &self,
         source: CredentialSource,
@@ -256,15 +288,22 @@ impl Identities {
         let tenant = params.tenant_id.as_str();
         let (key, label) = match &params.auth {
             AuthMode::WorkloadIdentity {
-                client_id, token, ..
+                client_id,
+                token,
+                exchange,
+                ..
             } => {
                 let c = claims(token.expose_secret())?;
                 if c.exp.is_some_and(|exp| exp <= unix_now()) {
                     return Err(IdentityError::BadToken("has expired"));
                 }
+                let (mode, what) = match exchange {
+                    TokenExchange::Entra => ("wi", "workload identity"),
+                    TokenExchange::IdentityBinding => ("ib", "identity binding"),
+                };
                 (
-                    self.digest(&["wi", &authority, tenant, client_id, &c.iss, &c.sub]),
-                    format!("workload identity {client_id} for {}", c.sub),
+                    self.digest(&[mode, &authority, tenant, client_id, &c.iss, &c.sub]),
+                    format!("{what} {client_id} for {}", c.sub),
                 )
             }
             AuthMode::ServicePrincipal {
@@ -318,14 +357,18 @@ impl Identities {
         let tenant_id = params.tenant_id.clone();
         let (credential, federated) = match &params.auth {
             AuthMode::WorkloadIdentity {
-                client_id, token, ..
+                client_id,
+                token,
+                exchange,
+                ..
             } => {
                 // Starts with this request's token; `admit` decides whether it is accepted.
                 let holder = FederatedToken::new(token.expose_secret());
                 let credential = {
                     let (tenant_id, client_id, holder) =
                         (tenant_id.clone(), client_id.clone(), holder.clone());
-                    let (authority, options) = (authority.to_owned(), self.client_options());
+                    let (authority, options) =
+                        (authority.to_owned(), self.exchange_options(*exchange));
                     credential::Renewable::new(move || {
                         credential::federated(
                             &tenant_id,
@@ -340,6 +383,7 @@ impl Identities {
                 let federated = Federated {
                     tenant_id,
                     client_id: client_id.clone(),
+                    exchange: *exchange,
                     authority: authority.to_owned(),
                     token: holder,
                     token_expires: Mutex::new(i64::MIN),
@@ -402,6 +446,14 @@ impl Identities {
                 return Ok(());
             }
         }
+        let binding = federated.exchange == TokenExchange::IdentityBinding;
+        if binding {
+            // A clear error for a node that cannot use identity binding, before any request.
+            self.token_proxy
+                .server_name()
+                .await
+                .map_err(token_proxy_error)?;
+        }
         let max_age = i64::try_from(MAX_ACCEPTED_TOKEN_AGE.as_secs()).unwrap_or(i64::MAX);
         let expires = claims(token)?
             .exp
@@ -413,7 +465,7 @@ impl Identities {
             &federated.client_id,
             FederatedToken::new(token),
             &federated.authority,
-            self.client_options(),
+            self.exchange_options(federated.exchange),
         )
         .map_err(|e| IdentityError::Setup(e.to_string()))?;
         let deadline = self.policy.deadline;
@@ -424,7 +476,21 @@ impl Identities {
         match upstream::within(deadline, one_shot.get_token(&[scope], None)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                return Err(match upstream::token_failure(&e) {
+                if let Some(proxy_error) = token_proxy::find_error(&e) {
+                    return Err(token_proxy_error(proxy_error.clone()));
+                }
+                let by = if binding {
+                    Upstream::TokenProxy
+                } else {
+                    Upstream::Entra
+                };
+                return Err(match upstream::token_failure_at(&e, by) {
+                    TokenFailure::Rejected(answer) if binding => IdentityError::Rejected(format!(
+                        "{}: the identity binding token proxy did not accept the pod's service \
+                         account token ({answer}; check that the identity binding and its RBAC \
+                         grant cover this service account, and the clientID)",
+                        identity.label
+                    )),
                     TokenFailure::Rejected(answer) => IdentityError::Rejected(format!(
                         "{}: Microsoft Entra did not accept the pod's service account token \
                          ({answer}; check the federated identity credential's issuer and \
@@ -436,7 +502,11 @@ impl Identities {
             }
             Err(_) => {
                 return Err(entra(KvError::Unavailable {
-                    by: Upstream::Entra,
+                    by: if binding {
+                        Upstream::TokenProxy
+                    } else {
+                        Upstream::Entra
+                    },
                     reason: format!("it did not answer within {deadline:?}"),
                 }));
             }
@@ -455,6 +525,17 @@ impl Identities {
             *latest = expires;
         }
         Ok(())
+    }
+}
+
+/// The identity error of a token proxy that cannot be used.
+fn token_proxy_error(e: TokenProxyError) -> IdentityError {
+    IdentityError::TokenProxy {
+        transient: matches!(
+            e,
+            TokenProxyError::Unavailable(_) | TokenProxyError::Certificate { .. }
+        ),
+        reason: e.to_string(),
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`fetch`]: Key Vault reads through the shared, coalescing cache.
 //! - [`service`]: the gRPC service (`Version`, `Mount`) and its error mapping.
 //! - `cloud_env`: custom clouds' environment files, read only where the operator allows.
+//! - [`token_proxy`]: AKS identity binding's token proxy (`useAzureTokenProxy`).
 //! - here: `prepare`, `serve`, `run`.
 
 pub(crate) mod cloud_env;
@@ -20,6 +21,7 @@ pub(crate) mod identity;
 pub(crate) mod params;
 pub mod probe;
 pub(crate) mod service;
+pub(crate) mod token_proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +40,7 @@ use crate::csi::fetch::{FetchConfig, Fetcher};
 use crate::csi::identity::Identities;
 use crate::csi::params::{MountCloud, ParseOptions};
 use crate::csi::service::{CsiService, MountConfig, Provider, VaultUrls};
+use crate::csi::token_proxy::{TokenProxy, TokenProxyConfig};
 use crate::observability::go_metrics::GoCsiMetrics;
 use crate::observability::metrics::{GoCompat, MountMetrics, ServerMetrics};
 use crate::proto::csi_v1alpha1 as pb;
@@ -151,6 +154,18 @@ pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>,
         max_concurrency: args.keyvault_concurrency,
         verify_challenge_resource: !args.insecure_skip_challenge_resource_verification,
     };
+    let token_proxy = TokenProxy::new(&TokenProxyConfig {
+        url: args.token_proxy_url.clone(),
+        sni_name: args.sni_name.clone(),
+        ca_file: args.token_proxy_ca_file.clone(),
+        api_server: TokenProxyConfig::api_server_from_env(),
+    })
+    .map_err(|e| CsiStartError::Config(e.to_string()))?;
+    tracing::debug!(
+        token_proxy = %token_proxy.url(),
+        ca_file = ?token_proxy.ca_file(),
+        "identity binding (useAzureTokenProxy) token proxy"
+    );
     let identities = Identities::new(
         IDENTITIES,
         http.clone(),
@@ -159,12 +174,18 @@ pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>,
             ..policy.clone()
         },
         args.authority_host.clone(),
+        Arc::new(token_proxy),
     )
     .map_err(|e| CsiStartError::Config(e.to_string()))?;
     let go_metrics = GoCsiMetrics::register(registry);
     let csi_registry = registry.sub_registry_with_prefix("akv_bridge_csi");
     let metrics = ServerMetrics::register(csi_registry).with_go(GoCompat::Csi(go_metrics));
     let mounts = MountMetrics::register(csi_registry);
+    metrics.precreate(
+        &["Version", "Mount"],
+        &["get_secret", "get_certificate", "get_key", "list_versions"],
+    );
+    mounts.precreate();
     let fetcher = Fetcher::new(
         http,
         FetchConfig {

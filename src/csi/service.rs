@@ -133,6 +133,13 @@ impl MountError {
             Self::Identity(IdentityError::Rejected(_)) => Code::Unauthenticated,
             Self::Identity(IdentityError::Entra { error, .. }) => kv_code(error),
             Self::Identity(IdentityError::Setup(_)) => Code::InvalidArgument,
+            Self::Identity(IdentityError::TokenProxy { transient, .. }) => {
+                if *transient {
+                    Code::Unavailable
+                } else {
+                    Code::FailedPrecondition
+                }
+            }
             Self::Object { error, .. } => kv_code(error),
             Self::VersionNotListed { .. } => Code::NotFound,
             Self::Content { .. } => Code::FailedPrecondition,
@@ -148,6 +155,7 @@ impl MountError {
             Self::Params(_) | Self::Config(_) | Self::DuplicatePath(_) => "invalid",
             Self::CloudEnv(_) => "cloud_environment",
             Self::Identity(IdentityError::Entra { error, .. }) => error.label(),
+            Self::Identity(IdentityError::TokenProxy { .. }) => "token_proxy",
             Self::Identity(_) => "identity",
             Self::Object { error, .. } => error.label(),
             Self::VersionNotListed { .. } => "not_found",

@@ -191,6 +191,10 @@ pub async fn prepare(args: &KmsArgs, registry: &mut Registry) -> Result<Prepared
     let kms_registry = registry.sub_registry_with_prefix("akv_bridge_kms");
     let key_metrics = KeyMetrics::register(kms_registry);
     let server_metrics = ServerMetrics::register(kms_registry).with_go(GoCompat::Kms(go_metrics));
+    server_metrics.precreate(
+        &["v2.Status", "v2.Encrypt", "v2.Decrypt"],
+        &["encrypt", "decrypt"],
+    );
     let ring = Arc::new(KeyRing::new(
         Arc::new(kv),
         pinned,

@@ -1,5 +1,5 @@
-//! `tracing` set-up: text or JSON lines on stderr, verbosity from `-v` (klog style) or
-//! `RUST_LOG`.
+//! `tracing` set-up: text or JSON lines on stderr, verbosity from `-v` (on the Go
+//! original's scale, [`Scale`]) or `RUST_LOG`.
 
 use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,14 +13,32 @@ pub fn json() -> bool {
     JSON.load(Ordering::Relaxed)
 }
 
-/// Installs the global subscriber. `verbosity` follows klog: 0-1 info, 2-4 debug, 5+ trace.
-pub fn init(json: bool, verbosity: u8) {
-    JSON.store(json, Ordering::Relaxed);
-    let level = match verbosity {
-        0 | 1 => "info",
-        2..=4 => "debug",
+/// How a Go original reads `-v`, which its manifests pass unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Azure/kubernetes-kms (`monis.app/mlog`): 0 warnings and errors, 2 info, 4 debug,
+    /// 6 trace. Our info lines (start-up, serving, and one audit line per request) are what
+    /// the Go plugin prints whatever `-v` is (`mlog.Always`) plus the audit trail, so they
+    /// stay on below 2 as well: 0-3 info, 4-5 debug, 6+ trace.
+    Mlog,
+    /// The provider-azure (klog): 0-1 info, 2-4 debug (its V(2) request details), 5+ trace
+    /// (its V(5) per-call lines).
+    Klog,
+}
+
+/// The level `-v` selects on `scale`.
+pub fn level(scale: Scale, verbosity: u8) -> &'static str {
+    match (scale, verbosity) {
+        (Scale::Mlog, 0..=3) | (Scale::Klog, 0 | 1) => "info",
+        (Scale::Mlog, 4 | 5) | (Scale::Klog, 2..=4) => "debug",
         _ => "trace",
-    };
+    }
+}
+
+/// Installs the global subscriber at the level `-v` (`verbosity`) selects on `scale`.
+pub fn init(json: bool, scale: Scale, verbosity: u8) {
+    JSON.store(json, Ordering::Relaxed);
+    let level = level(scale, verbosity);
     // Dependencies stay at warn unless RUST_LOG says otherwise.
     let default = format!("warn,akv_bridge={level},audit={level}");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -49,6 +67,23 @@ pub fn millis(elapsed: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_program_reads_v_on_its_go_originals_scale() {
+        let kms: Vec<_> = (0..=7).map(|v| level(Scale::Mlog, v)).collect();
+        assert_eq!(
+            kms,
+            [
+                "info", "info", "info", "info", "debug", "debug", "trace", "trace"
+            ]
+        );
+        let csi: Vec<_> = (0..=6).map(|v| level(Scale::Klog, v)).collect();
+        assert_eq!(
+            csi,
+            ["info", "info", "debug", "debug", "debug", "trace", "trace"]
+        );
+        assert_eq!(level(Scale::Mlog, u8::MAX), "trace");
+    }
 
     #[test]
     fn latencies_print_rounded_to_the_microsecond() {

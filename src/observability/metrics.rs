@@ -12,6 +12,29 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::go_metrics::{GoCsiMetrics, GoKmsMetrics};
+use crate::azure::keyvault::KvError;
+use crate::cache::Outcome;
+
+/// Every gRPC status code.
+const GRPC_CODES: [tonic::Code; 17] = [
+    tonic::Code::Ok,
+    tonic::Code::Cancelled,
+    tonic::Code::Unknown,
+    tonic::Code::InvalidArgument,
+    tonic::Code::DeadlineExceeded,
+    tonic::Code::NotFound,
+    tonic::Code::AlreadyExists,
+    tonic::Code::PermissionDenied,
+    tonic::Code::ResourceExhausted,
+    tonic::Code::FailedPrecondition,
+    tonic::Code::Aborted,
+    tonic::Code::OutOfRange,
+    tonic::Code::Unimplemented,
+    tonic::Code::Internal,
+    tonic::Code::Unavailable,
+    tonic::Code::DataLoss,
+    tonic::Code::Unauthenticated,
+];
 
 /// Labels of an RPC.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,7 +48,7 @@ pub struct RpcLabels {
 /// Labels of a failed upstream operation.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
-    /// `entra` or `key_vault`.
+    /// `entra`, `token_proxy` or `key_vault`.
     pub upstream: &'static str,
     /// The failure class (`unauthenticated`, `unavailable`, `throttled`, ...).
     pub outcome: &'static str,
@@ -161,6 +184,47 @@ impl ServerMetrics {
         m
     }
 
+    /// Creates at zero the series alerts and dashboards read: each of `methods` with every
+    /// gRPC code, each Key Vault `operations` with every outcome, every failure by who
+    /// failed, every cache result. Prometheus takes a series' first sample as its start, so
+    /// without this the first failure after a start would be no increase, and an error
+    /// ratio would be "no data" instead of 0.
+    pub fn precreate(&self, methods: &[&'static str], operations: &[&'static str]) {
+        for &method in methods {
+            for code in GRPC_CODES {
+                let _ = self.rpc_total.get_or_create(&RpcLabels {
+                    method,
+                    code: code_name(code),
+                });
+            }
+        }
+        for &operation in operations {
+            for outcome in std::iter::once("ok").chain(KvError::LABELS) {
+                let _ = self
+                    .keyvault_total
+                    .get_or_create(&KeyVaultLabels { operation, outcome });
+            }
+        }
+        for upstream in ["entra", "key_vault"] {
+            for outcome in KvError::LABELS {
+                let _ = self
+                    .upstream_failures
+                    .get_or_create(&UpstreamLabels { upstream, outcome });
+            }
+        }
+        for result in [
+            Outcome::Hit,
+            Outcome::Miss,
+            Outcome::Coalesced,
+            Outcome::Stale,
+        ] {
+            let _ = self.cache_total.get_or_create(&CacheLabels {
+                result: result.label(),
+            });
+        }
+        self.connections.precreate();
+    }
+
     /// Records one RPC.
     pub fn rpc(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
         self.rpc_total
@@ -294,6 +358,27 @@ impl ConnectionMetrics {
         m
     }
 
+    /// Every close and refusal reason at zero (see [`ServerMetrics::precreate`]).
+    fn precreate(&self) {
+        for reason in [
+            "client",
+            "idle",
+            "first_request_timeout",
+            "response_timeout",
+            "shutdown",
+            "refused",
+            "evicted_unused",
+            "evicted_unread",
+            "evicted_idle",
+            "evicted_stalled",
+        ] {
+            let _ = self.closed.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in ["budget", "goaway", "message_timeout", "call_timeout"] {
+            let _ = self.refused_calls.get_or_create(&ReasonLabels { reason });
+        }
+    }
+
     /// Counts a connection closed for `reason`.
     pub fn closed(&self, reason: &'static str) {
         self.closed.get_or_create(&ReasonLabels { reason }).inc();
@@ -381,6 +466,24 @@ impl MountMetrics {
             m.unknown_parameters.clone(),
         );
         m
+    }
+
+    /// Every mount outcome and object kind and result at zero (see
+    /// [`ServerMetrics::precreate`]).
+    pub fn precreate(&self) {
+        for outcome in ["ok", "error"] {
+            let _ = self.mounts.get_or_create(&MountLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
+        for kind in ["secret", "key", "cert"] {
+            for result in ["ok", "skipped", "not_found"] {
+                let _ = self.objects.get_or_create(&ObjectLabels {
+                    kind: kind.to_owned(),
+                    result: result.to_owned(),
+                });
+            }
+        }
     }
 
     /// Counts a mount.
@@ -510,4 +613,58 @@ pub fn encode(registry: &Arc<Registry>) -> String {
         out.clear();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn alerted_series_exist_at_zero_before_the_first_event() {
+        let mut registry = Registry::default();
+        let m = ServerMetrics::register(registry.sub_registry_with_prefix("akv_bridge_kms"));
+        let before = text(&registry);
+        assert!(!before.contains("code=\"UNAVAILABLE\""), "{before}");
+        m.precreate(&["v2.Decrypt"], &["decrypt"]);
+        let after = text(&registry);
+        for line in [
+            r#"akv_bridge_kms_rpc_requests_total{method="v2.Decrypt",code="UNAVAILABLE"} 0"#,
+            r#"akv_bridge_kms_rpc_requests_total{method="v2.Decrypt",code="OK"} 0"#,
+            r#"akv_bridge_kms_keyvault_requests_total{operation="decrypt",outcome="throttled"} 0"#,
+            r#"akv_bridge_kms_upstream_failures_total{upstream="entra",outcome="unauthenticated"} 0"#,
+            r#"akv_bridge_kms_cache_lookups_total{result="miss"} 0"#,
+            r#"akv_bridge_kms_connections_closed_total{reason="evicted_stalled"} 0"#,
+            r#"akv_bridge_kms_calls_refused_total{reason="budget"} 0"#,
+        ] {
+            assert!(after.contains(line), "no {line} in:\n{after}");
+        }
+        // 17 codes for the one method: and nothing for a method not named.
+        assert_eq!(
+            after.matches("akv_bridge_kms_rpc_requests_total{").count(),
+            17
+        );
+        // Counting still adds to the pre-created series.
+        m.rpc("v2.Decrypt", tonic::Code::Ok, Duration::from_millis(1));
+        assert!(
+            text(&registry)
+                .contains(r#"akv_bridge_kms_rpc_requests_total{method="v2.Decrypt",code="OK"} 1"#)
+        );
+
+        let mut registry = Registry::default();
+        let mounts = MountMetrics::register(registry.sub_registry_with_prefix("akv_bridge_csi"));
+        mounts.precreate();
+        let csi = text(&registry);
+        for line in [
+            r#"akv_bridge_csi_mounts_total{outcome="error"} 0"#,
+            r#"akv_bridge_csi_mount_objects_total{kind="cert",result="not_found"} 0"#,
+        ] {
+            assert!(csi.contains(line), "no {line} in:\n{csi}");
+        }
+    }
 }

@@ -858,8 +858,9 @@ async fn hostile_paths_and_duplicates_are_refused_naming_the_object() {
         "{}",
         err.message()
     );
-    // Identity binding (the Go provider's Azure token proxy): refused, not silently
-    // replaced by plain workload identity.
+    // Identity binding (the Go provider's Azure token proxy) without a token for its
+    // audience: refused, not silently replaced by plain workload identity. (Identity
+    // binding itself: `identity_binding.rs`.)
     attrs["usePodIdentity"] = json!("false");
     attrs["useAzureTokenProxy"] = json!("true");
     let err = env.mount(&attrs, &json!({})).await.unwrap_err();

@@ -18,6 +18,7 @@ mod harness;
 mod authority;
 mod csi;
 mod hostile_clients;
+mod identity_binding;
 mod kms;
 mod kms_local_wrap;
 mod kms_outage;

@@ -562,8 +562,9 @@ async fn azure_stack_hub_is_read_from_the_environment_file() {
 
 /// The Go provider's other flags (cmd/main.go, v1.8.2), which its manifests leave at their
 /// defaults: `--cloud-name` is checked and used; `--enable-pprof` and `--pprof-port` are
-/// accepted, with a warning that no profile endpoint is served. Identity binding's
-/// `--token-proxy-url` and `--sni-name` stay refused, naming the flag.
+/// accepted, with a warning that no profile endpoint is served; identity binding's
+/// `--token-proxy-url` and `--sni-name` are accepted and checked (their use:
+/// `identity_binding.rs`).
 #[tokio::test]
 async fn the_go_providers_cloud_and_pprof_flags_are_accepted_without_a_subcommand() {
     let mock = public_cloud_mock(CSI_SP_FIXTURE).await;
@@ -579,6 +580,8 @@ async fn the_go_providers_cloud_and_pprof_flags_are_accepted_without_a_subcomman
         "--cloud-name=AzurePublicCloud".into(),
         "--enable-pprof=true".into(),
         format!("--pprof-port={pprof_port}"),
+        "--token-proxy-url=https://proxy.local".into(),
+        "--sni-name=aproxy.ests.aks".into(),
     ]);
     let log = dir.path().join("csi.log");
     let mut child = spawn(&args, &env, &log);
@@ -598,8 +601,8 @@ async fn the_go_providers_cloud_and_pprof_flags_are_accepted_without_a_subcomman
 
     for (flag, named) in [
         ("--cloud-name=AzureMarsCloud", "--cloud-name"),
-        ("--token-proxy-url=https://proxy.local", "token-proxy-url"),
-        ("--sni-name=proxy.local", "sni-name"),
+        ("--token-proxy-url=http://proxy.local", "--token-proxy-url"),
+        ("--sni-name=proxy local", "--sni-name"),
     ] {
         let mut args = go_daemonset_args(&dir.path().join("refused.sock"));
         args.push(flag.into());

@@ -5,7 +5,10 @@ use std::fmt;
 
 use crate::azure::cloud::CloudError;
 
-use super::{MAX_PATH_BYTES, MAX_SEGMENT_BYTES, MAX_SEGMENTS, WORKLOAD_IDENTITY_AUDIENCE};
+use super::{
+    IDENTITY_BINDING_AUDIENCE, MAX_PATH_BYTES, MAX_SEGMENT_BYTES, MAX_SEGMENTS,
+    WORKLOAD_IDENTITY_AUDIENCE,
+};
 
 /// Which entry of `objects` an error is about: its index, and its `objectName` when known
 /// (shortened to 64 characters).
@@ -186,6 +189,14 @@ pub enum ParamError {
          CSIDriver"
     )]
     MissingWorkloadIdentityToken,
+    /// Identity binding is configured but the driver sent no token for its audience.
+    #[error(
+        "identity binding (useAzureTokenProxy) needs the pod's service-account token for \
+         audience {IDENTITY_BINDING_AUDIENCE}, and the driver sent none: add \
+         `{{audience: {IDENTITY_BINDING_AUDIENCE}}}` to `tokenRequests` on the \
+         secrets-store.csi.k8s.io CSIDriver"
+    )]
+    MissingIdentityBindingToken,
     /// No identity is configured.
     #[error(
         "no identity: set clientID for workload identity, useVMManagedIdentity, or \

@@ -1,9 +1,11 @@
-//! Which identity a mount authenticates as ([`AuthMode`]): workload identity, managed
-//! identity or a service principal, with the pod's token and the client secret held in
+//! Which identity a mount authenticates as ([`AuthMode`]): workload identity (its token
+//! exchanged at Entra or at AKS identity binding's token proxy), managed identity or a
+//! service principal, with the pod's token and the client secret held in
 //! [`SecretString`]s (zeroizing, redacted `Debug`).
 
 use std::collections::BTreeMap;
 
+use super::IDENTITY_BINDING_AUDIENCE;
 use super::attributes::{Attributes, json_reason};
 use super::error::ParamError;
 use super::{
@@ -13,6 +15,26 @@ use super::{
 };
 use crate::secret::SecretString;
 
+/// Where a workload identity's service-account token is exchanged for an Entra token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenExchange {
+    /// At Microsoft Entra, with the token for [`WORKLOAD_IDENTITY_AUDIENCE`].
+    Entra,
+    /// At AKS identity binding's token proxy (`useAzureTokenProxy: "true"`), with the token
+    /// for [`IDENTITY_BINDING_AUDIENCE`].
+    IdentityBinding,
+}
+
+impl TokenExchange {
+    /// The audience of the token this exchange takes.
+    pub fn audience(self) -> &'static str {
+        match self {
+            Self::Entra => WORKLOAD_IDENTITY_AUDIENCE,
+            Self::IdentityBinding => IDENTITY_BINDING_AUDIENCE,
+        }
+    }
+}
+
 /// How the provider authenticates to Entra for this mount.
 #[derive(Debug)]
 pub enum AuthMode {
@@ -21,11 +43,13 @@ pub enum AuthMode {
     WorkloadIdentity {
         /// `clientID`.
         client_id: String,
-        /// The pod's service-account token (a JWT) for [`WORKLOAD_IDENTITY_AUDIENCE`], to
-        /// hand to the credential as a client assertion.
+        /// The pod's service-account token (a JWT) for the exchange's audience, to hand to
+        /// the credential as a client assertion.
         token: SecretString,
         /// The token's `expirationTimestamp` as the driver sent it (RFC 3339), if any.
         token_expiration: Option<String>,
+        /// Where the token is exchanged.
+        exchange: TokenExchange,
     },
     /// The node's managed identity (IMDS).
     ManagedIdentity {
@@ -81,29 +105,50 @@ pub(super) fn parse_auth(
                      SecretProviderClass",
         });
     }
-    // The Go provider (v1.8) sends the pod's token through an identity-binding proxy here.
-    // Falling back to plain workload identity would read as another identity than the one
-    // the SecretProviderClass asks for, so it is refused.
-    if attrs.bool(P_USE_AZURE_TOKEN_PROXY)? {
-        return Err(ParamError::Unsupported {
-            name: P_USE_AZURE_TOKEN_PROXY,
-            reason: "identity binding (the Azure token proxy) is not supported yet; use \
-                     workload identity (clientID without useAzureTokenProxy)",
-        });
-    }
     let use_vm = attrs.bool(P_USE_VM_MANAGED_IDENTITY)?;
     let client_id = client_id_param(attrs, P_CLIENT_ID)?;
+    // Identity binding (the Go provider's `useAzureTokenProxy`, v1.8): workload identity
+    // whose token goes to the cluster's token proxy. It names its identity by clientID, as
+    // the Go provider requires; with a VM identity it would be two identities at once.
+    if attrs.bool(P_USE_AZURE_TOKEN_PROXY)? {
+        if use_vm {
+            return Err(ParamError::InvalidParameter {
+                name: P_USE_AZURE_TOKEN_PROXY,
+                reason: "cannot be combined with useVMManagedIdentity: keep one identity mode"
+                    .to_owned(),
+            });
+        }
+        let Some(client_id) = client_id else {
+            return Err(ParamError::InvalidParameter {
+                name: P_USE_AZURE_TOKEN_PROXY,
+                reason: "identity binding needs clientID: the client id of the managed \
+                         identity the service account is bound to"
+                    .to_owned(),
+            });
+        };
+        let exchange = TokenExchange::IdentityBinding;
+        let (token, token_expiration) =
+            service_account_token(attrs.trimmed(A_SERVICE_ACCOUNT_TOKENS), exchange)?;
+        return Ok(AuthMode::WorkloadIdentity {
+            client_id,
+            token,
+            token_expiration,
+            exchange,
+        });
+    }
 
     if let Some(client_id) = client_id {
         if use_vm {
             return Err(ParamError::ConflictingIdentity);
         }
+        let exchange = TokenExchange::Entra;
         let (token, token_expiration) =
-            workload_identity_token(attrs.trimmed(A_SERVICE_ACCOUNT_TOKENS))?;
+            service_account_token(attrs.trimmed(A_SERVICE_ACCOUNT_TOKENS), exchange)?;
         return Ok(AuthMode::WorkloadIdentity {
             client_id,
             token,
             token_expiration,
+            exchange,
         });
     }
     if use_vm {
@@ -171,10 +216,17 @@ struct TokenEntry {
     expiration: Option<String>,
 }
 
-fn workload_identity_token(tokens: &str) -> Result<(SecretString, Option<String>), ParamError> {
+fn service_account_token(
+    tokens: &str,
+    exchange: TokenExchange,
+) -> Result<(SecretString, Option<String>), ParamError> {
     const WHAT: &str = "attribute csi.storage.k8s.io/serviceAccount.tokens";
+    let missing = || match exchange {
+        TokenExchange::Entra => ParamError::MissingWorkloadIdentityToken,
+        TokenExchange::IdentityBinding => ParamError::MissingIdentityBindingToken,
+    };
     if tokens.is_empty() {
-        return Err(ParamError::MissingWorkloadIdentityToken);
+        return Err(missing());
     }
     let mut entries: BTreeMap<String, TokenEntry> = serde_json::from_str::<Option<_>>(tokens)
         .map_err(|e| ParamError::InvalidJson {
@@ -186,7 +238,7 @@ fn workload_identity_token(tokens: &str) -> Result<(SecretString, Option<String>
             ),
         })?
         .unwrap_or_default();
-    match entries.remove(WORKLOAD_IDENTITY_AUDIENCE) {
+    match entries.remove(exchange.audience()) {
         Some(TokenEntry {
             token: Some(token),
             expiration,
@@ -196,7 +248,7 @@ fn workload_identity_token(tokens: &str) -> Result<(SecretString, Option<String>
                 .filter(|e| !e.is_empty() && e.len() <= MAX_ECHO_CHARS);
             Ok((token, expiration))
         }
-        _ => Err(ParamError::MissingWorkloadIdentityToken),
+        _ => Err(missing()),
     }
 }
 

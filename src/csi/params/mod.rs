@@ -37,7 +37,7 @@
 //! | `cloudEnvFileName` | with `cloudName: AzureStackCloud` only (as in the Go provider, it is ignored otherwise): the custom cloud's environment file, at most 4096 bytes, no NUL or control character, no `..` segment. Whether the provider may read it is its rule, not this module's (`--cloud-env-dir`) |
 //! | `usePodIdentity` | `true` is refused: aad-pod-identity is deprecated |
 //! | `usePodServiceAccountAnnotation` | `true` is refused: akv-bridge does not read the Kubernetes API; set `clientID` |
-//! | `useAzureTokenProxy` | `true` is refused: identity binding (the Go provider's Azure token proxy) is not supported yet; use workload identity (`clientID`) |
+//! | `useAzureTokenProxy` | `true`: AKS identity binding: workload identity with `clientID` (required), the pod's token for [`IDENTITY_BINDING_AUDIENCE`] exchanged at the cluster's token proxy ([`TokenExchange::IdentityBinding`]); not with `useVMManagedIdentity` |
 //! | `useVMManagedIdentity`, `userAssignedIdentityID` | managed identity (system-assigned, or the user-assigned identity with that client id) |
 //! | `clientID` | workload identity |
 //! | `objects` | required; see below |
@@ -158,7 +158,7 @@ pub use self::error::ParamError;
 #[cfg(test)]
 pub use self::error::{ObjectLabel, PathError};
 pub use self::files::RelativeFilePath;
-pub use self::identity::AuthMode;
+pub use self::identity::{AuthMode, TokenExchange};
 pub use self::objects::UnknownKeys;
 #[cfg(test)]
 pub use self::objects::parse_objects;
@@ -198,6 +198,9 @@ pub const MAX_JSON_KEY_BYTES: usize = 1024;
 pub const MAX_REPORTED_UNKNOWN_KEYS: usize = 16;
 /// The service-account token audience workload identity exchanges with Entra.
 pub const WORKLOAD_IDENTITY_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+/// The audience of the pod token AKS identity binding exchanges (`useAzureTokenProxy`).
+pub const IDENTITY_BINDING_AUDIENCE: &str = "api://AKSIdentityBinding";
 /// The cloud used when `cloudName` is empty.
 pub const DEFAULT_CLOUD: Cloud = Cloud::AzurePublicCloud;
 

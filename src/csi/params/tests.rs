@@ -52,7 +52,9 @@ fn spec_example_parses_to_the_expected_objects() {
             client_id,
             token,
             token_expiration,
+            exchange,
         } => {
+            assert_eq!(*exchange, super::TokenExchange::Entra);
             assert_eq!(client_id, CLIENT);
             assert_eq!(token.expose_secret(), SA_TOKEN);
             assert_eq!(token_expiration.as_deref(), Some("2030-01-01T00:00:00Z"));

@@ -6,7 +6,8 @@ use crate::csi::params::fixtures::{
     CLIENT, DB, SA_TOKEN, SP_SECRET, json, mount_with, objects_yaml, tokens_json, wi_attributes,
 };
 use crate::csi::params::{
-    A_SERVICE_ACCOUNT_TOKENS, AuthMode, ParamError, WORKLOAD_IDENTITY_AUDIENCE, parse_mount,
+    A_SERVICE_ACCOUNT_TOKENS, AuthMode, IDENTITY_BINDING_AUDIENCE, ParamError, TokenExchange,
+    WORKLOAD_IDENTITY_AUDIENCE, parse_mount,
 };
 
 #[test]
@@ -217,37 +218,102 @@ fn debug_is_redacted() {
 }
 
 #[test]
-fn azure_token_proxy_is_refused_not_ignored() {
+fn azure_token_proxy_is_identity_binding() {
+    const BINDING_TOKEN: &str = "binding-token";
+    // The driver sends a token per audience of the CSIDriver's tokenRequests.
+    let both = serde_json::json!({
+        WORKLOAD_IDENTITY_AUDIENCE: {"token": SA_TOKEN, "expirationTimestamp": "2030-01-01T00:00:00Z"},
+        IDENTITY_BINDING_AUDIENCE: {"token": BINDING_TOKEN, "expirationTimestamp": "2031-01-01T00:00:00Z"},
+    })
+    .to_string();
     for value in ["true", "True", "1", " t "] {
-        let err = mount_with(&[("useAzureTokenProxy", value)]).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ParamError::Unsupported {
-                    name: "useAzureTokenProxy",
-                    ..
-                }
-            ),
-            "{value:?}: {err}"
-        );
-        assert!(err.to_string().contains("identity binding"), "{err}");
+        let p = mount_with(&[
+            ("useAzureTokenProxy", value),
+            (A_SERVICE_ACCOUNT_TOKENS, &both),
+        ])
+        .unwrap();
+        match p.auth {
+            AuthMode::WorkloadIdentity {
+                client_id,
+                token,
+                token_expiration,
+                exchange,
+            } => {
+                assert_eq!(exchange, TokenExchange::IdentityBinding, "{value:?}");
+                assert_eq!(client_id, CLIENT);
+                // The identity-binding audience's token, not workload identity's.
+                assert_eq!(token.expose_secret(), BINDING_TOKEN);
+                assert_eq!(token_expiration.as_deref(), Some("2031-01-01T00:00:00Z"));
+            }
+            other => panic!("{value:?}: {other:?}"),
+        }
     }
-    // With managed identity too: refused before any identity is chosen.
+    // Only the workload identity token: the CSIDriver lacks the audience; say so.
+    let err = mount_with(&[("useAzureTokenProxy", "true")]).unwrap_err();
+    assert_eq!(err, ParamError::MissingIdentityBindingToken);
+    let text = err.to_string();
+    assert!(
+        text.contains(IDENTITY_BINDING_AUDIENCE) && text.contains("tokenRequests"),
+        "{text}"
+    );
+    // clientID is required, as in the Go provider.
     let err = mount_with(&[
         ("clientID", ""),
-        ("useVMManagedIdentity", "true"),
         ("useAzureTokenProxy", "true"),
+        (A_SERVICE_ACCOUNT_TOKENS, &both),
     ])
     .unwrap_err();
-    assert!(matches!(err, ParamError::Unsupported { .. }), "{err}");
-    // False or empty: plain workload identity.
+    assert!(
+        matches!(
+            err,
+            ParamError::InvalidParameter {
+                name: "useAzureTokenProxy",
+                ..
+            }
+        ) && err.to_string().contains("clientID"),
+        "{err}"
+    );
+    // Not together with the VM's identity (the Go provider: one mode at a time).
+    let err = mount_with(&[
+        ("useVMManagedIdentity", "true"),
+        ("useAzureTokenProxy", "true"),
+        (A_SERVICE_ACCOUNT_TOKENS, &both),
+    ])
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ParamError::InvalidParameter {
+                name: "useAzureTokenProxy",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // False or empty: plain workload identity, with the workload identity token.
     for value in ["false", "0", ""] {
-        let p = mount_with(&[("useAzureTokenProxy", value)]).unwrap();
-        assert!(
-            matches!(p.auth, AuthMode::WorkloadIdentity { .. }),
-            "{value:?}"
-        );
+        let p = mount_with(&[
+            ("useAzureTokenProxy", value),
+            (A_SERVICE_ACCOUNT_TOKENS, &both),
+        ])
+        .unwrap();
+        match p.auth {
+            AuthMode::WorkloadIdentity {
+                token, exchange, ..
+            } => {
+                assert_eq!(exchange, TokenExchange::Entra, "{value:?}");
+                assert_eq!(token.expose_secret(), SA_TOKEN);
+            }
+            other => panic!("{value:?}: {other:?}"),
+        }
     }
+    // Redacted like any token.
+    let p = mount_with(&[
+        ("useAzureTokenProxy", "true"),
+        (A_SERVICE_ACCOUNT_TOKENS, &both),
+    ])
+    .unwrap();
+    assert!(!format!("{p:?}").contains(BINDING_TOKEN));
     let err = mount_with(&[("useAzureTokenProxy", "yes")]).unwrap_err();
     assert!(
         matches!(
