@@ -196,10 +196,10 @@ def validate_k8s(doc: dict, origin: str) -> bool:
 
 
 # Keys of one `objects` entry that akv-bridge accepts (src/csi/params.rs): the Go
-# provider's, plus the extensions optional, objectJsonKey and keyvaultName.
+# provider's, plus the extensions optional, objectJsonKey, objectYamlKey and keyvaultName.
 OBJECT_KEYS = {
     "objectName", "objectType", "objectVersion", "objectVersionHistory", "objectAlias",
-    "objectFormat", "objectEncoding", "filePermission", "optional", "objectJsonKey",
+    "objectFormat", "objectEncoding", "filePermission", "optional", "objectJsonKey", "objectYamlKey",
     "keyvaultName",
 }
 SPC_PARAMETERS = {
@@ -258,8 +258,11 @@ def validate_spc(doc: dict, origin: str) -> None:
             problems.append(f"objects[{i}] needs objectName and objectType secret|key|cert")
         if "keyvaultName" in obj and not VAULT.match(str(obj["keyvaultName"])):
             problems.append(f"objects[{i}] keyvaultName is not a vault name")
-        if "objectJsonKey" in obj and str(obj.get("objectType")).lower() != "secret":
-            problems.append(f"objects[{i}] objectJsonKey needs objectType secret")
+        for field in ("objectJsonKey", "objectYamlKey"):
+            if field in obj and str(obj.get("objectType")).lower() != "secret":
+                problems.append(f"objects[{i}] {field} needs objectType secret")
+        if "objectJsonKey" in obj and "objectYamlKey" in obj:
+            problems.append(f"objects[{i}] objectJsonKey and objectYamlKey cannot both be set")
     for msg in problems:
         R.fail(f"{where}: {msg}")
     if not problems:

@@ -90,9 +90,10 @@ pub mod fuzzing {
     /// What the CSI provider turns Key Vault's answers into (files).
     pub mod csi_content {
         pub use crate::csi::content::{
-            CertValue, KeyValue, ObjectEncoding, ObjectFormat, ObjectOptions, PEM_CONTENT_TYPE,
-            PFX_CONTENT_TYPE, ProviderOptions, SecretValue, VaultObject, render,
+            CertValue, FieldSelector, KeyValue, ObjectEncoding, ObjectFormat, ObjectOptions,
+            PEM_CONTENT_TYPE, PFX_CONTENT_TYPE, ProviderOptions, SecretValue, VaultObject, render,
         };
+        pub use crate::csi::params::field_path::Document;
     }
 
     /// The CSI Mount request's parameters.

@@ -1,6 +1,6 @@
 //! What the provider turns Key Vault's answers into files: PKCS#12 to PEM (key, chain
-//! ordering), PEM splitting into `.crt`/`.key`, objectEncoding (base64, hex), objectJsonKey,
-//! and a key's JWK to a PEM public key.
+//! ordering), PEM splitting into `.crt`/`.key`, objectEncoding (base64, hex), objectJsonKey
+//! and objectYamlKey paths, and a key's JWK to a PEM public key.
 //!
 //! Input: one mode byte, one flags byte, then the payload.
 
@@ -8,8 +8,8 @@
 
 use akv_bridge::fuzzing::SecretString;
 use akv_bridge::fuzzing::csi_content::{
-    self as content, CertValue, KeyValue, ObjectEncoding, ObjectFormat, ObjectOptions,
-    PEM_CONTENT_TYPE, PFX_CONTENT_TYPE, ProviderOptions, SecretValue, VaultObject,
+    self as content, CertValue, Document, FieldSelector, KeyValue, ObjectEncoding, ObjectFormat,
+    ObjectOptions, PEM_CONTENT_TYPE, PFX_CONTENT_TYPE, ProviderOptions, SecretValue, VaultObject,
 };
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
@@ -33,7 +33,15 @@ fuzz_target!(|data: &[u8]| {
             2 => ObjectEncoding::Hex,
             _ => ObjectEncoding::Utf8,
         },
-        json_key: (flags & 0x20 != 0).then(|| "k".to_owned()),
+        // A key, or a path through lists and mappings, in JSON or YAML.
+        field: (flags & 0x20 != 0).then(|| FieldSelector {
+            document: if flags & 0x40 != 0 {
+                Document::Yaml
+            } else {
+                Document::Json
+            },
+            path: if flags & 0x80 != 0 { "a[0].b" } else { "k" }.to_owned(),
+        }),
     };
     let secret = |value: String, content_type: Option<&str>, backs_certificate| {
         VaultObject::Secret(SecretValue {

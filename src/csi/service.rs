@@ -416,7 +416,7 @@ impl Provider {
         let options = ObjectOptions {
             format: spec.format,
             encoding: spec.encoding,
-            json_key: spec.json_key.clone(),
+            field: spec.field.clone(),
         };
         let name = spec.name.as_str();
 

@@ -28,6 +28,8 @@ vaults:
       - {name: db-password, value: "s3cr3t-db", content_type: text/plain}
       - {name: api-key, values: [key-v1, key-v2, key-v3]}
       - {name: creds, value: '{"user":"app","password":"pa55","port":5432}'}
+      - {name: nested, value: '{"db":{"hosts":[{"name":"primary"},{"name":"replica","port":6432}]},"tls.crt":"CERT"}'}
+      - {name: yamlcfg, value: "server:\n  tls:\n    cert.pem: YAML-CERT\n  ports: [8080, 8443]\nuser: app\n"}
       - {name: hexval, value: "68656c6c6f"}
       - {name: b64val, value: "aGVsbG8gd29ybGQ="}
     certificates:
@@ -294,6 +296,11 @@ async fn secrets_are_written_as_is_decoded_or_as_one_json_field() {
             "objectName: b64val\nobjectType: secret\nobjectEncoding: base64\nobjectAlias: b64.txt\nfilePermission: \"0600\"",
             "objectName: creds\nobjectType: secret\nobjectJsonKey: password\nobjectAlias: db/password",
             "objectName: creds\nobjectType: secret\nobjectJsonKey: port\nobjectAlias: db/port",
+            "objectName: nested\nobjectType: secret\nobjectJsonKey: db.hosts[1].name\nobjectAlias: replica",
+            "objectName: nested\nobjectType: secret\nobjectJsonKey: db.hosts[1]\nobjectAlias: replica.json",
+            "objectName: nested\nobjectType: secret\nobjectJsonKey: tls.crt\nobjectAlias: tls.crt",
+            "objectName: yamlcfg\nobjectType: secret\nobjectYamlKey: 'server.tls[\"cert.pem\"]'\nobjectAlias: cert.pem",
+            "objectName: yamlcfg\nobjectType: secret\nobjectYamlKey: server.ports[1]\nobjectAlias: port",
         ]))
         .await
         .unwrap();
@@ -303,12 +310,33 @@ async fn secrets_are_written_as_is_decoded_or_as_one_json_field() {
     assert_eq!(f["b64.txt"], (0o600, b"hello world".to_vec()));
     assert_eq!(f["db/password"].1, b"pa55");
     assert_eq!(f["db/port"].1, b"5432");
+    // Paths into nested JSON (a whole top-level key first), and YAML.
+    assert_eq!(f["replica"].1, b"replica");
+    assert_eq!(f["replica.json"].1, br#"{"name":"replica","port":6432}"#);
+    assert_eq!(f["tls.crt"].1, b"CERT");
+    assert_eq!(f["cert.pem"].1, b"YAML-CERT");
+    assert_eq!(f["port"].1, b"8443");
+    // A path that finds nothing fails the mount naming the path and the object, no value.
+    let err = env
+        .mount_wi(&objects(&[
+            "objectName: nested\nobjectType: secret\nobjectJsonKey: db.hosts[2].name",
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("'db.hosts[2].name'")
+            && err.message().contains("nested")
+            && !err.message().contains("replica"),
+        "{}",
+        err.message()
+    );
     let v = versions(&r);
     assert_eq!(
         v["secret/db-password"],
         env.version_of("kv1", "/secrets/db-password")
     );
-    assert_eq!(r.object_version.len(), 5);
+    assert_eq!(r.object_version.len(), 10);
 }
 
 #[tokio::test]

@@ -1,10 +1,9 @@
-//! `objectEncoding` (base64 and hex decoding, lenient about white space and padding) and
-//! `json_key` (one key picked out of a JSON secret, the parsed document scrubbed).
+//! `objectEncoding`: base64 and hex decoding, lenient about white space and padding.
 
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use zeroize::{Zeroize as _, Zeroizing};
+use zeroize::Zeroizing;
 
 use super::{ContentError, ObjectEncoding};
 
@@ -72,54 +71,6 @@ fn decode_hex(input: &[u8]) -> Result<Zeroizing<Vec<u8>>, ContentError> {
     hex::decode_to_slice(&*compact, &mut out)
         .map_err(|_| ContentError::InvalidHex("a character is not a hex digit"))?;
     Ok(out)
-}
-
-/// The value of `key` in the JSON object `content`: a string as its raw text, anything else as
-/// compact JSON. The parsed document is scrubbed before it is dropped.
-pub(super) fn extract_json_key(
-    content: &[u8],
-    key: &str,
-) -> Result<Zeroizing<Vec<u8>>, ContentError> {
-    let document: serde_json::Value =
-        serde_json::from_slice(content).map_err(|e| ContentError::InvalidJson {
-            key: key.to_owned(),
-            line: e.line(),
-            column: e.column(),
-        })?;
-    let serde_json::Value::Object(mut object) = document else {
-        scrub_json(document);
-        return Err(ContentError::NotAJsonObject(key.to_owned()));
-    };
-    let found = object.remove(key);
-    scrub_json(serde_json::Value::Object(object));
-    match found {
-        None => Err(ContentError::MissingJsonKey(key.to_owned())),
-        Some(serde_json::Value::String(text)) => Ok(Zeroizing::new(text.into_bytes())),
-        Some(other) => {
-            // Compact JSON is rarely longer than its source; the margin covers number
-            // re-formatting so the buffer is not reallocated.
-            let mut out = Zeroizing::new(Vec::with_capacity(content.len() + 64));
-            let written = serde_json::to_writer(&mut *out, &other);
-            scrub_json(other);
-            written.map_err(|_| ContentError::NotAJsonObject(key.to_owned()))?;
-            Ok(out)
-        }
-    }
-}
-
-/// Zeroizes every string (and object key) of a parsed JSON document.
-fn scrub_json(value: serde_json::Value) {
-    match value {
-        serde_json::Value::String(mut text) => text.zeroize(),
-        serde_json::Value::Array(items) => items.into_iter().for_each(scrub_json),
-        serde_json::Value::Object(map) => {
-            for (mut key, item) in map {
-                key.zeroize();
-                scrub_json(item);
-            }
-        }
-        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {}
-    }
 }
 
 #[cfg(test)]

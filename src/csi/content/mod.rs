@@ -61,9 +61,9 @@ use zeroize::Zeroizing;
 
 use crate::secret::SecretString;
 
-pub use crate::csi::params::{ObjectEncoding, ObjectFormat};
+pub use crate::csi::params::{FieldSelector, ObjectEncoding, ObjectFormat};
 
-use self::encoding::{decode_content, extract_json_key};
+use self::encoding::decode_content;
 use self::pem::{CERTIFICATE_TYPE, PUBLIC_KEY_TYPE, go_pem_encode, split_cert_and_key};
 use self::pfx::pfx_to_pem;
 use self::spki::{ec_spki, rsa_spki};
@@ -72,6 +72,7 @@ mod chain;
 mod curve;
 mod der;
 mod encoding;
+mod field;
 mod pem;
 mod pfx;
 mod pkcs8;
@@ -139,8 +140,9 @@ pub struct ObjectOptions {
     pub format: ObjectFormat,
     /// `objectEncoding`.
     pub encoding: ObjectEncoding,
-    /// Our extension: write only this key of a JSON object secret.
-    pub json_key: Option<String>,
+    /// Our extension (`objectJsonKey`, `objectYamlKey`): write only this value of a JSON or
+    /// YAML secret.
+    pub field: Option<FieldSelector>,
 }
 
 /// Provider-wide flags.
@@ -227,10 +229,13 @@ pub enum ContentError {
     /// Following issuer links went round in a loop.
     #[error("constructing the certificate chain resulted in a cycle")]
     ChainCycle,
-    /// `json_key` was given for an object it cannot apply to.
-    #[error("json key '{0}' can only be used with plain secrets, not certificates or keys")]
+    /// `field` was given for an object it cannot apply to.
+    #[error(
+        "objectJsonKey/objectYamlKey '{0}' can only be used with plain secrets, not \
+         certificates or keys"
+    )]
     JsonKeyNotApplicable(String),
-    /// `json_key` was given but the content is not JSON.
+    /// `field` (JSON) was given but the content is not JSON.
     #[error("secret is not valid JSON (line {line}, column {column}); cannot extract key '{key}'")]
     InvalidJson {
         /// The requested key.
@@ -240,12 +245,38 @@ pub enum ContentError {
         /// Column of the syntax error.
         column: usize,
     },
-    /// `json_key` was given but the JSON is not an object.
-    #[error("secret JSON is not an object; cannot extract key '{0}'")]
-    NotAJsonObject(String),
-    /// The JSON object has no such key.
-    #[error("secret JSON object has no key '{0}'")]
-    MissingJsonKey(String),
+    /// `field` (YAML) was given but the content is not YAML.
+    #[error("secret is not valid YAML (line {line}, column {column}); cannot extract '{key}'")]
+    InvalidYaml {
+        /// The requested path.
+        key: String,
+        /// Line of the syntax error (0: unknown).
+        line: usize,
+        /// Column of the syntax error.
+        column: usize,
+    },
+    /// The document has no value at the path.
+    #[error("secret {document} has no '{path}' (nothing at '{at}')")]
+    MissingField {
+        /// `JSON` or `YAML`.
+        document: &'static str,
+        /// The requested path.
+        path: String,
+        /// The part of the path that found nothing.
+        at: String,
+    },
+    /// A step of the path met the wrong kind of value.
+    #[error("secret {document} is not {expected} at '{at}'; cannot extract '{path}'")]
+    FieldMismatch {
+        /// `JSON` or `YAML`.
+        document: &'static str,
+        /// The requested path.
+        path: String,
+        /// Where (empty: the top level).
+        at: String,
+        /// `a mapping` or `a list`.
+        expected: &'static str,
+    },
     /// The key's `kty` cannot be written as a public key.
     #[error("key type '{0}' is not supported (expected RSA, RSA-HSM, EC or EC-HSM)")]
     UnsupportedKeyType(String),
@@ -275,8 +306,8 @@ pub fn render(
     options: &ObjectOptions,
     provider: &ProviderOptions,
 ) -> Result<Vec<OutputFile>, ContentError> {
-    let not_for_json = |options: &ObjectOptions| match &options.json_key {
-        Some(key) => Err(ContentError::JsonKeyNotApplicable(key.clone())),
+    let not_for_json = |options: &ObjectOptions| match &options.field {
+        Some(field) => Err(ContentError::JsonKeyNotApplicable(field.path.clone())),
         None => Ok(()),
     };
     match object {
@@ -302,8 +333,8 @@ pub fn render_secret(
     let value = secret.value.expose_secret().as_bytes();
     let mut files: Vec<(Option<&'static str>, Zeroizing<Vec<u8>>)> = Vec::with_capacity(3);
     if secret.backs_certificate {
-        if let Some(key) = &options.json_key {
-            return Err(ContentError::JsonKeyNotApplicable(key.clone()));
+        if let Some(field) = &options.field {
+            return Err(ContentError::JsonKeyNotApplicable(field.path.clone()));
         }
         let content_type = secret
             .content_type
@@ -331,9 +362,9 @@ pub fn render_secret(
     for (suffix, contents) in files {
         let mut contents = decode_content(contents, options.encoding)?;
         if suffix.is_none()
-            && let Some(key) = &options.json_key
+            && let Some(field) = &options.field
         {
-            contents = extract_json_key(&contents, key)?;
+            contents = field::extract(&contents, field.document, &field.path)?;
         }
         out.push(OutputFile { suffix, contents });
     }

@@ -85,10 +85,15 @@
 //!   the requested version) does not exist, its files are skipped instead of failing the
 //!   whole mount. Every other failure (forbidden, throttled, unreachable, undecodable) still
 //!   fails it.
-//! - `objectJsonKey` (string, at most 1024 bytes): the secret's value is a JSON object and
-//!   only this top-level key's value is written: a JSON string as its text, any other JSON
-//!   value serialized as JSON. Only with `objectType: secret`, not with `objectFormat: pfx`,
-//!   and with no `objectEncoding` other than `utf-8`.
+//! - `objectJsonKey` (string, at most 1024 bytes): the secret's value is JSON and only the
+//!   value at this path is written ([`field_path`]: `db.hosts[0].name`, `["tls.crt"]`),
+//!   a JSON string as its text, any other JSON value serialized as compact JSON. The whole
+//!   text is tried as a top-level key first, so any key (`a.b` included) still means what it
+//!   meant when this parameter took one key, and any text is accepted here.
+//! - `objectYamlKey` (same limit; must be a path): the same for a YAML value; a string is
+//!   written as its text, a number or boolean as written, a mapping or list as YAML.
+//!   Neither with the other, and both only with `objectType: secret`, not with
+//!   `objectFormat: pfx`, and with no `objectEncoding` other than `utf-8`.
 //! - `keyvaultName` (same rule as the top-level one): read this object from another vault
 //!   of the same tenant, cloud and identity, so one SecretProviderClass can read several
 //!   vaults. A value equal (ignoring ASCII case) to the top-level vault is no override.
@@ -157,6 +162,7 @@ use self::identity::parse_auth;
 pub use self::error::ParamError;
 #[cfg(test)]
 pub use self::error::{ObjectLabel, PathError};
+pub use self::field_path::FieldSelector;
 pub use self::files::RelativeFilePath;
 pub use self::identity::{AuthMode, TokenExchange};
 pub use self::objects::UnknownKeys;
@@ -168,6 +174,7 @@ pub use self::spec::{ObjectEncoding, ObjectFormat, ObjectKind, ObjectSpec};
 
 mod attributes;
 mod error;
+pub mod field_path;
 mod files;
 mod identity;
 mod objects;

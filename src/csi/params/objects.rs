@@ -347,11 +347,12 @@ pub(super) enum Field {
     FilePermission,
     Optional,
     ObjectJsonKey,
+    ObjectYamlKey,
     KeyvaultName,
 }
 
 impl Field {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::ObjectName,
         Self::ObjectType,
         Self::ObjectVersion,
@@ -362,6 +363,7 @@ impl Field {
         Self::FilePermission,
         Self::Optional,
         Self::ObjectJsonKey,
+        Self::ObjectYamlKey,
         Self::KeyvaultName,
     ];
 
@@ -377,6 +379,7 @@ impl Field {
             Self::FilePermission => "filePermission",
             Self::Optional => "optional",
             Self::ObjectJsonKey => "objectJsonKey",
+            Self::ObjectYamlKey => "objectYamlKey",
             Self::KeyvaultName => "keyvaultName",
         }
     }

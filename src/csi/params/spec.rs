@@ -7,6 +7,7 @@ use std::fmt;
 
 use super::attributes::parse_go_bool;
 use super::error::{ObjectLabel, ParamError};
+use super::field_path::{self, Document, FieldSelector};
 use super::files::{RelativeFilePath, parse_file_permission};
 use super::objects::{Field, RawObject};
 use super::{MAX_JSON_KEY_BYTES, MAX_VERSION_HISTORY, VaultName, snippet};
@@ -115,8 +116,9 @@ pub struct ObjectSpec {
     pub mode: Option<u32>,
     /// Extension `optional`: skip the object if it does not exist, instead of failing.
     pub optional: bool,
-    /// Extension `objectJsonKey`: write only this top-level key of the secret's JSON value.
-    pub json_key: Option<String>,
+    /// Extensions `objectJsonKey` and `objectYamlKey`: write only the value at this path of
+    /// the secret's JSON or YAML value.
+    pub field: Option<FieldSelector>,
     /// Extension `keyvaultName`: the vault to read from, when it differs from the mount's.
     pub vault: Option<VaultName>,
     /// The base object version id (see the module docs); each of [`ObjectSpec::files`] has
@@ -251,31 +253,59 @@ pub(super) fn build_object(
         })?,
     };
 
-    let json_key = match raw.get(Field::ObjectJsonKey) {
-        "" => None,
-        v if v.len() > MAX_JSON_KEY_BYTES => {
-            return Err(invalid(
-                Field::ObjectJsonKey,
-                format!("is longer than {MAX_JSON_KEY_BYTES} bytes"),
+    let field = match (raw.get(Field::ObjectJsonKey), raw.get(Field::ObjectYamlKey)) {
+        ("", "") => None,
+        (json, yaml) if !json.is_empty() && !yaml.is_empty() => {
+            return Err(incompatible(
+                "objectJsonKey and objectYamlKey cannot both be set",
             ));
         }
-        v => {
-            if kind != ObjectKind::Secret {
-                return Err(incompatible(
-                    "objectJsonKey is only supported with objectType secret",
+        (json, yaml) => {
+            let (name, document, path) = if json.is_empty() {
+                (Field::ObjectYamlKey, Document::Yaml, yaml)
+            } else {
+                (Field::ObjectJsonKey, Document::Json, json)
+            };
+            if path.len() > MAX_JSON_KEY_BYTES {
+                return Err(invalid(
+                    name,
+                    format!("is longer than {MAX_JSON_KEY_BYTES} bytes"),
                 ));
+            }
+            // objectJsonKey was one top-level key before it took paths, so any text stays
+            // acceptable there (it is tried as a whole key first); objectYamlKey is new
+            // and must be a path.
+            if document == Document::Yaml
+                && let Err(reason) = field_path::parse(path)
+            {
+                return Err(invalid(name, format!("is not a path: it {reason}")));
+            }
+            let json = document == Document::Json;
+            if kind != ObjectKind::Secret {
+                return Err(incompatible(if json {
+                    "objectJsonKey is only supported with objectType secret"
+                } else {
+                    "objectYamlKey is only supported with objectType secret"
+                }));
             }
             if format == ObjectFormat::Pfx {
-                return Err(incompatible(
-                    "objectJsonKey cannot be combined with objectFormat pfx",
-                ));
+                return Err(incompatible(if json {
+                    "objectJsonKey cannot be combined with objectFormat pfx"
+                } else {
+                    "objectYamlKey cannot be combined with objectFormat pfx"
+                }));
             }
             if encoding != ObjectEncoding::Utf8 {
-                return Err(incompatible(
-                    "objectJsonKey cannot be combined with objectEncoding hex or base64",
-                ));
+                return Err(incompatible(if json {
+                    "objectJsonKey cannot be combined with objectEncoding hex or base64"
+                } else {
+                    "objectYamlKey cannot be combined with objectEncoding hex or base64"
+                }));
             }
-            Some(v.to_owned())
+            Some(FieldSelector {
+                document,
+                path: path.to_owned(),
+            })
         }
     };
 
@@ -337,7 +367,7 @@ pub(super) fn build_object(
         encoding,
         mode,
         optional,
-        json_key,
+        field,
         vault,
         id: String::new(),
         files,

@@ -1,4 +1,5 @@
-//! Tests of `objectEncoding` decoding and `json_key` extraction.
+//! Tests of `objectEncoding` decoding and of `objectJsonKey` as `render` applies it (paths
+//! and YAML: `field.rs`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -7,9 +8,17 @@ use crate::csi::content::fixtures::{
     MARKER, cert_secret, only, pem_block, plain_secret, rsa_chain,
 };
 use crate::csi::content::{
-    CertValue, ContentError, ObjectEncoding, ObjectOptions, PEM_CONTENT_TYPE, ProviderOptions,
-    VaultObject, render, render_secret,
+    CertValue, ContentError, FieldSelector, ObjectEncoding, ObjectOptions, PEM_CONTENT_TYPE,
+    ProviderOptions, VaultObject, render, render_secret,
 };
+use crate::csi::params::field_path::Document;
+
+fn json_field(path: &str) -> Option<FieldSelector> {
+    Some(FieldSelector {
+        document: Document::Json,
+        path: path.to_owned(),
+    })
+}
 
 fn decoded(value: &str, encoding: ObjectEncoding) -> Result<Vec<u8>, ContentError> {
     let options = ObjectOptions {
@@ -80,7 +89,7 @@ fn base64_and_hex_encodings_decode_the_value() {
 fn json(value: &str, key: &str, encoding: ObjectEncoding) -> Result<Vec<u8>, ContentError> {
     let options = ObjectOptions {
         encoding,
-        json_key: Some(key.to_owned()),
+        field: json_field(key),
         ..Default::default()
     };
     render_secret(&plain_secret(value), &options, &ProviderOptions::default()).map(only)
@@ -117,9 +126,9 @@ fn json_key_extracts_one_value() {
         json(&format!(r#"["{MARKER}"]"#), "password", utf8).unwrap_err(),
         json(&format!(r#"{{"password": "{MARKER}""#), "password", utf8).unwrap_err(),
     ];
-    assert!(matches!(&errors[0], ContentError::MissingJsonKey(k) if k == "missing"));
+    assert!(matches!(&errors[0], ContentError::MissingField { path, .. } if path == "missing"));
     assert!(matches!(&errors[1], ContentError::InvalidJson { key, .. } if key == "password"));
-    assert!(matches!(&errors[2], ContentError::NotAJsonObject(_)));
+    assert!(matches!(&errors[2], ContentError::FieldMismatch { .. }));
     assert!(matches!(&errors[3], ContentError::InvalidJson { .. }));
     for e in &errors {
         let shown = format!("{e} {e:?}");
@@ -132,7 +141,7 @@ fn json_key_extracts_one_value() {
 
     // Not for certificates or keys.
     let options = ObjectOptions {
-        json_key: Some("k".into()),
+        field: json_field("k"),
         ..Default::default()
     };
     let pem_secret = cert_secret(pem_block("CERTIFICATE", &rsa_chain()[0]), PEM_CONTENT_TYPE);

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::csi::params::field_path::Document;
 use crate::csi::params::fixtures::{Check, DB, ids, objects_of, one, paths};
 use crate::csi::params::{ObjectEncoding, ObjectFormat, ObjectKind, ParamError, VaultName};
 
@@ -14,7 +15,7 @@ fn object_defaults() {
     assert_eq!(spec.encoding, ObjectEncoding::Utf8);
     assert_eq!(spec.mode, None);
     assert!(!spec.optional);
-    assert_eq!(spec.json_key, None);
+    assert_eq!(spec.field, None);
     assert_eq!(spec.vault, None);
 }
 
@@ -48,8 +49,37 @@ fn every_object_field() {
         "objectName: cfg\nobjectType: secret\nobjectJsonKey: ' password '\nobjectEncoding: utf-8",
     )
     .unwrap();
-    assert_eq!(spec.json_key.as_deref(), Some("password"));
+    assert_eq!(
+        spec.field.as_ref().map(|f| (f.document, f.path.as_str())),
+        Some((Document::Json, "password"))
+    );
     assert_eq!(spec.encoding, ObjectEncoding::Utf8);
+
+    // A path; objectJsonKey accepts any text (it is tried as a whole key first), and
+    // objectYamlKey must be a path.
+    let spec = one("objectName: cfg\nobjectType: secret\nobjectJsonKey: 'db.hosts[0'").unwrap();
+    assert_eq!(spec.field.map(|f| f.path), Some("db.hosts[0".to_owned()));
+    let spec =
+        one("objectName: cfg\nobjectType: secret\nobjectYamlKey: 'db.hosts[0].name'").unwrap();
+    assert_eq!(
+        spec.field.as_ref().map(|f| (f.document, f.path.as_str())),
+        Some((Document::Yaml, "db.hosts[0].name"))
+    );
+    let err = one("objectName: cfg\nobjectType: secret\nobjectYamlKey: 'db.hosts[0'").unwrap_err();
+    assert!(
+        err.to_string().contains("objectYamlKey") && err.to_string().contains("expects ']'"),
+        "{err}"
+    );
+    for bad in [
+        "objectName: cfg\nobjectType: secret\nobjectJsonKey: a\nobjectYamlKey: b",
+        "objectName: cfg\nobjectType: key\nobjectYamlKey: b",
+        "objectName: cfg\nobjectType: secret\nobjectEncoding: base64\nobjectYamlKey: b",
+    ] {
+        assert!(
+            matches!(one(bad), Err(ParamError::IncompatibleObjectFields { .. })),
+            "{bad}"
+        );
+    }
 
     let spec =
         one("objectName: bundle\nobjectType: secret\nobjectFormat: pfx\nobjectEncoding: base64")
