@@ -203,14 +203,15 @@ pub struct CsiArgs {
     /// Retries of a Key Vault read (429, 5xx, connection errors), within its deadline.
     #[arg(long, env = "AKV_BRIDGE_KEYVAULT_MAX_RETRIES", default_value_t = 5)]
     pub keyvault_max_retries: u32,
-    /// Concurrent Key Vault requests per vault, all mounts together.
-    #[arg(long, env = "AKV_BRIDGE_KEYVAULT_CONCURRENCY", default_value_t = 16)]
+    /// Concurrent Key Vault requests per vault, all mounts together: a cold 50-object mount
+    /// goes out in one round trip.
+    #[arg(long, env = "AKV_BRIDGE_KEYVAULT_CONCURRENCY", default_value_t = 64)]
     pub keyvault_concurrency: usize,
     /// Deadline of a whole Mount (kubelet gives the driver about 2 minutes).
     #[arg(long, env = "AKV_BRIDGE_MOUNT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub mount_timeout: Duration,
     /// Objects of one mount fetched in parallel.
-    #[arg(long, env = "AKV_BRIDGE_MOUNT_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "AKV_BRIDGE_MOUNT_CONCURRENCY", default_value_t = 64)]
     pub mount_concurrency: usize,
     /// How long a `latest` lookup (and a version list) is reused, for every pod of the same
     /// identity. Keep it well under the driver's rotation poll interval (2m).

@@ -53,6 +53,73 @@ pub struct VaultClients {
     secrets: SecretClient,
     certificates: CertificateClient,
     keys: KeyClient,
+    /// One per client: set once a read through it has been authenticated by Key Vault.
+    gates: Gates,
+}
+
+#[derive(Default)]
+struct Gates {
+    secrets: Gate,
+    certificates: Gate,
+    keys: Gate,
+}
+
+impl VaultClients {
+    fn gate(&self, kind: ObjectKind) -> &Gate {
+        match kind {
+            ObjectKind::Secret => &self.gates.secrets,
+            ObjectKind::Cert => &self.gates.certificates,
+            ObjectKind::Key => &self.gates.keys,
+        }
+    }
+}
+
+/// The first read through a new client goes alone: each client learns Key Vault's
+/// challenge (tenant, resource) from its first, unauthenticated request, so reads sent
+/// together before then would each be answered 401 and sent again (a 50-object mount of a
+/// new identity: 50 extra requests). The others wait for it, up to their deadline.
+#[derive(Default)]
+struct Gate {
+    primed: std::sync::atomic::AtomicBool,
+    first: tokio::sync::Mutex<()>,
+}
+
+impl Gate {
+    async fn run<T>(
+        &self,
+        wait: Duration,
+        read: impl Future<Output = Result<T, KvError>>,
+    ) -> Result<T, KvError> {
+        use std::sync::atomic::Ordering;
+        if self.primed.load(Ordering::Acquire) {
+            return read.await;
+        }
+        // The first caller holds the lock for its read; the others wait. A read that takes
+        // longer than the deadline lets the others go without it.
+        let Ok(_first) = tokio::time::timeout(wait, self.first.lock()).await else {
+            return read.await;
+        };
+        if self.primed.load(Ordering::Acquire) {
+            drop(_first);
+            return read.await;
+        }
+        let result = read.await;
+        // Key Vault answered an authenticated request: the challenge is known.
+        let authenticated = match &result {
+            Ok(_) => true,
+            Err(e) => matches!(
+                e,
+                KvError::NotFound(_)
+                    | KvError::PermissionDenied(_)
+                    | KvError::KeyUnusable { .. }
+                    | KvError::Rejected(_)
+            ),
+        };
+        if authenticated {
+            self.primed.store(true, Ordering::Release);
+        }
+        result
+    }
 }
 
 impl std::fmt::Debug for VaultClients {
@@ -262,6 +329,7 @@ impl Fetcher {
                 }),
             )
             .map_err(setup)?,
+            gates: Gates::default(),
         });
         clients.put(key, (Arc::clone(&identity.credential), Arc::clone(&built)));
         Ok(built)
@@ -334,7 +402,13 @@ impl Fetcher {
                     (_, ObjectKind::Cert) => "get_certificate",
                     (_, ObjectKind::Key) => "get_key",
                 };
-                let result = read(&clients, &limit, deadline, kind, &name, &lookup).await;
+                let result = clients
+                    .gate(kind)
+                    .run(
+                        deadline,
+                        read(&clients, &limit, deadline, kind, &name, &lookup),
+                    )
+                    .await;
                 let failure = result.as_ref().err().map(KvError::metric_labels);
                 let object_type = match kind {
                     ObjectKind::Secret => "secret",

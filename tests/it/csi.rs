@@ -1291,3 +1291,39 @@ async fn custom_cloud_environment_files_are_read_only_under_the_operators_direct
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_new_identitys_fifty_object_mount_is_one_challenge_and_fifty_reads() {
+    let env = env().await;
+    for i in 0..50 {
+        env.mock
+            .admin(
+                "kv1",
+                http::Method::PUT,
+                &format!("/secrets/bulk-{i}"),
+                json!({"value": format!("v{i}")}),
+            )
+            .unwrap();
+    }
+    env.mock.reset_stats();
+    let entries: Vec<String> = (0..50)
+        .map(|i| format!("objectName: bulk-{i}\nobjectType: secret"))
+        .collect();
+    let refs: Vec<&str> = entries.iter().map(String::as_str).collect();
+    let r = env.mount_wi(&objects(&refs)).await.unwrap();
+    assert_eq!(r.files.len(), 50);
+    let log = env.mock.request_log(1000);
+    let count = |pred: &dyn Fn(&mock_vault::stats::LogEntry) -> bool| {
+        log.iter().filter(|r| pred(r)).count()
+    };
+    // The pod's token proven once and the credential's own token: two Entra calls. One
+    // read learns Key Vault's challenge; the other 49 go together, authenticated (without
+    // the first read going alone, every read in flight was answered 401 and sent again).
+    assert_eq!(count(&|r| r.operation == "entra.token"), 2, "{log:?}");
+    assert_eq!(count(&|r| r.status == 401), 1, "{log:?}");
+    assert_eq!(
+        count(&|r| r.operation == "secrets.get" && r.status == 200),
+        50
+    );
+    assert_eq!(log.len(), 53);
+}
