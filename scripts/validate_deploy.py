@@ -196,15 +196,17 @@ def validate_k8s(doc: dict, origin: str) -> bool:
 
 
 # Keys of one `objects` entry that akv-bridge accepts (src/csi/params.rs): the Go
-# provider's, plus the extensions optional, objectJsonKey, objectYamlKey and keyvaultName.
+# provider's, plus the extensions optional, objectJsonKey, objectYamlKey, failoverKeyvaultName
+# and keyvaultName.
 OBJECT_KEYS = {
     "objectName", "objectType", "objectVersion", "objectVersionHistory", "objectAlias",
     "objectFormat", "objectEncoding", "filePermission", "optional", "objectJsonKey", "objectYamlKey",
+    "failoverKeyvaultName",
     "keyvaultName",
 }
 SPC_PARAMETERS = {
     "keyvaultName", "tenantID", "tenantId", "cloudName", "useVMManagedIdentity",
-    "userAssignedIdentityID", "clientID", "useAzureTokenProxy", "objects",
+    "userAssignedIdentityID", "clientID", "useAzureTokenProxy", "failoverKeyvaultName", "objects",
 }
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 VAULT = re.compile(r"^[-A-Za-z0-9]{3,24}$")

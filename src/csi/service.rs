@@ -35,6 +35,7 @@ use futures::StreamExt as _;
 use tonic::{Code, Request, Response, Status};
 
 use crate::azure::keyvault::KvError;
+use crate::azure::upstream::Upstream;
 use crate::cache::Outcome;
 use crate::csi::cloud_env::{CloudEnvError, CloudEnvFiles};
 use crate::csi::content::{self, ContentError, ObjectOptions, ProviderOptions};
@@ -238,6 +239,27 @@ struct ObjectResult {
     versions: Vec<pb::ObjectVersion>,
     skipped: bool,
     outcomes: Vec<Outcome>,
+    /// Read from the failover vault.
+    failed_over: bool,
+}
+
+/// Whether a failed read of an object may be retried in its failover vault: Key Vault
+/// itself unreachable, failing, throttling past the deadline, too slow, or its certificate
+/// refused. Never for an answer about the object (404, 403, a disabled version) nor an
+/// identity problem: those would read the same in any vault, or must not be papered over.
+fn fails_over(error: &KvError) -> bool {
+    match error {
+        KvError::Unavailable { by, .. } | KvError::Certificate { by, .. } => {
+            *by == Upstream::KeyVault
+        }
+        KvError::Throttled(t) => t.by == Upstream::KeyVault,
+        KvError::DeadlineExceeded(_) => true,
+        KvError::NotFound(_)
+        | KvError::PermissionDenied(_)
+        | KvError::KeyUnusable { .. }
+        | KvError::Rejected(_)
+        | KvError::Unauthenticated { .. } => false,
+    }
 }
 
 impl Provider {
@@ -320,11 +342,53 @@ impl Provider {
         for spec in &params.objects {
             let vault = params.vault_for(spec);
             let vault_url = self.config.vault_urls.url(vault, dns_suffix);
+            let failover = params.failover_for(spec);
             let mode = params.mode_for(spec);
             let identity = Arc::clone(&identity);
             reads.push(async move {
-                self.object(&identity, vault, &vault_url, spec, mode, answer)
-                    .await
+                let primary = self
+                    .object(&identity, vault, &vault_url, spec, mode, answer)
+                    .await;
+                match (primary, failover) {
+                    (Err(MountError::Object { object, error }), Some(other))
+                        if fails_over(&error) =>
+                    {
+                        let other_url = self.config.vault_urls.url(other, dns_suffix);
+                        let secondary = self
+                            .object(&identity, other, &other_url, spec, mode, answer)
+                            .await;
+                        self.mounts.failover(secondary.is_ok());
+                        match secondary {
+                            Ok(mut result) => {
+                                tracing::warn!(
+                                    object = %object,
+                                    failover = %other,
+                                    error = %error,
+                                    "read from the failover vault"
+                                );
+                                // The version says which vault answered.
+                                for v in &mut result.versions {
+                                    if !v.version.is_empty() {
+                                        v.version = format!("{other}/{}", v.version);
+                                    }
+                                }
+                                result.failed_over = true;
+                                Ok(result)
+                            }
+                            // Both failed: the primary's error, which the operator acts on.
+                            Err(secondary) => {
+                                tracing::warn!(
+                                    object = %object,
+                                    failover = %other,
+                                    error = %secondary,
+                                    "the failover vault failed too"
+                                );
+                                Err(MountError::Object { object, error })
+                            }
+                        }
+                    }
+                    (result, _) => result,
+                }
             });
         }
         let results: Vec<Result<ObjectResult, MountError>> = futures::stream::iter(reads)
@@ -343,6 +407,7 @@ impl Provider {
         for result in results {
             let object = result?;
             summary.skipped += usize::from(object.skipped);
+            summary.failed_over += usize::from(object.failed_over);
             for o in object.outcomes {
                 match o {
                     Outcome::Hit | Outcome::Coalesced | Outcome::Stale => summary.cached += 1,
@@ -412,6 +477,7 @@ impl Provider {
             versions: Vec::new(),
             skipped: false,
             outcomes: Vec::new(),
+            failed_over: false,
         };
         let options = ObjectOptions {
             format: spec.format,
@@ -591,6 +657,7 @@ fn log_unknown_keys(params: &MountParams) -> usize {
 #[derive(Debug, Default)]
 struct MountSummary {
     identity: String,
+    failed_over: usize,
     files: usize,
     bytes: usize,
     skipped: usize,
@@ -622,6 +689,7 @@ fn audit(
             files = s.files,
             bytes = s.bytes,
             skipped = s.skipped,
+            failed_over = s.failed_over,
             from_cache = s.cached,
             keyvault_reads = s.read,
             outcome = "ok",

@@ -426,10 +426,18 @@ pub struct MountLabels {
     pub outcome: String,
 }
 
+/// Labels of a failover read.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailoverLabels {
+    /// `ok` (the failover vault answered) or `error` (it failed too).
+    pub result: &'static str,
+}
+
 /// CSI-only metrics: mounts, objects, sizes.
 #[derive(Debug, Clone)]
 pub struct MountMetrics {
     mounts: Family<MountLabels, Counter>,
+    failovers: Family<FailoverLabels, Counter>,
     objects: Family<ObjectLabels, Counter>,
     bytes: Histogram,
     /// Object keys ignored because they are not object fields. No label: the keys come
@@ -443,12 +451,19 @@ impl MountMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
             mounts: Family::default(),
+            failovers: Family::default(),
             objects: Family::default(),
             // 1 KiB .. 4 MiB.
             bytes: Histogram::new(exponential_buckets(1024.0, 2.0, 13)),
             unknown_parameters: Counter::default(),
         };
         registry.register("mounts", "Mount requests by outcome", m.mounts.clone());
+        registry.register(
+            "failovers",
+            "Objects read from their failover vault (failoverKeyvaultName) because their vault \
+             was unreachable or throttling, by whether the failover vault answered",
+            m.failovers.clone(),
+        );
         registry.register(
             "mount_objects",
             "Objects of mounts by type and result (skipped: optional and missing)",
@@ -476,6 +491,9 @@ impl MountMetrics {
                 outcome: outcome.to_owned(),
             });
         }
+        for result in ["ok", "error"] {
+            let _ = self.failovers.get_or_create(&FailoverLabels { result });
+        }
         for kind in ["secret", "key", "cert"] {
             for result in ["ok", "skipped", "not_found"] {
                 let _ = self.objects.get_or_create(&ObjectLabels {
@@ -484,6 +502,15 @@ impl MountMetrics {
                 });
             }
         }
+    }
+
+    /// Counts a read from a failover vault.
+    pub fn failover(&self, ok: bool) {
+        self.failovers
+            .get_or_create(&FailoverLabels {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
     }
 
     /// Counts a mount.

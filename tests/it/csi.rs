@@ -32,6 +32,8 @@ vaults:
       - {name: yamlcfg, value: "server:\n  tls:\n    cert.pem: YAML-CERT\n  ports: [8080, 8443]\nuser: app\n"}
       - {name: hexval, value: "68656c6c6f"}
       - {name: b64val, value: "aGVsbG8gd29ybGQ="}
+      - {name: fo-both, value: "from-kv1"}
+      - {name: fo-pinned, value: "pinned-kv1"}
     certificates:
       - {name: web, dns_names: [web.example.com], issuer: MockCA}
       - {name: web-pem, dns_names: [pem.example.com], issuer: MockCA, content_type: application/x-pem-file}
@@ -41,6 +43,9 @@ vaults:
   - name: kv2
     secrets:
       - {name: other-secret, value: "from-kv2"}
+      - {name: fo-both, value: "from-kv2"}
+      - {name: fo-only-kv2, value: "only-in-kv2"}
+      - {name: fo-pinned, value: "pinned-kv2"}
 identities:
   - name: app
     client_id: 11111111-0000-0000-0000-00000000a991
@@ -1326,4 +1331,107 @@ async fn a_new_identitys_fifty_object_mount_is_one_challenge_and_fifty_reads() {
         50
     );
     assert_eq!(log.len(), 53);
+}
+
+#[tokio::test]
+async fn an_unreachable_vault_fails_over_to_the_secondary_but_never_on_an_answer() {
+    let env = env().await;
+    let token = env.token("apps", "web");
+    let with_failover = |objects_yaml: &str| {
+        let mut a = env.wi_attributes(APP, &token, "web-0", objects_yaml);
+        a["failoverKeyvaultName"] = json!("kv2");
+        a
+    };
+    let kv2_reads = || {
+        env.mock
+            .request_log(1000)
+            .iter()
+            .filter(|r| r.vault.as_deref() == Some("kv2") && r.operation == "secrets.get")
+            .count()
+    };
+
+    // kv1 answers 503 to every read (past the retries): the object comes from kv2, and its
+    // version says so.
+    env.mock
+        .add_fault(mock_vault::FaultSpec {
+            scope: mock_vault::Scope {
+                vault: Some("kv1".into()),
+                operation: Some("secrets.get".into()),
+                ..mock_vault::Scope::default()
+            },
+            ..fault(FaultKind::Status { status: 503 }, None)
+        })
+        .unwrap();
+    let r = env
+        .mount(
+            &with_failover(&objects(&["objectName: fo-both\nobjectType: secret"])),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(files(&r)["fo-both"].1, b"from-kv2");
+    let version = &r.object_version[0];
+    assert_eq!(version.id, "secret/fo-both");
+    assert_eq!(
+        version.version,
+        format!("kv2/{}", env.version_of("kv2", "/secrets/fo-both"))
+    );
+
+    // A pinned version is one vault's: no failover, the outage is the answer.
+    let pinned = env.version_of("kv1", "/secrets/fo-pinned");
+    let err = env
+        .mount(
+            &with_failover(&objects(&[&format!(
+                "objectName: fo-pinned\nobjectType: secret\nobjectVersion: {pinned}"
+            )])),
+            &json!({}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    env.mock.clear_faults();
+
+    // An answer about the object is never failed over: kv1 says it does not exist.
+    let before = kv2_reads();
+    let err = env
+        .mount(
+            &with_failover(&objects(&["objectName: fo-only-kv2\nobjectType: secret"])),
+            &json!({}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // Nor a refusal: kv1 answers 403.
+    env.mock
+        .add_fault(mock_vault::FaultSpec {
+            scope: mock_vault::Scope {
+                vault: Some("kv1".into()),
+                operation: Some("secrets.get".into()),
+                ..mock_vault::Scope::default()
+            },
+            ..fault(FaultKind::Status { status: 403 }, None)
+        })
+        .unwrap();
+    let err = env
+        .mount(
+            &with_failover(&objects(&["objectName: fo-pinned\nobjectType: secret"])),
+            &json!({}),
+        )
+        .await
+        .unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
+    assert_ne!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(kv2_reads(), before, "kv2 was read after an answer from kv1");
+    env.mock.clear_faults();
+
+    // With kv1 back, the object is read from kv1 again.
+    let r = env
+        .mount(
+            &with_failover(&objects(&["objectName: fo-pinned\nobjectType: secret"])),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(files(&r)["fo-pinned"].1, b"pinned-kv1");
+    assert!(!r.object_version[0].version.contains('/'));
 }

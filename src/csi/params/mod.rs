@@ -94,6 +94,13 @@
 //!   written as its text, a number or boolean as written, a mapping or list as YAML.
 //!   Neither with the other, and both only with `objectType: secret`, not with
 //!   `objectFormat: pfx`, and with no `objectEncoding` other than `utf-8`.
+//! - `failoverKeyvaultName` (top level, and per object; same rule as `keyvaultName`, not
+//!   the vault it stands in for): where an object is read when its own vault is
+//!   unreachable, failing, too slow or throttling past the deadline, never after an answer
+//!   about the object (404, 403, a disabled version) or an identity failure. The top-level
+//!   one covers the objects read from the top-level vault; an object with its own
+//!   `keyvaultName` needs its own. Not for a pinned `objectVersion` (version ids belong to
+//!   one vault). See [`MountParams::failover_for`].
 //! - `keyvaultName` (same rule as the top-level one): read this object from another vault
 //!   of the same tenant, cloud and identity, so one SecretProviderClass can read several
 //!   vaults. A value equal (ignoring ASCII case) to the top-level vault is no override.
@@ -212,6 +219,7 @@ pub const IDENTITY_BINDING_AUDIENCE: &str = "api://AKSIdentityBinding";
 pub const DEFAULT_CLOUD: Cloud = Cloud::AzurePublicCloud;
 
 const P_KEYVAULT_NAME: &str = "keyvaultName";
+const P_FAILOVER_KEYVAULT_NAME: &str = "failoverKeyvaultName";
 const P_TENANT_ID: &str = "tenantID";
 const P_TENANT_ID_LEGACY: &str = "tenantId";
 const P_CLOUD_NAME: &str = "cloudName";
@@ -325,6 +333,9 @@ impl Default for ParseOptions {
 pub struct MountParams {
     /// `keyvaultName`: the vault objects are read from unless they override it.
     pub vault: VaultName,
+    /// `failoverKeyvaultName` (extension): read objects of `vault` from here when `vault` is
+    /// unreachable or throttling.
+    pub failover: Option<VaultName>,
     /// `tenantID` (or `tenantId`).
     pub tenant_id: String,
     /// `cloudName` (with `cloudEnvFileName`); [`ParseOptions::default_cloud`] when empty.
@@ -350,6 +361,19 @@ impl MountParams {
     /// The vault `object` is read from: its own, else the mount's.
     pub fn vault_for<'a>(&'a self, object: &'a ObjectSpec) -> &'a VaultName {
         object.vault.as_ref().unwrap_or(&self.vault)
+    }
+
+    /// The vault `object` fails over to: its own `failoverKeyvaultName`, else the mount's
+    /// when the object is read from the mount's vault (another vault's failover is not the
+    /// mount's to say). Only for the newest version: version ids belong to one vault.
+    pub fn failover_for<'a>(&'a self, object: &'a ObjectSpec) -> Option<&'a VaultName> {
+        if object.version.is_some() {
+            return None;
+        }
+        object.failover.as_ref().or(match object.vault {
+            None => self.failover.as_ref(),
+            Some(_) => None,
+        })
     }
 
     /// The mode of `file`s of `object`: its `filePermission`, else the default.
@@ -394,6 +418,22 @@ pub fn parse_mount_with(
         origin: P_KEYVAULT_NAME.to_owned(),
         name: snippet(vault_name),
     })?;
+    let failover = match attrs.trimmed(P_FAILOVER_KEYVAULT_NAME) {
+        "" => None,
+        name => {
+            let parsed = VaultName::parse(name).ok_or_else(|| ParamError::InvalidVaultName {
+                origin: P_FAILOVER_KEYVAULT_NAME.to_owned(),
+                name: snippet(name),
+            })?;
+            if parsed.as_str().eq_ignore_ascii_case(vault.as_str()) {
+                return Err(ParamError::InvalidParameter {
+                    name: P_FAILOVER_KEYVAULT_NAME,
+                    reason: "is keyvaultName itself; a failover vault is another one".to_owned(),
+                });
+            }
+            Some(parsed)
+        }
+    };
     let tenant_id = parse_tenant(&attrs)?;
     let cloud = parse_cloud(&attrs, &options.default_cloud)?;
     let auth = parse_auth(&attrs, &secrets)?;
@@ -411,6 +451,7 @@ pub fn parse_mount_with(
 
     Ok(MountParams {
         vault,
+        failover,
         tenant_id,
         cloud,
         auth,

@@ -349,10 +349,11 @@ pub(super) enum Field {
     ObjectJsonKey,
     ObjectYamlKey,
     KeyvaultName,
+    FailoverKeyvaultName,
 }
 
 impl Field {
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 13] = [
         Self::ObjectName,
         Self::ObjectType,
         Self::ObjectVersion,
@@ -365,6 +366,7 @@ impl Field {
         Self::ObjectJsonKey,
         Self::ObjectYamlKey,
         Self::KeyvaultName,
+        Self::FailoverKeyvaultName,
     ];
 
     pub(super) const fn key(self) -> &'static str {
@@ -381,6 +383,7 @@ impl Field {
             Self::ObjectJsonKey => "objectJsonKey",
             Self::ObjectYamlKey => "objectYamlKey",
             Self::KeyvaultName => "keyvaultName",
+            Self::FailoverKeyvaultName => "failoverKeyvaultName",
         }
     }
 

@@ -121,6 +121,9 @@ pub struct ObjectSpec {
     pub field: Option<FieldSelector>,
     /// Extension `keyvaultName`: the vault to read from, when it differs from the mount's.
     pub vault: Option<VaultName>,
+    /// Extension `failoverKeyvaultName`: the vault to read from when this object's vault is
+    /// unreachable or throttling (see [`MountParams::failover_for`](super::MountParams::failover_for)).
+    pub failover: Option<VaultName>,
     /// The base object version id (see the module docs); each of [`ObjectSpec::files`] has
     /// its own, equal to this one for a plain object.
     pub id: String,
@@ -319,6 +322,24 @@ pub(super) fn build_object(
             (!parsed.as_str().eq_ignore_ascii_case(default_vault.as_str())).then_some(parsed)
         }
     };
+    let failover = match raw.get(Field::FailoverKeyvaultName) {
+        "" => None,
+        v => {
+            let parsed = VaultName::parse(v).ok_or_else(|| ParamError::InvalidVaultName {
+                origin: format!("{object} failoverKeyvaultName"),
+                name: snippet(v),
+            })?;
+            let primary = vault.as_ref().unwrap_or(default_vault);
+            if parsed.as_str().eq_ignore_ascii_case(primary.as_str()) {
+                return Err(invalid(
+                    Field::FailoverKeyvaultName,
+                    "names the vault the object is read from; a failover vault is another one"
+                        .to_owned(),
+                ));
+            }
+            Some(parsed)
+        }
+    };
 
     let alias = raw.get(Field::ObjectAlias);
     let (path_field, path_text) = if alias.is_empty() {
@@ -369,6 +390,7 @@ pub(super) fn build_object(
         optional,
         field,
         vault,
+        failover,
         id: String::new(),
         files,
     })

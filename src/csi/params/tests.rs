@@ -388,3 +388,74 @@ fn azure_stack_cloud_takes_its_environment_file() {
     .unwrap();
     assert_eq!(p.cloud, stack(None));
 }
+
+#[test]
+fn failover_vaults_apply_to_their_own_vaults_and_the_newest_version_only() {
+    let parse = |objects: &[&str], extra: &[(&str, &str)]| {
+        parse_mount(
+            &wi_attributes(&objects_yaml(objects), extra),
+            "{}",
+            "420",
+            "/t",
+        )
+    };
+    let p = parse(
+        &[
+            DB,
+            "objectName: a\nobjectType: secret\nkeyvaultName: kv-other",
+            "objectName: b\nobjectType: secret\nkeyvaultName: kv-other\nfailoverKeyvaultName: kv-other-dr",
+            "objectName: c\nobjectType: secret\nobjectVersion: 0123abcd",
+            "objectName: d\nobjectType: secret\nfailoverKeyvaultName: kv-own-dr",
+        ],
+        &[("failoverKeyvaultName", " kv-prod-dr ")],
+    )
+    .unwrap();
+    let failovers: Vec<Option<&str>> = p
+        .objects
+        .iter()
+        .map(|o| p.failover_for(o).map(|v| v.as_str()))
+        .collect();
+    assert_eq!(
+        failovers,
+        [
+            // The mount's vault: the mount's failover.
+            Some("kv-prod-dr"),
+            // Another vault: not the mount's failover.
+            None,
+            Some("kv-other-dr"),
+            // A pinned version belongs to one vault.
+            None,
+            Some("kv-own-dr"),
+        ]
+    );
+    assert!(parse(&[DB], &[]).unwrap().failover.is_none());
+
+    let err = parse(&[DB], &[("failoverKeyvaultName", "KV-PROD")]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ParamError::InvalidParameter {
+                name: "failoverKeyvaultName",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = parse(&[DB], &[("failoverKeyvaultName", "not a vault!")]).unwrap_err();
+    assert!(matches!(err, ParamError::InvalidVaultName { .. }), "{err}");
+    let err = parse(
+        &["objectName: a\nobjectType: secret\nkeyvaultName: kv-x\nfailoverKeyvaultName: kv-x"],
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ParamError::InvalidObjectField {
+                field: "failoverKeyvaultName",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
