@@ -201,7 +201,7 @@ def validate_k8s(doc: dict, origin: str) -> bool:
 OBJECT_KEYS = {
     "objectName", "objectType", "objectVersion", "objectVersionHistory", "objectAlias",
     "objectFormat", "objectEncoding", "filePermission", "optional", "objectJsonKey", "objectYamlKey",
-    "failoverKeyvaultName",
+    "failoverKeyvaultName", "objectNamePrefix", "objectTag", "objectMaxCount",
     "keyvaultName",
 }
 SPC_PARAMETERS = {
@@ -256,7 +256,11 @@ def validate_spc(doc: dict, origin: str) -> None:
         bad = set(obj) - OBJECT_KEYS
         if bad:
             problems.append(f"objects[{i}] has keys akv-bridge refuses: {sorted(bad)}")
-        if not obj.get("objectName") or str(obj.get("objectType", "")).lower() not in ("secret", "key", "cert"):
+        selection = bool(obj.get("objectNamePrefix") or obj.get("objectTag"))
+        if selection:
+            if obj.get("objectName") or str(obj.get("objectType", "")).lower() != "secret":
+                problems.append(f"objects[{i}] a selection (objectNamePrefix/objectTag) has no objectName and objectType secret")
+        elif not obj.get("objectName") or str(obj.get("objectType", "")).lower() not in ("secret", "key", "cert"):
             problems.append(f"objects[{i}] needs objectName and objectType secret|key|cert")
         if "keyvaultName" in obj and not VAULT.match(str(obj["keyvaultName"])):
             problems.append(f"objects[{i}] keyvaultName is not a vault name")

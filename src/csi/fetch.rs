@@ -77,7 +77,8 @@ impl VaultClients {
 /// The first read through a new client goes alone: each client learns Key Vault's
 /// challenge (tenant, resource) from its first, unauthenticated request, so reads sent
 /// together before then would each be answered 401 and sent again (a 50-object mount of a
-/// new identity: 50 extra requests). The others wait for it, up to their deadline.
+/// new identity: 50 extra requests). The others wait for it within their own deadline; once
+/// it has finished, whatever its answer, nobody waits again.
 #[derive(Default)]
 struct Gate {
     primed: std::sync::atomic::AtomicBool,
@@ -85,39 +86,32 @@ struct Gate {
 }
 
 impl Gate {
-    async fn run<T>(
-        &self,
-        wait: Duration,
-        read: impl Future<Output = Result<T, KvError>>,
-    ) -> Result<T, KvError> {
+    /// Runs `read`, given what is left of `deadline`: at once when the client is primed,
+    /// else alone (the first) or after the first finished (the others). The deadline covers
+    /// the wait, so a read never takes longer than `deadline` in all.
+    async fn run<T, F, Fut>(&self, deadline: Duration, read: F) -> Result<T, KvError>
+    where
+        F: FnOnce(Duration) -> Fut,
+        Fut: Future<Output = Result<T, KvError>>,
+    {
         use std::sync::atomic::Ordering;
         if self.primed.load(Ordering::Acquire) {
-            return read.await;
+            return read(deadline).await;
         }
-        // The first caller holds the lock for its read; the others wait. A read that takes
-        // longer than the deadline lets the others go without it.
-        let Ok(_first) = tokio::time::timeout(wait, self.first.lock()).await else {
-            return read.await;
+        let started = Instant::now();
+        let Ok(first) = tokio::time::timeout(deadline, self.first.lock()).await else {
+            return Err(KvError::DeadlineExceeded(deadline));
         };
+        let left = deadline.saturating_sub(started.elapsed());
         if self.primed.load(Ordering::Acquire) {
-            drop(_first);
-            return read.await;
+            drop(first);
+            return read(left).await;
         }
-        let result = read.await;
-        // Key Vault answered an authenticated request: the challenge is known.
-        let authenticated = match &result {
-            Ok(_) => true,
-            Err(e) => matches!(
-                e,
-                KvError::NotFound(_)
-                    | KvError::PermissionDenied(_)
-                    | KvError::KeyUnusable { .. }
-                    | KvError::Rejected(_)
-            ),
-        };
-        if authenticated {
-            self.primed.store(true, Ordering::Release);
-        }
+        let result = read(left).await;
+        // Whatever the answer, the challenge was tried: the others go now, together
+        // (during an outage each would otherwise wait behind one read in turn).
+        self.primed.store(true, Ordering::Release);
+        drop(first);
         result
     }
 }
@@ -144,7 +138,29 @@ pub enum Fetched {
     Missing,
     /// The object's enabled versions, newest first.
     Versions(Vec<String>),
+    /// The vault's secrets (for selections), at most [`MAX_LISTED`]; `truncated` when the
+    /// vault has more.
+    Names {
+        /// What the listing says of each secret.
+        secrets: Vec<ListedSecret>,
+        /// More than [`MAX_LISTED`] secrets: the listing stopped.
+        truncated: bool,
+    },
 }
+
+/// A secret as the vault's listing shows it: no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSecret {
+    /// Its name.
+    pub name: String,
+    /// Whether it is enabled.
+    pub enabled: bool,
+    /// Its tags.
+    pub tags: std::collections::HashMap<String, String>,
+}
+
+/// The most secrets a selection's listing reads (1,000 pages of 25).
+pub const MAX_LISTED: usize = 25_000;
 
 /// How the cache and the reads behave.
 #[derive(Debug, Clone)]
@@ -170,6 +186,8 @@ enum Lookup {
     Latest,
     Version(String),
     Versions,
+    /// Every secret of the vault (for selections).
+    Names,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -230,6 +248,17 @@ pub(crate) fn weight(fetched: &Fetched) -> usize {
         }
         Fetched::Missing => 0,
         Fetched::Versions(v) => v.iter().map(String::len).sum(),
+        Fetched::Names { secrets, .. } => secrets
+            .iter()
+            .map(|s| {
+                s.name.len()
+                    + 16
+                    + s.tags
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 16)
+                        .sum::<usize>()
+            })
+            .sum(),
     };
     // Key, bookkeeping and allocation overhead.
     bytes + 128
@@ -351,6 +380,17 @@ impl Fetcher {
         self.lookup(identity, vault_url, kind, name, lookup).await
     }
 
+    /// The vault's secrets, names and tags only (needs `secrets/list`), shared by every
+    /// selection of the identity for `--latest-cache-ttl`.
+    pub async fn secret_names(
+        &self,
+        identity: &Identity,
+        vault_url: &str,
+    ) -> (Result<Arc<Fetched>, KvError>, Outcome) {
+        self.lookup(identity, vault_url, ObjectKind::Secret, "", Lookup::Names)
+            .await
+    }
+
     /// The object's enabled versions, newest first (needs the `list` permission).
     pub async fn versions(
         &self,
@@ -386,7 +426,7 @@ impl Fetcher {
         let deadline = self.config.policy.deadline;
         let ttl = match lookup {
             Lookup::Version(_) => self.config.version_ttl,
-            Lookup::Latest | Lookup::Versions => self.config.latest_ttl,
+            Lookup::Latest | Lookup::Versions | Lookup::Names => self.config.latest_ttl,
         };
         let latest_ttl = self.config.latest_ttl;
         let stale_grace = self.config.stale_grace;
@@ -398,16 +438,16 @@ impl Fetcher {
                 let started = Instant::now();
                 let operation = match (&lookup, kind) {
                     (Lookup::Versions, _) => "list_versions",
+                    (Lookup::Names, _) => "list_secrets",
                     (_, ObjectKind::Secret) => "get_secret",
                     (_, ObjectKind::Cert) => "get_certificate",
                     (_, ObjectKind::Key) => "get_key",
                 };
                 let result = clients
                     .gate(kind)
-                    .run(
-                        deadline,
-                        read(&clients, &limit, deadline, kind, &name, &lookup),
-                    )
+                    .run(deadline, |left| {
+                        read(&clients, &limit, left, kind, &name, &lookup)
+                    })
                     .await;
                 let failure = result.as_ref().err().map(KvError::metric_labels);
                 let object_type = match kind {
@@ -452,6 +492,7 @@ async fn read(
         Lookup::Version(v) => Some(v.clone()),
         Lookup::Latest => None,
         Lookup::Versions => return list_versions(clients, limit, deadline, kind, name).await,
+        Lookup::Names => return list_secrets(clients, limit, deadline).await,
     };
     let what = match &version {
         Some(v) => format!("{} {name}/{v}", kind.as_str()),
@@ -586,6 +627,55 @@ async fn list_versions(
         ),
     };
     Ok(Fetched::Versions(newest_enabled(rows)))
+}
+
+/// Every secret of the vault, up to [`MAX_LISTED`] (the listing pages through the vault:
+/// Key Vault cannot filter by name or tag).
+async fn list_secrets(
+    clients: &VaultClients,
+    limit: &Semaphore,
+    deadline: Duration,
+) -> Result<Fetched, KvError> {
+    let (secrets, truncated) = bounded_call(
+        limit,
+        deadline,
+        "secrets/list",
+        "the vault's secrets",
+        async {
+            let mut pager = clients.secrets.list_secret_properties(None)?;
+            let mut secrets = Vec::new();
+            while let Some(p) = pager.try_next().await? {
+                if secrets.len() == MAX_LISTED {
+                    return Ok((secrets, true));
+                }
+                let Some(name) = id_name(p.id.as_deref()) else {
+                    continue;
+                };
+                secrets.push(ListedSecret {
+                    name,
+                    enabled: p
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.enabled)
+                        .unwrap_or(true),
+                    tags: p.tags.unwrap_or_default(),
+                });
+            }
+            Ok((secrets, false))
+        },
+    )
+    .await?;
+    Ok(Fetched::Names { secrets, truncated })
+}
+
+/// The name in an object id without version (`https://kv.vault.azure.net/secrets/db`).
+fn id_name(id: Option<&str>) -> Option<String> {
+    let url = url::Url::parse(id?).ok()?;
+    let segments: Vec<&str> = url.path_segments()?.filter(|s| !s.is_empty()).collect();
+    match segments.as_slice() {
+        [_, name] => Some((*name).to_owned()),
+        _ => None,
+    }
 }
 
 /// Enabled versions, newest first (by creation time, then version for a stable order).

@@ -183,7 +183,13 @@ pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>,
     let mounts = MountMetrics::register(csi_registry);
     metrics.precreate(
         &["Version", "Mount"],
-        &["get_secret", "get_certificate", "get_key", "list_versions"],
+        &[
+            "get_secret",
+            "get_certificate",
+            "get_key",
+            "list_versions",
+            "list_secrets",
+        ],
     );
     mounts.precreate();
     let fetcher = Fetcher::new(

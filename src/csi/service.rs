@@ -39,7 +39,7 @@ use crate::azure::upstream::Upstream;
 use crate::cache::Outcome;
 use crate::csi::cloud_env::{CloudEnvError, CloudEnvFiles};
 use crate::csi::content::{self, ContentError, ObjectOptions, ProviderOptions};
-use crate::csi::fetch::{Fetched, Fetcher};
+use crate::csi::fetch::{Fetched, Fetcher, MAX_LISTED};
 use crate::csi::identity::{Identities, Identity, IdentityError, vault_scope};
 use crate::csi::params::{
     self, MountCloud, MountParams, ObjectSpec, ParamError, ParseOptions, VaultName,
@@ -99,6 +99,9 @@ pub enum MountError {
     /// Two files would have the same path.
     #[error("two objects write the same file {0:?}; give one an objectAlias")]
     DuplicatePath(String),
+    /// A selection (`objectNamePrefix`, `objectTag`) matches more secrets than it may mount.
+    #[error("{0}")]
+    Selection(String),
     /// The response would exceed what the driver accepts.
     #[error(
         "the objects add up to {0} bytes, more than the driver's 4 MiB limit; split them \
@@ -143,6 +146,7 @@ impl MountError {
             }
             Self::Object { error, .. } => kv_code(error),
             Self::VersionNotListed { .. } => Code::NotFound,
+            Self::Selection(_) => Code::FailedPrecondition,
             Self::Content { .. } => Code::FailedPrecondition,
             Self::TooLarge(_) => Code::ResourceExhausted,
             Self::Timeout(_) => Code::DeadlineExceeded,
@@ -160,6 +164,7 @@ impl MountError {
             Self::Identity(_) => "identity",
             Self::Object { error, .. } => error.label(),
             Self::VersionNotListed { .. } => "not_found",
+            Self::Selection(_) => "selection",
             Self::Content { .. } => "content",
             Self::TooLarge(_) => "too_large",
             Self::Timeout(_) => "deadline_exceeded",
@@ -338,8 +343,58 @@ impl Provider {
         let identity = self.identities.resolve(params, authority)?;
         self.identities.admit(&identity, params, &scope).await?;
 
-        let mut reads = Vec::with_capacity(params.objects.len());
-        for spec in &params.objects {
+        // Selections: list the vault (cached), match, and check the matches with the
+        // objects as if they had been written out.
+        let expanded;
+        let objects: &[ObjectSpec] = if params.selections.is_empty() {
+            &params.objects
+        } else {
+            let mut selected = Vec::with_capacity(params.selections.len());
+            for selection in &params.selections {
+                let vault = selection.vault.as_ref().unwrap_or(&params.vault);
+                let vault_url = self.config.vault_urls.url(vault, dns_suffix);
+                let what = format!("{} in vault {vault}", selection.describe());
+                let (listed, _) = self.fetcher.secret_names(&identity, &vault_url).await;
+                let listed = listed.map_err(|error| MountError::Object {
+                    object: what.clone(),
+                    error,
+                })?;
+                let Fetched::Names { secrets, truncated } = &*listed else {
+                    return Err(MountError::Config(format!("{what}: no listing")));
+                };
+                if *truncated {
+                    return Err(MountError::Config(format!(
+                        "{what}: the vault has more than {MAX_LISTED} secrets, more than a \
+                         selection lists; name the objects instead"
+                    )));
+                }
+                let mut names: Vec<String> = secrets
+                    .iter()
+                    .filter(|s| selection.matches(&s.name, s.enabled, &s.tags))
+                    .map(|s| s.name.clone())
+                    .collect();
+                names.sort();
+                if names.len() > selection.max as usize {
+                    return Err(MountError::Selection(format!(
+                        "{what}: {} secrets match, more than objectMaxCount {}",
+                        names.len(),
+                        selection.max
+                    )));
+                }
+                if names.is_empty() && !selection.optional {
+                    return Err(MountError::Object {
+                        object: what,
+                        error: KvError::NotFound("no enabled secret matches".to_owned()),
+                    });
+                }
+                selected.push((selection.index, names));
+            }
+            expanded = params.with_selected(&selected)?;
+            &expanded
+        };
+
+        let mut reads = Vec::with_capacity(objects.len());
+        for spec in objects {
             let vault = params.vault_for(spec);
             let vault_url = self.config.vault_urls.url(vault, dns_suffix);
             let failover = params.failover_for(spec);
@@ -359,6 +414,17 @@ impl Provider {
                             .await;
                         self.mounts.failover(secondary.is_ok());
                         match secondary {
+                            // An optional object missing in the failover vault is not
+                            // what the primary holds: keep the primary's error rather than
+                            // remove the pod's file.
+                            Ok(result) if result.skipped => {
+                                tracing::warn!(
+                                    object = %object,
+                                    failover = %other,
+                                    "the failover vault does not have the object"
+                                );
+                                Err(MountError::Object { object, error })
+                            }
                             Ok(mut result) => {
                                 tracing::warn!(
                                     object = %object,

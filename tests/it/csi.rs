@@ -40,6 +40,42 @@ vaults:
     keys:
       - {name: rsa-key, kty: RSA, size: 2048}
       - {name: ec-key, kty: EC, crv: P-256, versions: 2}
+  - name: kv3
+    secrets:
+      - {name: app-db, value: "db-pass", tags: {team: payments}}
+      - {name: app-cache, value: "cache-pass", tags: {team: orders, mount: ""}}
+      - {name: app-off, value: "disabled", enabled: false, tags: {team: payments}}
+      - {name: other, value: "other-pass", tags: {team: payments}}
+      - {name: bulk-00, value: "b0"}
+      - {name: bulk-01, value: "b1"}
+      - {name: bulk-02, value: "b2"}
+      - {name: bulk-03, value: "b3"}
+      - {name: bulk-04, value: "b4"}
+      - {name: bulk-05, value: "b5"}
+      - {name: bulk-06, value: "b6"}
+      - {name: bulk-07, value: "b7"}
+      - {name: bulk-08, value: "b8"}
+      - {name: bulk-09, value: "b9"}
+      - {name: bulk-10, value: "b10"}
+      - {name: bulk-11, value: "b11"}
+      - {name: bulk-12, value: "b12"}
+      - {name: bulk-13, value: "b13"}
+      - {name: bulk-14, value: "b14"}
+      - {name: bulk-15, value: "b15"}
+      - {name: bulk-16, value: "b16"}
+      - {name: bulk-17, value: "b17"}
+      - {name: bulk-18, value: "b18"}
+      - {name: bulk-19, value: "b19"}
+      - {name: bulk-20, value: "b20"}
+      - {name: bulk-21, value: "b21"}
+      - {name: bulk-22, value: "b22"}
+      - {name: bulk-23, value: "b23"}
+      - {name: bulk-24, value: "b24"}
+      - {name: bulk-25, value: "b25"}
+      - {name: bulk-26, value: "b26"}
+      - {name: bulk-27, value: "b27"}
+      - {name: bulk-28, value: "b28"}
+      - {name: bulk-29, value: "b29"}
   - name: kv2
     secrets:
       - {name: other-secret, value: "from-kv2"}
@@ -1434,4 +1470,97 @@ async fn an_unreachable_vault_fails_over_to_the_secondary_but_never_on_an_answer
         .unwrap();
     assert_eq!(files(&r)["fo-pinned"].1, b"pinned-kv1");
     assert!(!r.object_version[0].version.contains('/'));
+}
+
+#[tokio::test]
+async fn a_selection_mounts_every_enabled_secret_by_prefix_or_tag_within_its_bounds() {
+    let env = &env().await;
+    let mount = |entries: &[&str]| {
+        let token = env.token("apps", "web");
+        let attrs = env.wi_attributes(APP, &token, "web-0", &objects(entries));
+        async move { env.mount(&attrs, &json!({})).await }
+    };
+    let lists = || env.mock.stats().authenticated("secrets.list");
+
+    // By prefix, into a directory; the disabled one is left out; ids as if listed by name.
+    let r = mount(&[
+        "objectNamePrefix: app-\nobjectType: secret\nkeyvaultName: kv3\nobjectAlias: apps",
+    ])
+    .await
+    .unwrap();
+    let f = files(&r);
+    assert_eq!(
+        f.keys().collect::<Vec<_>>(),
+        ["apps/app-cache", "apps/app-db"]
+    );
+    assert_eq!(f["apps/app-db"].1, b"db-pass");
+    let v = versions(&r);
+    assert_eq!(
+        v.keys().collect::<Vec<_>>(),
+        ["secret/kv3/app-cache", "secret/kv3/app-db"]
+    );
+
+    // By tag value, and by tag presence with a prefix.
+    let r = mount(&["objectTag: team=payments\nobjectType: secret\nkeyvaultName: kv3"])
+        .await
+        .unwrap();
+    assert_eq!(files(&r).keys().collect::<Vec<_>>(), ["app-db", "other"]);
+    let r =
+        mount(&["objectNamePrefix: app-\nobjectTag: mount\nobjectType: secret\nkeyvaultName: kv3"])
+            .await
+            .unwrap();
+    assert_eq!(files(&r).keys().collect::<Vec<_>>(), ["app-cache"]);
+    // The listing was read once for the three mounts (cached per identity and vault), in
+    // two pages (34 secrets, 25 a page).
+    assert_eq!(lists(), 2);
+
+    // Past the page: 30 of 34 secrets.
+    let r = mount(&["objectNamePrefix: bulk-\nobjectType: secret\nkeyvaultName: kv3"])
+        .await
+        .unwrap();
+    assert_eq!(r.files.len(), 30);
+    assert_eq!(files(&r)["bulk-29"].1, b"b29");
+
+    // Bounded: more matches than objectMaxCount fail, naming the count.
+    let err = mount(&[
+        "objectNamePrefix: bulk-\nobjectType: secret\nkeyvaultName: kv3\nobjectMaxCount: 10",
+    ])
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains("30 secrets match, more than objectMaxCount 10"),
+        "{}",
+        err.message()
+    );
+
+    // Nothing matches: NOT_FOUND, or no file when optional.
+    let err = mount(&["objectNamePrefix: nope-\nobjectType: secret\nkeyvaultName: kv3"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let r = mount(&[
+        "objectNamePrefix: nope-\nobjectType: secret\nkeyvaultName: kv3\noptional: true",
+        "objectName: db-password\nobjectType: secret",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(files(&r).keys().collect::<Vec<_>>(), ["db-password"]);
+
+    // A match writes a file another entry writes: refused, naming the path.
+    let err = mount(&[
+        "objectNamePrefix: app-\nobjectType: secret\nkeyvaultName: kv3",
+        "objectName: db-password\nobjectType: secret\nobjectAlias: app-db",
+    ])
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("app-db"), "{}", err.message());
+
+    // A selection with a single-object key is refused when parsed.
+    let err = mount(&["objectNamePrefix: app-\nobjectType: secret\nobjectVersion: abc"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 }

@@ -1,7 +1,13 @@
 //! `objectJsonKey` and `objectYamlKey`: one value picked out of a JSON or YAML secret by a
-//! path ([`crate::csi::params::field_path`]), the parsed document scrubbed before it is
-//! dropped. A string is written as its text, anything else in the document's own syntax
-//! (compact JSON; YAML). Errors name the path and where it stopped, never a value.
+//! path ([`crate::csi::params::field_path`]). A string is written as its text, anything else
+//! in the document's own syntax as the parser reads it (compact JSON; YAML): numbers are
+//! normalised (`1.10` is written `1.1`, YAML's `0x1F` `31`). Errors name the path and where it
+//! stopped, never a value.
+//!
+//! The parsed document's strings are zeroized before it is dropped; the parsers' own
+//! buffers (serde_json's scratch space, libyaml's events) are not, as no parser here offers
+//! that. YAML is parsed under a node budget ([`super::yaml_budget`]): alias expansion is
+//! stopped before it can take the memory a small secret could otherwise claim.
 
 use zeroize::{Zeroize as _, Zeroizing};
 
@@ -166,21 +172,15 @@ fn yaml_take(map: serde_yaml_ng::Mapping, wanted: &str) -> Option<serde_yaml_ng:
 
 fn extract_yaml(content: &[u8], path: &str) -> Result<Zeroizing<Vec<u8>>, ContentError> {
     let document: serde_yaml_ng::Value =
-        serde_yaml_ng::from_slice(content).map_err(|e| ContentError::InvalidYaml {
+        super::yaml_budget::parse(content).map_err(|e| ContentError::InvalidYaml {
             key: path.to_owned(),
             // The location only: the error's text may quote the document.
             line: e.location().map_or(0, |l| l.line()),
             column: e.location().map_or(0, |l| l.column()),
         })?;
     let document = untag(document);
-    let whole_key = matches!(&document, serde_yaml_ng::Value::Mapping(map)
-        if map.keys().any(|k| yaml_key_matches(k, path)));
-    let value = if whole_key {
-        let serde_yaml_ng::Value::Mapping(map) = document else {
-            return Err(missing(Document::Yaml, path, &[], 0));
-        };
-        untag(yaml_take(map, path).unwrap_or(serde_yaml_ng::Value::Null))
-    } else {
+    // A path only (objectYamlKey has no one-key past to keep): `a.b` is always nested.
+    let value = {
         let steps = match steps(path, Document::Yaml) {
             Ok(s) => s,
             Err(e) => {
@@ -340,7 +340,12 @@ mod tests {
         assert_eq!(yaml(&doc, "true").unwrap(), "yes-key");
         assert_eq!(yaml(&doc, "flag").unwrap(), "true");
         assert_eq!(yaml(&doc, "nothing").unwrap(), "null");
-        assert_eq!(yaml(&doc, "a.b").unwrap(), "whole");
+        // YAML takes paths only: a key with a dot is quoted.
+        assert_eq!(yaml(&doc, r#"["a.b"]"#).unwrap(), "whole");
+        assert!(matches!(
+            yaml(&doc, "a.b"),
+            Err(ContentError::MissingField { .. })
+        ));
         assert_eq!(yaml(&doc, "tagged").unwrap(), "tagged-value");
         let errors = [
             yaml(&doc, "db.user").unwrap_err(),

@@ -77,6 +77,7 @@ mod pem;
 mod pfx;
 mod pkcs8;
 mod spki;
+mod yaml_budget;
 
 /// Content type of a certificate-backing secret holding PEM (key and chain).
 pub const PEM_CONTENT_TYPE: &str = "application/x-pem-file";

@@ -94,6 +94,8 @@
 //!   written as its text, a number or boolean as written, a mapping or list as YAML.
 //!   Neither with the other, and both only with `objectType: secret`, not with
 //!   `objectFormat: pfx`, and with no `objectEncoding` other than `utf-8`.
+//! - `objectNamePrefix`, `objectTag`, `objectMaxCount`: an entry that selects every enabled
+//!   secret by name prefix and/or tag, one file each, up to a count ([`selection`]).
 //! - `failoverKeyvaultName` (top level, and per object; same rule as `keyvaultName`, not
 //!   the vault it stands in for): where an object is read when its own vault is
 //!   unreachable, failing, too slow or throttling past the deadline, never after an answer
@@ -185,6 +187,7 @@ pub mod field_path;
 mod files;
 mod identity;
 mod objects;
+pub mod selection;
 mod spec;
 
 /// Largest `attributes` or `secrets` JSON accepted, in bytes.
@@ -342,8 +345,10 @@ pub struct MountParams {
     pub cloud: MountCloud,
     /// The identity to use.
     pub auth: AuthMode,
-    /// `objects`, in order, with their files and ids.
+    /// `objects`, in order, with their files and ids (selections apart).
     pub objects: Vec<ObjectSpec>,
+    /// `objects` entries with `objectNamePrefix` or `objectTag` ([`selection`]).
+    pub selections: Vec<selection::SelectionSpec>,
     /// The pod.
     pub pod: PodInfo,
     /// `secretProviderClass`: the SecretProviderClass name, for logs.
@@ -374,6 +379,34 @@ impl MountParams {
             None => self.failover.as_ref(),
             Some(_) => None,
         })
+    }
+
+    /// Every object of the mount once each selection's matches are known: `selected` pairs
+    /// a selection's entry index with the secret names it matched. Each match is an entry
+    /// of its own, checked with the objects (paths, collisions, ids) as if written out.
+    pub fn with_selected(
+        &self,
+        selected: &[(usize, Vec<String>)],
+    ) -> Result<Vec<ObjectSpec>, ParamError> {
+        let mut all = self.objects.clone();
+        for (index, names) in selected {
+            let Some(selection) = self.selections.iter().find(|s| s.index == *index) else {
+                continue;
+            };
+            for name in names {
+                all.push(selection.entry_for(name, &self.vault)?);
+            }
+        }
+        let count: usize = all.iter().map(|s| s.files.len()).sum();
+        if count > MAX_FILES {
+            return Err(ParamError::TooManyFiles {
+                count,
+                max: MAX_FILES,
+            });
+        }
+        files::check_collisions(&all)?;
+        spec::assign_ids(&mut all)?;
+        Ok(all)
     }
 
     /// The mode of `file`s of `object`: its `filePermission`, else the default.
@@ -446,7 +479,7 @@ pub fn parse_mount_with(
     };
     let secret_provider_class = attrs.pod_attribute(A_SECRET_PROVIDER_CLASS)?;
     let objects_yaml = attrs.required(P_OBJECTS)?;
-    let (objects, unknown_keys) =
+    let (objects, selections, unknown_keys) =
         objects::parse_objects_with(objects_yaml, &vault, options.strict)?;
 
     Ok(MountParams {
@@ -456,6 +489,7 @@ pub fn parse_mount_with(
         cloud,
         auth,
         objects,
+        selections,
         pod,
         secret_provider_class,
         default_mode,

@@ -8,6 +8,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 
 use super::error::{ObjectLabel, ParamError};
 use super::files::check_collisions;
+use super::selection::{SelectionSpec, build_selection, is_selection};
 use super::spec::{ObjectSpec, assign_ids, build_object};
 use super::{
     MAX_FILES, MAX_OBJECTS, MAX_OBJECTS_YAML_BYTES, MAX_REPORTED_UNKNOWN_KEYS, P_OBJECTS,
@@ -20,7 +21,7 @@ use super::{
 /// this is for tests.
 #[cfg(test)]
 pub fn parse_objects(yaml: &str, vault: &VaultName) -> Result<Vec<ObjectSpec>, ParamError> {
-    parse_objects_with(yaml, vault, true).map(|(specs, _)| specs)
+    parse_objects_with(yaml, vault, true).map(|(specs, ..)| specs)
 }
 
 /// Object keys that were ignored (not `strict`), as [`MountParams`](super::MountParams)
@@ -41,7 +42,7 @@ pub(super) fn parse_objects_with(
     yaml: &str,
     vault: &VaultName,
     strict: bool,
-) -> Result<(Vec<ObjectSpec>, UnknownKeys), ParamError> {
+) -> Result<(Vec<ObjectSpec>, Vec<SelectionSpec>, UnknownKeys), ParamError> {
     if yaml.len() > MAX_OBJECTS_YAML_BYTES {
         return Err(ParamError::TooLarge {
             what: P_OBJECTS,
@@ -54,6 +55,7 @@ pub(super) fn parse_objects_with(
         return Err(ParamError::NoObjects);
     }
     let mut specs = Vec::with_capacity(entries.len());
+    let mut selections = Vec::new();
     let mut unknown = document_unknown;
     let mut file_count = 0usize;
     for (index, entry) in entries.iter().enumerate() {
@@ -72,6 +74,19 @@ pub(super) fn parse_objects_with(
                 }
             }
         }
+        if is_selection(&raw) {
+            let selection = build_selection(&raw, index, vault)?;
+            // Counted at its most, so the expanded mount stays within MAX_FILES.
+            file_count = file_count.saturating_add(selection.max as usize);
+            if file_count > MAX_FILES {
+                return Err(ParamError::TooManyFiles {
+                    count: file_count,
+                    max: MAX_FILES,
+                });
+            }
+            selections.push(selection);
+            continue;
+        }
         let spec = build_object(&raw, index, vault)?;
         file_count = file_count.saturating_add(spec.files.len());
         if file_count > MAX_FILES {
@@ -84,7 +99,7 @@ pub(super) fn parse_objects_with(
     }
     check_collisions(&specs)?;
     assign_ids(&mut specs)?;
-    Ok((specs, unknown))
+    Ok((specs, selections, unknown))
 }
 
 /// Shortens a parser message.
@@ -350,10 +365,13 @@ pub(super) enum Field {
     ObjectYamlKey,
     KeyvaultName,
     FailoverKeyvaultName,
+    ObjectNamePrefix,
+    ObjectTag,
+    ObjectMaxCount,
 }
 
 impl Field {
-    const ALL: [Self; 13] = [
+    const ALL: [Self; 16] = [
         Self::ObjectName,
         Self::ObjectType,
         Self::ObjectVersion,
@@ -367,6 +385,9 @@ impl Field {
         Self::ObjectYamlKey,
         Self::KeyvaultName,
         Self::FailoverKeyvaultName,
+        Self::ObjectNamePrefix,
+        Self::ObjectTag,
+        Self::ObjectMaxCount,
     ];
 
     pub(super) const fn key(self) -> &'static str {
@@ -384,6 +405,9 @@ impl Field {
             Self::ObjectYamlKey => "objectYamlKey",
             Self::KeyvaultName => "keyvaultName",
             Self::FailoverKeyvaultName => "failoverKeyvaultName",
+            Self::ObjectNamePrefix => "objectNamePrefix",
+            Self::ObjectTag => "objectTag",
+            Self::ObjectMaxCount => "objectMaxCount",
         }
     }
 
@@ -394,6 +418,7 @@ impl Field {
 
 /// An object entry's fields: raw scalar text, untrimmed, `None` for null; and the unknown
 /// keys that were ignored (the first [`MAX_REPORTED_UNKNOWN_KEYS`], shortened) and their count.
+#[derive(Debug, Clone, Default)]
 pub(super) struct RawObject {
     fields: Vec<(Field, Option<String>)>,
     unknown: Vec<String>,
@@ -408,6 +433,33 @@ impl RawObject {
             .find(|(f, _)| *f == field)
             .and_then(|(_, v)| v.as_deref())
             .map_or("", str::trim)
+    }
+
+    /// This selection entry as the entry of one selected secret: `objectName: <name>`,
+    /// `objectAlias: <alias>`, without the selection's own keys.
+    pub(super) fn for_selected(&self, name: &str, alias: &str) -> Self {
+        let mut fields: Vec<(Field, Option<String>)> = self
+            .fields
+            .iter()
+            .filter(|(f, _)| {
+                !matches!(
+                    f,
+                    Field::ObjectName
+                        | Field::ObjectAlias
+                        | Field::ObjectNamePrefix
+                        | Field::ObjectTag
+                        | Field::ObjectMaxCount
+                )
+            })
+            .cloned()
+            .collect();
+        fields.push((Field::ObjectName, Some(name.to_owned())));
+        fields.push((Field::ObjectAlias, Some(alias.to_owned())));
+        Self {
+            fields,
+            unknown: Vec::new(),
+            unknown_count: 0,
+        }
     }
 }
 

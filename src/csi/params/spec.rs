@@ -330,6 +330,14 @@ pub(super) fn build_object(
                 name: snippet(v),
             })?;
             let primary = vault.as_ref().unwrap_or(default_vault);
+            if !raw.get(Field::ObjectVersion).is_empty()
+                && !raw.get(Field::ObjectVersion).eq_ignore_ascii_case("latest")
+            {
+                return Err(incompatible(
+                    "failoverKeyvaultName cannot be combined with a pinned objectVersion: \
+                     version ids belong to one vault",
+                ));
+            }
             if parsed.as_str().eq_ignore_ascii_case(primary.as_str()) {
                 return Err(invalid(
                     Field::FailoverKeyvaultName,

@@ -457,5 +457,14 @@ fn failover_vaults_apply_to_their_own_vaults_and_the_newest_version_only() {
             }
         ),
         "{err}"
+    ); // A per-object failover for a pinned version would be silently unused: refused.
+    let err = parse(
+        &["objectName: a\nobjectType: secret\nobjectVersion: 0123abcd\nfailoverKeyvaultName: kv-dr"],
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, ParamError::IncompatibleObjectFields { .. }),
+        "{err}"
     );
 }
