@@ -241,6 +241,17 @@ fn token(shared: &Shared, tenant: &str, body: &[u8]) -> EntraReply {
         };
     }
 
+    token_reply(shared, &identity, scope, "entra.token")
+}
+
+/// A client-credentials token for `identity` and `scope`, as Entra answers it (also the
+/// token proxy's answer, `operation` naming which).
+pub(crate) fn token_reply(
+    shared: &Shared,
+    identity: &Identity,
+    scope: &str,
+    operation: &'static str,
+) -> EntraReply {
     let ttl = shared.token_ttl;
     let access_token = shared.issue_token(TokenGrant {
         identity: identity.name.clone(),
@@ -257,7 +268,7 @@ fn token(shared: &Shared, tenant: &str, body: &[u8]) -> EntraReply {
             "access_token": access_token,
         }),
         identity: Some(identity.name.clone()),
-        operation: "entra.token",
+        operation,
     }
 }
 

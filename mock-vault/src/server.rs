@@ -231,32 +231,7 @@ pub async fn serve_request(
         }
     };
 
-    let mut entry = LogEntry {
-        seq: 0,
-        time_ms: i64::try_from(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis(),
-        )
-        .unwrap_or(i64::MAX),
-        vault: None,
-        method: method.to_string(),
-        path: path.clone(),
-        operation: String::new(),
-        identity: None,
-        status: 0,
-        request_id: request_id.clone(),
-        latency_ms: 0,
-        faults: Vec::new(),
-        user_agent: parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(256).collect()),
-        host: None,
-        server_name: None,
-    };
+    let mut entry = LogEntry::begin(&method, &path, &parts.headers, request_id.clone());
 
     if entra::is_entra_path(&segments) {
         let op = match segments.as_slice() {

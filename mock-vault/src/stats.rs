@@ -42,6 +42,43 @@ pub struct LogEntry {
     pub server_name: Option<String>,
 }
 
+impl LogEntry {
+    /// A log entry for a request just received: now, its method and path, its
+    /// `User-Agent` (first 256 characters); the rest filled in as it is served.
+    pub fn begin(
+        method: &http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+        request_id: String,
+    ) -> Self {
+        Self {
+            seq: 0,
+            time_ms: i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(i64::MAX),
+            vault: None,
+            method: method.to_string(),
+            path: path.to_owned(),
+            operation: String::new(),
+            identity: None,
+            status: 0,
+            request_id,
+            latency_ms: 0,
+            faults: Vec::new(),
+            user_agent: headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(256).collect()),
+            host: None,
+            server_name: None,
+        }
+    }
+}
+
 /// A counter key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct CounterKey {

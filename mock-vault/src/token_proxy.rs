@@ -34,9 +34,9 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::api::MAX_BODY;
-use crate::entra::{EntraReply, JWT_BEARER, oauth_error};
+use crate::entra::{EntraReply, JWT_BEARER, oauth_error, token_reply};
 use crate::faults::FaultKind;
-use crate::identity::{TokenGrant, decode_jwt, normalise_resource, unix, uuid_like};
+use crate::identity::{decode_jwt, unix, uuid_like};
 use crate::server::{Body, DropConnection, json_response};
 use crate::state::Shared;
 use crate::stats::LogEntry;
@@ -132,26 +132,10 @@ pub async fn serve_request(
             .map(|v| v.chars().take(256).collect::<String>())
     };
     let mut entry = LogEntry {
-        seq: 0,
-        time_ms: i64::try_from(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis(),
-        )
-        .unwrap_or(i64::MAX),
-        vault: None,
-        method: parts.method.to_string(),
-        path: path.clone(),
         operation: "apiserver".into(),
-        identity: None,
-        status: 0,
-        request_id: uuid_like(),
-        latency_ms: 0,
-        faults: Vec::new(),
-        user_agent: header(header::USER_AGENT),
         host: header(header::HOST).or_else(|| parts.uri.authority().map(ToString::to_string)),
         server_name: server_name.clone(),
+        ..LogEntry::begin(&parts.method, &path, &parts.headers, uuid_like())
     };
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -301,24 +285,7 @@ fn token(shared: &Shared, tenant: &str, body: &[u8]) -> EntraReply {
              it the managed identity).",
         );
     };
-    let ttl = shared.token_ttl;
-    let access_token = shared.issue_token(TokenGrant {
-        identity: identity.name.clone(),
-        tenant: identity.tenant().to_owned(),
-        resource: normalise_resource(scope),
-        expires_at: SystemTime::now() + ttl,
-    });
-    EntraReply {
-        status: StatusCode::OK,
-        body: json!({
-            "token_type": "Bearer",
-            "expires_in": ttl.as_secs(),
-            "ext_expires_in": ttl.as_secs(),
-            "access_token": access_token,
-        }),
-        identity: Some(identity.name.clone()),
-        operation: TOKEN_OPERATION,
-    }
+    token_reply(shared, &identity, scope, TOKEN_OPERATION)
 }
 
 #[cfg(test)]

@@ -1378,6 +1378,19 @@ async fn an_unreachable_vault_fails_over_to_the_secondary_but_never_on_an_answer
         a["failoverKeyvaultName"] = json!("kv2");
         a
     };
+    // Every secret read of kv1 fails with `kind`.
+    let kv1_reads_fail = |kind| {
+        env.mock
+            .add_fault(mock_vault::FaultSpec {
+                scope: mock_vault::Scope {
+                    vault: Some("kv1".into()),
+                    operation: Some("secrets.get".into()),
+                    ..mock_vault::Scope::default()
+                },
+                ..fault(kind, None)
+            })
+            .unwrap();
+    };
     let kv2_reads = || {
         env.mock
             .request_log(1000)
@@ -1388,16 +1401,7 @@ async fn an_unreachable_vault_fails_over_to_the_secondary_but_never_on_an_answer
 
     // kv1 answers 503 to every read (past the retries): the object comes from kv2, and its
     // version says so.
-    env.mock
-        .add_fault(mock_vault::FaultSpec {
-            scope: mock_vault::Scope {
-                vault: Some("kv1".into()),
-                operation: Some("secrets.get".into()),
-                ..mock_vault::Scope::default()
-            },
-            ..fault(FaultKind::Status { status: 503 }, None)
-        })
-        .unwrap();
+    kv1_reads_fail(FaultKind::Status { status: 503 });
     let r = env
         .mount(
             &with_failover(&objects(&["objectName: fo-both\nobjectType: secret"])),
@@ -1427,6 +1431,20 @@ async fn an_unreachable_vault_fails_over_to_the_secondary_but_never_on_an_answer
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     env.mock.clear_faults();
 
+    // Throttling past the deadline (Retry-After 60 s) fails over too.
+    kv1_reads_fail(FaultKind::Throttle {
+        retry_after_secs: 60,
+    });
+    let r = env
+        .mount(
+            &with_failover(&objects(&["objectName: fo-both\nobjectType: secret"])),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(files(&r)["fo-both"].1, b"from-kv2");
+    env.mock.clear_faults();
+
     // An answer about the object is never failed over: kv1 says it does not exist.
     let before = kv2_reads();
     let err = env
@@ -1438,16 +1456,7 @@ async fn an_unreachable_vault_fails_over_to_the_secondary_but_never_on_an_answer
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     // Nor a refusal: kv1 answers 403.
-    env.mock
-        .add_fault(mock_vault::FaultSpec {
-            scope: mock_vault::Scope {
-                vault: Some("kv1".into()),
-                operation: Some("secrets.get".into()),
-                ..mock_vault::Scope::default()
-            },
-            ..fault(FaultKind::Status { status: 403 }, None)
-        })
-        .unwrap();
+    kv1_reads_fail(FaultKind::Status { status: 403 });
     let err = env
         .mount(
             &with_failover(&objects(&["objectName: fo-pinned\nobjectType: secret"])),

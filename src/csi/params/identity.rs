@@ -110,38 +110,30 @@ pub(super) fn parse_auth(
     // Identity binding (the Go provider's `useAzureTokenProxy`, v1.8): workload identity
     // whose token goes to the cluster's token proxy. It names its identity by clientID, as
     // the Go provider requires; with a VM identity it would be two identities at once.
-    if attrs.bool(P_USE_AZURE_TOKEN_PROXY)? {
-        if use_vm {
-            return Err(ParamError::InvalidParameter {
-                name: P_USE_AZURE_TOKEN_PROXY,
-                reason: "cannot be combined with useVMManagedIdentity: keep one identity mode"
-                    .to_owned(),
-            });
-        }
-        let Some(client_id) = client_id else {
-            return Err(ParamError::InvalidParameter {
-                name: P_USE_AZURE_TOKEN_PROXY,
-                reason: "identity binding needs clientID: the client id of the managed \
-                         identity the service account is bound to"
-                    .to_owned(),
-            });
+    let exchange = if attrs.bool(P_USE_AZURE_TOKEN_PROXY)? {
+        let refused = |reason: &str| ParamError::InvalidParameter {
+            name: P_USE_AZURE_TOKEN_PROXY,
+            reason: reason.to_owned(),
         };
-        let exchange = TokenExchange::IdentityBinding;
-        let (token, token_expiration) =
-            service_account_token(attrs.trimmed(A_SERVICE_ACCOUNT_TOKENS), exchange)?;
-        return Ok(AuthMode::WorkloadIdentity {
-            client_id,
-            token,
-            token_expiration,
-            exchange,
-        });
-    }
-
+        if use_vm {
+            return Err(refused(
+                "cannot be combined with useVMManagedIdentity: keep one identity mode",
+            ));
+        }
+        if client_id.is_none() {
+            return Err(refused(
+                "identity binding needs clientID: the client id of the managed identity the \
+                 service account is bound to",
+            ));
+        }
+        TokenExchange::IdentityBinding
+    } else {
+        TokenExchange::Entra
+    };
     if let Some(client_id) = client_id {
         if use_vm {
             return Err(ParamError::ConflictingIdentity);
         }
-        let exchange = TokenExchange::Entra;
         let (token, token_expiration) =
             service_account_token(attrs.trimmed(A_SERVICE_ACCOUNT_TOKENS), exchange)?;
         return Ok(AuthMode::WorkloadIdentity {
