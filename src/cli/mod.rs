@@ -239,6 +239,11 @@ pub struct CsiArgs {
     /// Time allowed to drain in-flight mounts on SIGTERM.
     #[arg(long, env = "AKV_BRIDGE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// After a vault is found unreachable or throttling, how long objects that have a
+    /// `failoverKeyvaultName` skip it: a fresh cached copy still answers, else the failover
+    /// vault does, without waiting out the vault's deadline first. 0 turns it off.
+    #[arg(long, env = "AKV_BRIDGE_FAILOVER_HOLD", default_value = "30s", value_parser = parse_duration)]
+    pub failover_hold: Duration,
 }
 
 /// Flags of `akv-bridge probe kms`.

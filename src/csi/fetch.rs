@@ -380,6 +380,25 @@ impl Fetcher {
         self.lookup(identity, vault_url, kind, name, lookup).await
     }
 
+    /// Whether the newest version of an object is cached and fresh (no request needed).
+    pub fn is_fresh(
+        &self,
+        identity: &Identity,
+        vault_url: &str,
+        kind: ObjectKind,
+        name: &str,
+    ) -> bool {
+        self.cache
+            .peek(&CacheKey {
+                identity: identity.key,
+                vault_url: vault_url.to_owned(),
+                kind,
+                name: name.to_owned(),
+                lookup: Lookup::Latest,
+            })
+            .is_some()
+    }
+
     /// The vault's secrets, names and tags only (needs `secrets/list`), shared by every
     /// selection of the identity for `--latest-cache-ttl`.
     pub async fn secret_names(

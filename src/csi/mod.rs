@@ -218,6 +218,7 @@ pub fn prepare(args: &CsiArgs, registry: &mut Registry) -> Result<Arc<Provider>,
             vault_urls,
             timeout: args.mount_timeout,
             concurrency: args.mount_concurrency,
+            failover_hold: args.failover_hold,
             params: ParseOptions {
                 strict: args.strict_parameters,
                 default_cloud,

@@ -215,6 +215,8 @@ pub struct MountConfig {
     pub timeout: Duration,
     /// Objects of one mount read in parallel.
     pub concurrency: usize,
+    /// How long a vault found unreachable is skipped for objects with a failover vault.
+    pub failover_hold: Duration,
     /// How parameters are parsed (`--strict-parameters`, `--cloud-name`).
     pub params: ParseOptions,
     /// Custom clouds' environment files (`--cloud-env-dir`, `--cloud-env-file`).
@@ -229,7 +231,13 @@ pub struct Provider {
     config: MountConfig,
     metrics: ServerMetrics,
     mounts: MountMetrics,
+    /// Vault URLs found unreachable or throttling, and until when objects with a failover
+    /// vault skip them (`--failover-hold`).
+    down: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
 }
+
+/// Vaults remembered as down at most (the oldest are forgotten first).
+const MAX_DOWN_VAULTS: usize = 256;
 
 /// One file of the answer.
 struct OutFile {
@@ -246,6 +254,24 @@ struct ObjectResult {
     outcomes: Vec<Outcome>,
     /// Read from the failover vault.
     failed_over: bool,
+}
+
+/// An object's vault and its failover vault, each with its URL.
+#[derive(Clone, Copy)]
+struct FailoverPair<'a> {
+    primary: (&'a VaultName, &'a str),
+    failover: (&'a VaultName, &'a str),
+}
+
+/// A result read from the failover vault `other`: its versions say so (`<vault>/<version>`).
+fn failed_over(mut result: ObjectResult, other: &VaultName) -> ObjectResult {
+    for v in &mut result.versions {
+        if !v.version.is_empty() {
+            v.version = format!("{other}/{}", v.version);
+        }
+    }
+    result.failed_over = true;
+    result
 }
 
 /// Whether a failed read of an object may be retried in its failover vault: Key Vault
@@ -282,7 +308,44 @@ impl Provider {
             config,
             metrics,
             mounts,
+            down: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Whether `vault_url` was found down within `--failover-hold`.
+    fn is_down(&self, vault_url: &str) -> bool {
+        let down = self
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        down.get(vault_url)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Remembers `vault_url` as down (`true`) or forgets it (`false`: it answered).
+    fn set_down(&self, vault_url: &str, is_down: bool) {
+        let mut down = self
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !is_down {
+            down.remove(vault_url);
+            return;
+        }
+        if self.config.failover_hold.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        down.retain(|_, until| *until > now);
+        if down.len() >= MAX_DOWN_VAULTS
+            && let Some(oldest) = down
+                .iter()
+                .min_by_key(|(_, until)| **until)
+                .map(|(url, _)| url.clone())
+        {
+            down.remove(&oldest);
+        }
+        down.insert(vault_url.to_owned(), now + self.config.failover_hold);
     }
 
     /// The socket server's metrics.
@@ -401,59 +464,20 @@ impl Provider {
             let mode = params.mode_for(spec);
             let identity = Arc::clone(&identity);
             reads.push(async move {
-                let primary = self
-                    .object(&identity, vault, &vault_url, spec, mode, answer)
-                    .await;
-                match (primary, failover) {
-                    (Err(MountError::Object { object, error }), Some(other))
-                        if fails_over(&error) =>
-                    {
-                        let other_url = self.config.vault_urls.url(other, dns_suffix);
-                        let secondary = self
-                            .object(&identity, other, &other_url, spec, mode, answer)
-                            .await;
-                        self.mounts.failover(secondary.is_ok());
-                        match secondary {
-                            // An optional object missing in the failover vault is not
-                            // what the primary holds: keep the primary's error rather than
-                            // remove the pod's file.
-                            Ok(result) if result.skipped => {
-                                tracing::warn!(
-                                    object = %object,
-                                    failover = %other,
-                                    "the failover vault does not have the object"
-                                );
-                                Err(MountError::Object { object, error })
-                            }
-                            Ok(mut result) => {
-                                tracing::warn!(
-                                    object = %object,
-                                    failover = %other,
-                                    error = %error,
-                                    "read from the failover vault"
-                                );
-                                // The version says which vault answered.
-                                for v in &mut result.versions {
-                                    if !v.version.is_empty() {
-                                        v.version = format!("{other}/{}", v.version);
-                                    }
-                                }
-                                result.failed_over = true;
-                                Ok(result)
-                            }
-                            // Both failed: the primary's error, which the operator acts on.
-                            Err(secondary) => {
-                                tracing::warn!(
-                                    object = %object,
-                                    failover = %other,
-                                    error = %secondary,
-                                    "the failover vault failed too"
-                                );
-                                Err(MountError::Object { object, error })
-                            }
-                        }
+                match failover {
+                    None => {
+                        self.object(&identity, vault, &vault_url, spec, mode, answer)
+                            .await
                     }
-                    (result, _) => result,
+                    Some(other) => {
+                        let other_url = self.config.vault_urls.url(other, dns_suffix);
+                        let vaults = FailoverPair {
+                            primary: (vault, &vault_url),
+                            failover: (other, &other_url),
+                        };
+                        self.object_failing_over(&identity, vaults, spec, mode, answer)
+                            .await
+                    }
                 }
             });
         }
@@ -521,6 +545,98 @@ impl Provider {
         summary.bytes = total;
         self.mounts.observe_files(total);
         Ok((response, summary))
+    }
+
+    /// Reads one object that has a failover vault: from its vault, else (unreachable,
+    /// failing, too slow, throttling) from the failover vault. While its vault is
+    /// remembered as down (`--failover-hold`), a fresh cached copy or the failover vault
+    /// answers without waiting out the vault's deadline; the vault is asked again when the
+    /// failover vault fails too, or once the hold is over.
+    async fn object_failing_over(
+        &self,
+        identity: &Identity,
+        vaults: FailoverPair<'_>,
+        spec: &ObjectSpec,
+        mode: u32,
+        answer: Option<&Charge>,
+    ) -> Result<ObjectResult, MountError> {
+        let ((vault, vault_url), (other, other_url)) = (vaults.primary, vaults.failover);
+        let skip_primary = spec.history == 0
+            && self.is_down(vault_url)
+            && !self
+                .fetcher
+                .is_fresh(identity, vault_url, spec.kind, spec.name.as_str());
+        if skip_primary {
+            match self
+                .object(identity, other, other_url, spec, mode, answer)
+                .await
+            {
+                Ok(result) if !result.skipped => {
+                    self.mounts.failover(true);
+                    tracing::debug!(
+                        object = %spec.name,
+                        vault = %vault,
+                        failover = %other,
+                        "read from the failover vault: the vault is held as down"
+                    );
+                    return Ok(failed_over(result, other));
+                }
+                // The failover vault cannot answer for it: ask the vault after all.
+                _ => {}
+            }
+        }
+        let primary = self
+            .object(identity, vault, vault_url, spec, mode, answer)
+            .await;
+        let (object, error) = match primary {
+            Err(MountError::Object { object, error }) if fails_over(&error) => (object, error),
+            Err(MountError::Object { object, error }) => {
+                // Key Vault answered about the object: the vault is up.
+                self.set_down(vault_url, false);
+                return Err(MountError::Object { object, error });
+            }
+            Ok(result) => {
+                self.set_down(vault_url, false);
+                return Ok(result);
+            }
+            other => return other,
+        };
+        self.set_down(vault_url, true);
+        let secondary = self
+            .object(identity, other, other_url, spec, mode, answer)
+            .await;
+        self.mounts.failover(secondary.is_ok());
+        match secondary {
+            // An optional object missing in the failover vault is not what the primary
+            // holds: keep the primary's error rather than remove the pod's file.
+            Ok(result) if result.skipped => {
+                tracing::warn!(
+                    object = %object,
+                    failover = %other,
+                    "the failover vault does not have the object"
+                );
+                Err(MountError::Object { object, error })
+            }
+            Ok(result) => {
+                tracing::warn!(
+                    object = %object,
+                    failover = %other,
+                    error = %error,
+                    "read from the failover vault"
+                );
+                Ok(failed_over(result, other))
+            }
+            // Both failed: the primary's error, which the operator acts on.
+            Err(secondary) => {
+                tracing::warn!(
+                    object = %object,
+                    failover = %other,
+                    error = %secondary,
+                    "the failover vault failed too"
+                );
+                Err(MountError::Object { object, error })
+            }
+        }
     }
 
     /// Reads and renders one object (all its history entries).

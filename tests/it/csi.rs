@@ -34,6 +34,8 @@ vaults:
       - {name: b64val, value: "aGVsbG8gd29ybGQ="}
       - {name: fo-both, value: "from-kv1"}
       - {name: fo-pinned, value: "pinned-kv1"}
+      - {name: fo-second, value: "second-kv1"}
+      - {name: fo-third, value: "third-kv1"}
     certificates:
       - {name: web, dns_names: [web.example.com], issuer: MockCA}
       - {name: web-pem, dns_names: [pem.example.com], issuer: MockCA, content_type: application/x-pem-file}
@@ -81,6 +83,8 @@ vaults:
       - {name: other-secret, value: "from-kv2"}
       - {name: fo-both, value: "from-kv2"}
       - {name: fo-only-kv2, value: "only-in-kv2"}
+      - {name: fo-second, value: "second-kv2"}
+      - {name: fo-third, value: "third-kv2"}
       - {name: fo-pinned, value: "pinned-kv2"}
 identities:
   - name: app
@@ -1371,7 +1375,8 @@ async fn a_new_identitys_fifty_object_mount_is_one_challenge_and_fifty_reads() {
 
 #[tokio::test]
 async fn an_unreachable_vault_fails_over_to_the_secondary_but_never_on_an_answer() {
-    let env = env().await;
+    // Without the hold, every read asks kv1 first (the hold: the next test).
+    let env = env_with(&["--failover-hold=0s"]).await;
     let token = env.token("apps", "web");
     let with_failover = |objects_yaml: &str| {
         let mut a = env.wi_attributes(APP, &token, "web-0", objects_yaml);
@@ -1572,4 +1577,63 @@ async fn a_selection_mounts_every_enabled_secret_by_prefix_or_tag_within_its_bou
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+}
+
+#[tokio::test]
+async fn a_vault_found_down_is_skipped_for_the_hold_then_asked_again() {
+    let env = &env_with(&["--failover-hold=5s"]).await;
+    let token = env.token("apps", "web");
+    let mount = |name: &str| {
+        let mut a = env.wi_attributes(
+            APP,
+            &token,
+            "web-0",
+            &objects(&[&format!("objectName: {name}\nobjectType: secret")]),
+        );
+        a["failoverKeyvaultName"] = json!("kv2");
+        async move { env.mount(&a, &json!({})).await }
+    };
+    let kv1_asked_for = |name: &str| {
+        let path = format!("/secrets/{name}");
+        env.mock
+            .request_log(1000)
+            .iter()
+            .filter(|r| r.vault.as_deref() == Some("kv1") && r.path.trim_end_matches('/') == path)
+            .count()
+    };
+    env.mock
+        .add_fault(mock_vault::FaultSpec {
+            scope: mock_vault::Scope {
+                vault: Some("kv1".into()),
+                operation: Some("secrets.get".into()),
+                ..mock_vault::Scope::default()
+            },
+            ..fault(FaultKind::Status { status: 503 }, None)
+        })
+        .unwrap();
+
+    // Found down: kv1 was asked (and retried), then kv2 answered.
+    let r = mount("fo-both").await.unwrap();
+    assert_eq!(files(&r)["fo-both"].1, b"from-kv2");
+    assert!(kv1_asked_for("fo-both") > 0);
+
+    // Held as down: the next object goes straight to kv2, kv1 is not asked.
+    let started = std::time::Instant::now();
+    let r = mount("fo-second").await.unwrap();
+    assert_eq!(files(&r)["fo-second"].1, b"second-kv2");
+    assert_eq!(kv1_asked_for("fo-second"), 0);
+    assert!(r.object_version[0].version.starts_with("kv2/"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // kv1 is back; once the hold is over it is asked again and answers.
+    env.mock.clear_faults();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let r = mount("fo-third").await.unwrap();
+    assert_eq!(files(&r)["fo-third"].1, b"third-kv1");
+    assert!(kv1_asked_for("fo-third") > 0);
+    assert!(!r.object_version[0].version.contains('/'));
 }
