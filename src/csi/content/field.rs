@@ -27,12 +27,12 @@ pub(super) fn extract(
 }
 
 fn steps(path: &str, document: Document) -> Result<Vec<Step>, ContentError> {
-    // The parameters were checked when the mount was parsed; a path that does not parse
-    // here is reported as missing rather than trusted.
-    field_path::parse(path).map_err(|_| ContentError::MissingField {
+    // objectJsonKey accepts any text (a whole top-level key first); text that is neither
+    // that key nor a path is said to be both.
+    field_path::parse(path).map_err(|reason| ContentError::BadPath {
         document: document.name(),
         path: path.to_owned(),
-        at: String::new(),
+        reason,
     })
 }
 
@@ -318,6 +318,12 @@ mod tests {
         ));
         assert!(matches!(&errors[4], ContentError::FieldMismatch { at, .. } if at.is_empty()));
         assert!(matches!(&errors[5], ContentError::InvalidJson { .. }));
+        // Neither a top-level key nor a path: both said.
+        let err = json(&doc, "db.hosts[0").unwrap_err();
+        assert!(
+            matches!(&err, ContentError::BadPath { .. }) && err.to_string().contains("expects ']'"),
+            "{err}"
+        );
         for e in &errors {
             let shown = format!("{e} {e:?}");
             assert!(!shown.contains(MARKER), "{shown}");

@@ -266,6 +266,16 @@ pub enum ContentError {
         /// The part of the path that found nothing.
         at: String,
     },
+    /// The text is no top-level key of the document, and not a path either.
+    #[error("secret {document} has no top-level key '{path}', and it is not a path: it {reason}")]
+    BadPath {
+        /// `JSON` or `YAML`.
+        document: &'static str,
+        /// The requested text.
+        path: String,
+        /// Why it is not a path.
+        reason: String,
+    },
     /// A step of the path met the wrong kind of value.
     #[error("secret {document} is not {expected} at '{at}'; cannot extract '{path}'")]
     FieldMismatch {
