@@ -1572,6 +1572,18 @@ async fn a_selection_mounts_every_enabled_secret_by_prefix_or_tag_within_its_bou
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("app-db"), "{}", err.message());
 
+    // Listing needs `secrets/list`: an identity with `get` only is told so.
+    let token = env.token("other", "sa");
+    let attrs = env.wi_attributes(
+        OTHER,
+        &token,
+        "other-0",
+        &objects(&["objectNamePrefix: other-\nobjectType: secret\nkeyvaultName: kv2"]),
+    );
+    let err = env.mount(&attrs, &json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("secrets/list"), "{}", err.message());
+
     // A selection with a single-object key is refused when parsed.
     let err = mount(&["objectNamePrefix: app-\nobjectType: secret\nobjectVersion: abc"])
         .await
