@@ -186,6 +186,31 @@ impl std::fmt::Display for DropConnection {
 
 impl std::error::Error for DropConnection {}
 
+/// What an Entra-style endpoint (Entra, the token proxy) answers for an injected fault:
+/// `None` when the request is to be served (no fault, or latency only, already slept),
+/// `Err` when the connection drops.
+pub(crate) fn entra_fault(
+    failure: Option<&FaultKind>,
+) -> Option<Result<Response<Body>, DropConnection>> {
+    match failure? {
+        FaultKind::Reset | FaultKind::Outage => Some(Err(DropConnection)),
+        FaultKind::Throttle { retry_after_secs } => {
+            let mut r = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &serde_json::json!({"error": "temporarily_unavailable", "error_description": "throttled", "error_codes": [50196]}),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            Some(Ok(r))
+        }
+        FaultKind::Status { status } => Some(Ok(json_response(
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            &serde_json::json!({"error": "temporarily_unavailable", "error_description": "injected failure", "error_codes": [0]}),
+        ))),
+        FaultKind::Latency { .. } => None,
+    }
+}
+
 /// Serves one HTTP request on the vault/Entra port.
 pub async fn serve_request(
     shared: Arc<Shared>,
@@ -245,25 +270,13 @@ pub async fn serve_request(
         if !decision.delay.is_zero() {
             tokio::time::sleep(decision.delay).await;
         }
-        let resp = match decision.failure {
-            Some(FaultKind::Reset | FaultKind::Outage) => {
+        let resp = match entra_fault(decision.failure.as_ref()) {
+            Some(Err(drop)) => {
                 shared.record(entry);
-                return Err(DropConnection);
+                return Err(drop);
             }
-            Some(FaultKind::Throttle { retry_after_secs }) => {
-                let mut r = json_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &serde_json::json!({"error": "temporarily_unavailable", "error_description": "throttled", "error_codes": [50196]}),
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-                r
-            }
-            Some(FaultKind::Status { status }) => json_response(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-                &serde_json::json!({"error": "temporarily_unavailable", "error_description": "injected failure", "error_codes": [0]}),
-            ),
-            Some(FaultKind::Latency { .. }) | None => {
+            Some(Ok(resp)) => resp,
+            None => {
                 let out = entra::handle(&shared, &method, &segments, &query, &parts.headers, &body);
                 entry.identity = out.identity;
                 entry.operation = out.operation.into();

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
@@ -35,9 +35,8 @@ use serde_json::json;
 
 use crate::api::MAX_BODY;
 use crate::entra::{EntraReply, JWT_BEARER, oauth_error, token_reply};
-use crate::faults::FaultKind;
 use crate::identity::{decode_jwt, unix, uuid_like};
-use crate::server::{Body, DropConnection, json_response};
+use crate::server::{Body, DropConnection, entra_fault, json_response};
 use crate::state::Shared;
 use crate::stats::LogEntry;
 
@@ -176,25 +175,13 @@ pub async fn serve_request(
         if !decision.delay.is_zero() {
             tokio::time::sleep(decision.delay).await;
         }
-        match decision.failure {
-            Some(FaultKind::Reset | FaultKind::Outage) => {
+        match entra_fault(decision.failure.as_ref()) {
+            Some(Err(drop)) => {
                 shared.record(entry);
-                return Err(DropConnection);
+                return Err(drop);
             }
-            Some(FaultKind::Throttle { retry_after_secs }) => {
-                let mut r = json_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &json!({"error": "temporarily_unavailable", "error_description": "throttled"}),
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-                r
-            }
-            Some(FaultKind::Status { status }) => json_response(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-                &json!({"error": "temporarily_unavailable", "error_description": "injected failure"}),
-            ),
-            Some(FaultKind::Latency { .. }) | None => {
+            Some(Ok(resp)) => resp,
+            None => {
                 let out = token(&shared, tenant, &body);
                 entry.identity = out.identity;
                 json_response(out.status, &out.body)
