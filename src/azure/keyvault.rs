@@ -224,10 +224,9 @@ impl KvError {
         }
     }
 
-    /// Who failed, for metrics: `entra`, `token_proxy` (AKS identity binding) or
-    /// `key_vault` (a deadline and every answer about an object are Key Vault's).
-    pub fn upstream_label(&self) -> &'static str {
-        let by = match self {
+    /// Who failed: a deadline and every answer about an object are Key Vault's.
+    pub fn upstream(&self) -> Upstream {
+        match self {
             Self::Unauthenticated { by, .. }
             | Self::Unavailable { by, .. }
             | Self::Certificate { by, .. } => *by,
@@ -237,8 +236,13 @@ impl KvError {
             | Self::KeyUnusable { .. }
             | Self::Rejected(_)
             | Self::DeadlineExceeded(_) => Upstream::KeyVault,
-        };
-        match by {
+        }
+    }
+
+    /// Who failed, for metrics: `entra`, `token_proxy` (AKS identity binding) or
+    /// `key_vault` ([`Self::upstream`]).
+    pub fn upstream_label(&self) -> &'static str {
+        match self.upstream() {
             Upstream::Entra => "entra",
             Upstream::TokenProxy => "token_proxy",
             Upstream::KeyVault => "key_vault",

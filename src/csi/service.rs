@@ -36,7 +36,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::azure::keyvault::KvError;
 use crate::azure::upstream::Upstream;
-use crate::cache::Outcome;
+use crate::cache::{CacheError as _, Outcome};
 use crate::csi::cloud_env::{CloudEnvError, CloudEnvFiles};
 use crate::csi::content::{self, ContentError, ObjectOptions, ProviderOptions};
 use crate::csi::fetch::{Fetched, Fetcher, MAX_LISTED};
@@ -278,19 +278,10 @@ fn failed_over(mut result: ObjectResult, other: &VaultName) -> ObjectResult {
 /// itself unreachable, failing, throttling past the deadline, too slow, or its certificate
 /// refused. Never for an answer about the object (404, 403, a disabled version) nor an
 /// identity problem: those would read the same in any vault, or must not be papered over.
+/// That is: the failures a stale cached copy may answer (`CacheError::serve_stale`), when
+/// Key Vault, not Entra or the token proxy, is the one failing.
 fn fails_over(error: &KvError) -> bool {
-    match error {
-        KvError::Unavailable { by, .. } | KvError::Certificate { by, .. } => {
-            *by == Upstream::KeyVault
-        }
-        KvError::Throttled(t) => t.by == Upstream::KeyVault,
-        KvError::DeadlineExceeded(_) => true,
-        KvError::NotFound(_)
-        | KvError::PermissionDenied(_)
-        | KvError::KeyUnusable { .. }
-        | KvError::Rejected(_)
-        | KvError::Unauthenticated { .. } => false,
-    }
+    error.serve_stale() && error.upstream() == Upstream::KeyVault
 }
 
 impl Provider {
